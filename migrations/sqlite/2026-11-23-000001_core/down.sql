@@ -1,0 +1,9 @@
+DROP TABLE api_tokens;
+DROP TABLE webhook_events;
+DROP TABLE decisions;
+DROP TABLE consumption_draws;
+DROP TABLE consumptions;
+DROP TABLE ledger_entries;
+DROP TABLE credit_lots;
+DROP TABLE purchases;
+DROP TABLE accounts;

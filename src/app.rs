@@ -1,0 +1,210 @@
+//! `Application::build` is shared by `main` and every test: the same wiring, on any port.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use tracing_actix_web::TracingLogger;
+
+use crate::clock::{Clock, SystemClock};
+use crate::db::{self, build_pool, run_migrations, DatabaseTarget, Pool};
+use crate::http::auth::TokenCache;
+use crate::http::{problem, routes, AppState};
+use crate::settings::{Environment, Settings};
+use crate::stripe::WebhookSecrets;
+use crate::telemetry::RequestSpan;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+/// Where the webhook secrets came from (logged at start-up, never the secret itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Configured,
+    DevelopmentFile(std::path::PathBuf),
+}
+
+const DEV_SECRET_FILE: &str = "webhook_secret";
+
+/// `STRIPE_WEBHOOK_SECRET`, else (SQLite, development only) a secret created once and kept in
+/// the data folder. With PostgreSQL or in production a missing secret is a start-up error.
+pub fn resolve_webhook_secrets(
+    settings: &Settings,
+    target: &DatabaseTarget,
+) -> anyhow::Result<(WebhookSecrets, SecretSource)> {
+    if let Some(secrets) = settings
+        .webhook
+        .secret
+        .as_deref()
+        .and_then(WebhookSecrets::parse_list)
+    {
+        return Ok((secrets, SecretSource::Configured));
+    }
+    let path = match target {
+        DatabaseTarget::Sqlite { path } if settings.environment == Environment::Development => {
+            db::connection::sqlite_data_dir(path).join(DEV_SECRET_FILE)
+        }
+        _ => anyhow::bail!(
+            "STRIPE_WEBHOOK_SECRET is not set. It is required with PostgreSQL and in production: \
+             set it to the signing secret of your Stripe webhook endpoint (whsec_…; several, \
+             comma-separated, during a rotation)."
+        ),
+    };
+    Ok((
+        read_or_create_dev_secret(&path)?,
+        SecretSource::DevelopmentFile(path),
+    ))
+}
+
+fn read_or_create_dev_secret(path: &Path) -> anyhow::Result<WebhookSecrets> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        return WebhookSecrets::parse_list(existing.trim()).with_context(|| {
+            format!("{} is empty; delete it to create a new one", path.display())
+        });
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut bytes = [0u8; 24];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let secret = format!("whsec_dev_{}", hex::encode(bytes));
+    write_private(path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    Ok(WebhookSecrets::parse_list(&secret).expect("a fresh secret is not empty"))
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)
+}
+
+/// Opens the pool and applies pending migrations (run at start-up and by `creditguard migrate`).
+pub async fn open_database(settings: &Settings) -> anyhow::Result<(Pool, Vec<String>)> {
+    let target = settings.database_target();
+    let size = settings.database.pool_size;
+    tokio::task::spawn_blocking(move || {
+        let pool = build_pool(&target, size)
+            .with_context(|| format!("cannot open the database {}", target.redacted()))?;
+        let mut conn = pool.get().context("no database connection")?;
+        let applied = run_migrations(&mut conn)?;
+        drop(conn);
+        Ok((pool, applied))
+    })
+    .await?
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let target = settings.database_target();
+        let (webhook_secrets, source) = resolve_webhook_secrets(&settings, &target)?;
+        let (pool, applied) = open_database(&settings).await?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "migrations applied");
+        }
+        let listener = TcpListener::bind(&settings.bind)
+            .with_context(|| format!("cannot listen on {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        tracing::info!(
+            database = %target.redacted(),
+            address = %listener.local_addr()?,
+            webhook_secrets = webhook_secrets.len(),
+            "creditguard listening"
+        );
+        if let SecretSource::DevelopmentFile(path) = &source {
+            tracing::warn!(
+                secret_file = %path.display(),
+                "STRIPE_WEBHOOK_SECRET is not set: using the development webhook secret kept in {}. \
+                 Send a signed test event with: cargo run -- dev send-event ../shared/stripe-fixtures/checkout.session.completed.json",
+                path.display()
+            );
+        }
+        let workers = match settings.http_workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let state = web::Data::new(AppState {
+            pool,
+            settings: Arc::new(settings),
+            clock,
+            webhook_secrets,
+            tokens: TokenCache::default(),
+        });
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::<RequestSpan>::new())
+                .app_data(app_state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(64 * 1024)
+                        .error_handler(problem::json_error),
+                )
+                .app_data(web::QueryConfig::default().error_handler(problem::query_error))
+                .app_data(web::PathConfig::default().error_handler(problem::path_error))
+                .configure(routes::configure)
+                .default_service(web::to(|| async {
+                    crate::http::ApiError::NotFound("not-found", "no such route".to_owned())
+                        .into_response()
+                }))
+        })
+        .workers(workers)
+        .listen(listener)?
+        .run();
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+trait IntoProblemResponse {
+    fn into_response(self) -> actix_web::HttpResponse;
+}
+
+impl IntoProblemResponse for crate::http::ApiError {
+    fn into_response(self) -> actix_web::HttpResponse {
+        actix_web::ResponseError::error_response(&self)
+    }
+}

@@ -1,0 +1,168 @@
+//! The `creditguard` command line: `serve` (the default), `migrate`, `token create`,
+//! `check-ledger`, `dev send-event`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+
+use crate::app::{open_database, resolve_webhook_secrets, Application};
+use crate::clock::{Clock, SystemClock};
+use crate::db::db_time;
+use crate::domain::Role;
+use crate::settings::Settings;
+use crate::stripe::sign;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "creditguard",
+    version,
+    about = "Payments back office for prepaid credits sold through Stripe"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Prove the ledger's invariants; exits non-zero and names every violation.
+    CheckLedger,
+    /// Development helpers.
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it alone on standard output (only its hash is stored).
+    Create {
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long)]
+        label: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Sign a Stripe event file with the configured webhook secret and post it to the service.
+    SendEvent {
+        /// A Stripe event envelope, e.g. ../shared/stripe-fixtures/checkout.session.completed.json
+        file: PathBuf,
+        /// The service's base URL (default: http://<CREDITGUARD_BIND>).
+        #[arg(long)]
+        url: Option<String>,
+        /// Replace the event id with a fresh one, so the same file can be sent again as a new event.
+        #[arg(long)]
+        new_id: bool,
+    },
+}
+
+fn parse_role(raw: &str) -> Result<Role, String> {
+    raw.parse()
+}
+
+pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<std::process::ExitCode> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            app.run_until_stopped().await?;
+        }
+        Command::Migrate => {
+            let (_, applied) = open_database(&settings).await?;
+            if applied.is_empty() {
+                eprintln!("migrations: nothing to apply");
+            } else {
+                eprintln!("migrations applied: {}", applied.join(", "));
+            }
+        }
+        Command::Token {
+            command: TokenCommand::Create { role, label },
+        } => {
+            let (pool, _) = open_database(&settings).await?;
+            let now = db_time(SystemClock.now());
+            let token = tokio::task::spawn_blocking(move || {
+                let mut conn = pool.get()?;
+                crate::http::auth::create_token(&mut conn, role, label.as_deref(), now)
+                    .context("storing the token")
+            })
+            .await??;
+            println!("{token}");
+        }
+        Command::CheckLedger => {
+            let (pool, _) = open_database(&settings).await?;
+            let report = tokio::task::spawn_blocking(move || {
+                let mut conn = pool.get()?;
+                crate::ledger::check_ledger(&mut conn).context("reading the ledger")
+            })
+            .await??;
+            if report.is_ok() {
+                println!(
+                    "ledger ok: {} accounts, {} lots, {} entries",
+                    report.accounts, report.lots, report.entries
+                );
+            } else {
+                for violation in &report.violations {
+                    println!("VIOLATION {violation}");
+                }
+                println!("ledger broken: {} violation(s)", report.violations.len());
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        }
+        Command::Dev {
+            command: DevCommand::SendEvent { file, url, new_id },
+        } => {
+            send_event(&settings, &file, url, new_id).await?;
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn send_event(
+    settings: &Settings,
+    file: &PathBuf,
+    url: Option<String>,
+    new_id: bool,
+) -> anyhow::Result<()> {
+    let (secrets, _) = resolve_webhook_secrets(settings, &settings.database_target())?;
+    let mut body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    if new_id {
+        let mut event: serde_json::Value =
+            serde_json::from_slice(&body).context("the file is not JSON")?;
+        event["id"] = serde_json::json!(format!("evt_dev_{}", uuid::Uuid::now_v7().simple()));
+        body = serde_json::to_vec_pretty(&event)?;
+    }
+    let timestamp = SystemClock.now().timestamp();
+    let signature = sign(secrets.primary(), timestamp, &body);
+    debug_assert!(!signature.contains(secrets.primary().expose_secret()));
+    let base = url.unwrap_or_else(|| format!("http://{}", settings.bind));
+    let endpoint = format!("{}/webhooks/stripe", base.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&endpoint)
+        .header("Stripe-Signature", signature)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("posting to {endpoint}"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    println!("{status} {text}");
+    if !status.is_success() {
+        anyhow::bail!("the service answered {status}");
+    }
+    Ok(())
+}

@@ -1,0 +1,375 @@
+//! One diesel codebase, two backends (STORAGE.md). The backend is chosen strictly by the URL's
+//! scheme by our own r2d2 manager: the derive's `establish` tries each variant in turn, hides the
+//! real error behind "Invalid connection url" and can silently create a SQLite file named after
+//! a libpq keyword string.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::pg::PgConnection;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sqlite::SqliteConnection;
+use diesel::Connection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Pg(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+pub type Pool = r2d2::Pool<ConnectionManager>;
+pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
+
+pub const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// Runs `$body` with `$c` bound to the inner connection of whichever backend `$conn` holds.
+/// Each arm is type-checked for its own backend, so DSL features that both backends have but the
+/// enum does not (`on_conflict_do_nothing`, `for_update`, `skip_locked`) become usable.
+#[macro_export]
+macro_rules! per_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Pg($c) => $body,
+            $crate::db::DbConnection::Sqlite($c) => $body,
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A parsed `DATABASE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    Postgres { url: String },
+    Sqlite { path: PathBuf },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseUrlError {
+    #[error("DATABASE_URL is empty")]
+    Empty,
+    #[error("DATABASE_URL has the unsupported scheme {0:?}: use postgres://… or a SQLite path (sqlite://path/to/file.db)")]
+    UnsupportedScheme(String),
+}
+
+impl DatabaseTarget {
+    pub fn parse(raw: &str) -> Result<Self, DatabaseUrlError> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(DatabaseUrlError::Empty);
+        }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            return Ok(Self::Postgres {
+                url: raw.to_owned(),
+            });
+        }
+        let path = if let Some(rest) = raw.strip_prefix("sqlite://") {
+            rest
+        } else if let Some(rest) = raw.strip_prefix("sqlite:") {
+            rest
+        } else if let Some((scheme, _)) = raw.split_once("://") {
+            return Err(DatabaseUrlError::UnsupportedScheme(scheme.to_owned()));
+        } else {
+            raw
+        };
+        if path.is_empty() {
+            return Err(DatabaseUrlError::Empty);
+        }
+        Ok(Self::Sqlite {
+            path: PathBuf::from(path),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres { .. } => Backend::Postgres,
+            Self::Sqlite { .. } => Backend::Sqlite,
+        }
+    }
+
+    /// For logs: the URL without its password.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite { path } => format!("sqlite://{}", path.display()),
+            Self::Postgres { url } => match url::Url::parse(url) {
+                Ok(mut parsed) => {
+                    if parsed.password().is_some() {
+                        let _ = parsed.set_password(Some("***"));
+                    }
+                    parsed.to_string()
+                }
+                Err(_) => "postgres://(unparseable)".to_owned(),
+            },
+        }
+    }
+
+    pub fn establish(&self) -> Result<DbConnection, ConnectError> {
+        match self {
+            Self::Postgres { url } => PgConnection::establish(url)
+                .map(DbConnection::Pg)
+                .map_err(|e| ConnectError::Postgres(e.to_string())),
+            Self::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| ConnectError::Sqlite {
+                        path: path.clone(),
+                        message: format!("cannot create directory {}: {e}", dir.display()),
+                    })?;
+                }
+                let mut conn =
+                    SqliteConnection::establish(&path.to_string_lossy()).map_err(|e| {
+                        ConnectError::Sqlite {
+                            path: path.clone(),
+                            message: e.to_string(),
+                        }
+                    })?;
+                // busy_timeout first, so that switching to WAL already waits for other writers.
+                // synchronous=FULL: a 2xx to Stripe means the event is on disk.
+                conn.batch_execute(
+                    "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+                )
+                .map_err(|e| ConnectError::Sqlite {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Postgres(String),
+    #[error("cannot open SQLite database {path}: {message}")]
+    Sqlite { path: PathBuf, message: String },
+    #[error("connection check failed: {0}")]
+    Check(#[from] DieselError),
+}
+
+/// r2d2 manager that keeps the real connection error (see module doc).
+#[derive(Debug, Clone)]
+pub struct ConnectionManager {
+    target: DatabaseTarget,
+}
+
+impl ConnectionManager {
+    pub fn new(target: DatabaseTarget) -> Self {
+        Self { target }
+    }
+}
+
+impl r2d2::ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = ConnectError;
+
+    fn connect(&self) -> Result<DbConnection, ConnectError> {
+        self.target.establish()
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), ConnectError> {
+        conn.batch_execute("SELECT 1").map_err(ConnectError::from)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
+        false
+    }
+}
+
+pub fn build_pool(target: &DatabaseTarget, max_size: u32) -> Result<Pool, r2d2::Error> {
+    r2d2::Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(5))
+        .test_on_check_out(false)
+        .build(ConnectionManager::new(target.clone()))
+}
+
+/// Applies pending migrations of the connection's backend; returns the versions applied.
+pub fn run_migrations(conn: &mut DbConnection) -> anyhow::Result<Vec<String>> {
+    let applied = per_backend!(conn, |c| {
+        let migrations = migrations_for(c.backend_kind());
+        c.run_pending_migrations(migrations)
+            .map_err(|e| anyhow::anyhow!("running migrations failed: {e}"))?
+            .into_iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+    });
+    Ok(applied)
+}
+
+pub fn has_pending_migrations(conn: &mut DbConnection) -> anyhow::Result<bool> {
+    per_backend!(conn, |c| {
+        let migrations = migrations_for(c.backend_kind());
+        c.has_pending_migration(migrations)
+            .map_err(|e| anyhow::anyhow!("checking migrations failed: {e}"))
+    })
+}
+
+fn migrations_for(backend: Backend) -> EmbeddedMigrations {
+    match backend {
+        Backend::Postgres => PG_MIGRATIONS,
+        Backend::Sqlite => SQLITE_MIGRATIONS,
+    }
+}
+
+trait BackendKind {
+    fn backend_kind(&self) -> Backend;
+}
+impl BackendKind for PgConnection {
+    fn backend_kind(&self) -> Backend {
+        Backend::Postgres
+    }
+}
+impl BackendKind for SqliteConnection {
+    fn backend_kind(&self) -> Backend {
+        Backend::Sqlite
+    }
+}
+
+impl DbConnection {
+    pub fn backend(&self) -> Backend {
+        match self {
+            DbConnection::Pg(_) => Backend::Postgres,
+            DbConnection::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+}
+
+/// Errors that a write transaction returns; `E` must be able to carry a database error so that
+/// lock contention can be recognised and retried.
+pub trait TransactionError: From<DieselError> {
+    fn as_database_error(&self) -> Option<&DieselError>;
+}
+
+impl TransactionError for DieselError {
+    fn as_database_error(&self) -> Option<&DieselError> {
+        Some(self)
+    }
+}
+
+/// Contention that a fresh attempt of the same transaction resolves: SQLite's "database is
+/// locked" (busy timeout ran out) and PostgreSQL's serialization failures and deadlocks.
+pub fn is_retryable(err: &DieselError) -> bool {
+    match err {
+        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        DieselError::DatabaseError(_, info) => {
+            let message = info.message();
+            message.contains("database is locked")
+                || message.contains("deadlock detected")
+                || message.contains("could not serialize access")
+        }
+        _ => false,
+    }
+}
+
+const WRITE_ATTEMPTS: u32 = 8;
+
+/// Runs `work` in one write transaction: `BEGIN IMMEDIATE` on SQLite (take the write lock up
+/// front, so two writers never deadlock upgrading read locks), plain `BEGIN` (READ COMMITTED) on
+/// PostgreSQL. Retries the whole transaction on contention; any other error rolls back.
+pub fn write_transaction<T, E, F>(conn: &mut DbConnection, mut work: F) -> Result<T, E>
+where
+    E: TransactionError,
+    F: FnMut(&mut DbConnection) -> Result<T, E>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match write_transaction_once(conn, &mut work) {
+            Err(e)
+                if attempt < WRITE_ATTEMPTS && e.as_database_error().is_some_and(is_retryable) =>
+            {
+                let pause = Duration::from_millis(5u64 << attempt.min(6))
+                    + Duration::from_micros(rand::random::<u64>() % 5_000);
+                tracing::debug!(
+                    attempt,
+                    ?pause,
+                    "write transaction hit contention; retrying"
+                );
+                std::thread::sleep(pause);
+            }
+            other => return other,
+        }
+    }
+}
+
+fn write_transaction_once<T, E, F>(conn: &mut DbConnection, work: &mut F) -> Result<T, E>
+where
+    E: TransactionError,
+    F: FnMut(&mut DbConnection) -> Result<T, E>,
+{
+    match conn {
+        DbConnection::Sqlite(c) => {
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?
+        }
+        DbConnection::Pg(c) => AnsiTransactionManager::begin_transaction(c)?,
+    }
+    match work(conn) {
+        Ok(value) => match per_backend!(conn, |c| AnsiTransactionManager::commit_transaction(c)) {
+            Ok(()) => Ok(value),
+            Err(commit_error) => {
+                let _ = per_backend!(conn, |c| AnsiTransactionManager::rollback_transaction(c));
+                Err(commit_error.into())
+            }
+        },
+        Err(e) => {
+            per_backend!(conn, |c| AnsiTransactionManager::rollback_transaction(c))?;
+            Err(e)
+        }
+    }
+}
+
+/// The SQLite file's folder: where the development webhook secret is kept.
+pub fn sqlite_data_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_is_chosen_by_scheme_only() {
+        assert_eq!(
+            DatabaseTarget::parse("postgres://u@h/db")
+                .unwrap()
+                .backend(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            DatabaseTarget::parse("sqlite://data/x.db").unwrap(),
+            DatabaseTarget::Sqlite {
+                path: "data/x.db".into()
+            }
+        );
+        assert_eq!(
+            DatabaseTarget::parse("data/x.db").unwrap(),
+            DatabaseTarget::Sqlite {
+                path: "data/x.db".into()
+            }
+        );
+        assert!(matches!(
+            DatabaseTarget::parse("mysql://h/db"),
+            Err(DatabaseUrlError::UnsupportedScheme(s)) if s == "mysql"
+        ));
+        assert!(DatabaseTarget::parse("  ").is_err());
+    }
+
+    #[test]
+    fn redaction_hides_the_password() {
+        let target = DatabaseTarget::parse("postgres://app:hunter2@db:5432/cg").unwrap();
+        assert!(!target.redacted().contains("hunter2"));
+    }
+}

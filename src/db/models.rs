@@ -1,0 +1,428 @@
+//! Rows and the queries on them, as methods taking `&mut DbConnection` so that they compose
+//! inside a caller's transaction (the crates.io habit). Ledger arithmetic lives in `ledger/`.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{accounts, api_tokens, decisions, purchases, webhook_events};
+use super::DbConnection;
+use crate::per_backend;
+
+// ---------------------------------------------------------------------------------------------
+// accounts
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = accounts)]
+pub struct Account {
+    pub id: String,
+    pub email: Option<String>,
+    pub stripe_customer_id: Option<String>,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub balance: i64,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = accounts)]
+struct NewAccount<'a> {
+    id: &'a str,
+    email: Option<&'a str>,
+    stripe_customer_id: Option<&'a str>,
+    status: &'a str,
+    balance: i64,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+impl Account {
+    pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Account>> {
+        accounts::table
+            .find(id)
+            .select(Account::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    pub fn find_by_stripe_customer(
+        conn: &mut DbConnection,
+        customer: &str,
+    ) -> QueryResult<Option<Account>> {
+        accounts::table
+            .filter(accounts::stripe_customer_id.eq(customer))
+            .select(Account::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    /// Creates an active account with a zero balance unless it exists; true if it was created.
+    pub fn create_if_missing(
+        conn: &mut DbConnection,
+        id: &str,
+        email: Option<&str>,
+        stripe_customer_id: Option<&str>,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        let row = NewAccount {
+            id,
+            email,
+            stripe_customer_id,
+            status: "active",
+            balance: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        let inserted = per_backend!(conn, |c| diesel::insert_into(accounts::table)
+            .values(&row)
+            .on_conflict(accounts::id)
+            .do_nothing()
+            .execute(c))?;
+        Ok(inserted == 1)
+    }
+
+    /// Sets the contact fields that were given; leaves the others as they are.
+    pub fn update_contact(
+        conn: &mut DbConnection,
+        id: &str,
+        email: Option<&str>,
+        stripe_customer_id: Option<&str>,
+        now: NaiveDateTime,
+    ) -> QueryResult<()> {
+        if let Some(email) = email {
+            diesel::update(accounts::table.find(id))
+                .set((accounts::email.eq(email), accounts::updated_at.eq(now)))
+                .execute(conn)?;
+        }
+        if let Some(customer) = stripe_customer_id {
+            diesel::update(accounts::table.find(id))
+                .set((
+                    accounts::stripe_customer_id.eq(customer),
+                    accounts::updated_at.eq(now),
+                ))
+                .execute(conn)?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// purchases
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = purchases)]
+pub struct Purchase {
+    pub id: String,
+    pub payment_intent_id: String,
+    pub charge_id: Option<String>,
+    pub checkout_session_id: Option<String>,
+    pub account_id: Option<String>,
+    pub account_reference: Option<String>,
+    pub stripe_customer_id: Option<String>,
+    pub package_id: Option<String>,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub credits_granted: i64,
+    pub undelivered_reason: Option<String>,
+    pub paid_at: NaiveDateTime,
+    pub source_event_id: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = purchases)]
+pub struct NewPurchase<'a> {
+    pub id: &'a str,
+    pub payment_intent_id: &'a str,
+    pub charge_id: Option<&'a str>,
+    pub checkout_session_id: Option<&'a str>,
+    pub account_id: Option<&'a str>,
+    pub account_reference: Option<&'a str>,
+    pub stripe_customer_id: Option<&'a str>,
+    pub package_id: Option<&'a str>,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub status: &'a str,
+    pub credits_granted: i64,
+    pub undelivered_reason: Option<&'a str>,
+    pub paid_at: NaiveDateTime,
+    pub source_event_id: &'a str,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Default)]
+pub struct PurchaseFilter<'a> {
+    pub account_id: Option<&'a str>,
+    pub status: Option<&'a str>,
+}
+
+impl Purchase {
+    /// Inserts unless a purchase of this PaymentIntent exists; true if inserted.
+    pub fn insert_once(conn: &mut DbConnection, row: &NewPurchase<'_>) -> QueryResult<bool> {
+        let inserted = per_backend!(conn, |c| diesel::insert_into(purchases::table)
+            .values(row)
+            .on_conflict(purchases::payment_intent_id)
+            .do_nothing()
+            .execute(c))?;
+        Ok(inserted == 1)
+    }
+
+    pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Purchase>> {
+        purchases::table
+            .find(id)
+            .select(Purchase::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    pub fn by_payment_intent(
+        conn: &mut DbConnection,
+        payment_intent: &str,
+    ) -> QueryResult<Option<Purchase>> {
+        purchases::table
+            .filter(purchases::payment_intent_id.eq(payment_intent))
+            .select(Purchase::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    pub fn by_charge(conn: &mut DbConnection, charge: &str) -> QueryResult<Option<Purchase>> {
+        purchases::table
+            .filter(purchases::charge_id.eq(charge))
+            .select(Purchase::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    pub fn list(
+        conn: &mut DbConnection,
+        filter: &PurchaseFilter<'_>,
+        limit: i64,
+    ) -> QueryResult<Vec<Purchase>> {
+        let mut query = purchases::table
+            .select(Purchase::as_select())
+            .order((purchases::paid_at.desc(), purchases::id.desc()))
+            .limit(limit)
+            .into_boxed();
+        if let Some(account) = filter.account_id {
+            query = query.filter(purchases::account_id.eq(account));
+        }
+        if let Some(status) = filter.status {
+            query = query.filter(purchases::status.eq(status));
+        }
+        query.load(conn)
+    }
+
+    /// Records the charge and checkout session ids once they are known; never overwrites.
+    pub fn fill_stripe_ids(
+        conn: &mut DbConnection,
+        id: &str,
+        charge_id: Option<&str>,
+        checkout_session_id: Option<&str>,
+        now: NaiveDateTime,
+    ) -> QueryResult<()> {
+        if let Some(charge) = charge_id {
+            diesel::update(
+                purchases::table
+                    .find(id)
+                    .filter(purchases::charge_id.is_null()),
+            )
+            .set((
+                purchases::charge_id.eq(charge),
+                purchases::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        }
+        if let Some(session) = checkout_session_id {
+            diesel::update(
+                purchases::table
+                    .find(id)
+                    .filter(purchases::checkout_session_id.is_null()),
+            )
+            .set((
+                purchases::checkout_session_id.eq(session),
+                purchases::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// decisions
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = decisions)]
+pub struct DecisionRow {
+    pub id: i64,
+    pub subject_type: String,
+    pub subject_id: String,
+    pub rule: String,
+    pub action: String,
+    pub explanation: String,
+    pub reference: String,
+    pub decided_by: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = decisions)]
+pub struct NewDecision<'a> {
+    pub subject_type: &'a str,
+    pub subject_id: &'a str,
+    pub rule: &'a str,
+    pub action: &'a str,
+    pub explanation: &'a str,
+    pub reference: &'a str,
+    pub decided_by: &'a str,
+    pub created_at: NaiveDateTime,
+}
+
+impl DecisionRow {
+    pub fn insert(conn: &mut DbConnection, row: &NewDecision<'_>) -> QueryResult<()> {
+        diesel::insert_into(decisions::table)
+            .values(row)
+            .execute(conn)?;
+        Ok(())
+    }
+
+    pub fn for_subject(
+        conn: &mut DbConnection,
+        subject_type: &str,
+        subject_id: &str,
+    ) -> QueryResult<Vec<DecisionRow>> {
+        decisions::table
+            .filter(decisions::subject_type.eq(subject_type))
+            .filter(decisions::subject_id.eq(subject_id))
+            .order(decisions::id.asc())
+            .select(DecisionRow::as_select())
+            .load(conn)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// webhook events
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = webhook_events)]
+pub struct WebhookEventRow {
+    pub id: String,
+    pub event_type: String,
+    pub api_version: Option<String>,
+    pub livemode: bool,
+    pub stripe_created: NaiveDateTime,
+    pub payload: String,
+    pub status: String,
+    pub detail: Option<String>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub received_at: NaiveDateTime,
+    pub processed_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = webhook_events)]
+pub struct NewWebhookEvent<'a> {
+    pub id: &'a str,
+    pub event_type: &'a str,
+    pub api_version: Option<&'a str>,
+    pub livemode: bool,
+    pub stripe_created: NaiveDateTime,
+    pub payload: &'a str,
+    pub status: &'a str,
+    pub detail: Option<&'a str>,
+    pub attempts: i64,
+    pub received_at: NaiveDateTime,
+    pub processed_at: Option<NaiveDateTime>,
+}
+
+impl WebhookEventRow {
+    /// Inserts the event unless its id is known; true if inserted. On PostgreSQL a concurrent
+    /// delivery of the same id waits here until the first transaction ends, then sees it.
+    pub fn insert_once(conn: &mut DbConnection, row: &NewWebhookEvent<'_>) -> QueryResult<bool> {
+        let inserted = per_backend!(conn, |c| diesel::insert_into(webhook_events::table)
+            .values(row)
+            .on_conflict(webhook_events::id)
+            .do_nothing()
+            .execute(c))?;
+        Ok(inserted == 1)
+    }
+
+    pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<WebhookEventRow>> {
+        webhook_events::table
+            .find(id)
+            .select(WebhookEventRow::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    pub fn set_outcome(
+        conn: &mut DbConnection,
+        id: &str,
+        status: &str,
+        detail: Option<&str>,
+        now: NaiveDateTime,
+    ) -> QueryResult<()> {
+        diesel::update(webhook_events::table.find(id))
+            .set((
+                webhook_events::status.eq(status),
+                webhook_events::detail.eq(detail),
+                webhook_events::processed_at.eq(Some(now)),
+            ))
+            .execute(conn)?;
+        Ok(())
+    }
+
+    pub fn count_by_status(conn: &mut DbConnection, status: &str) -> QueryResult<i64> {
+        webhook_events::table
+            .filter(webhook_events::status.eq(status))
+            .count()
+            .get_result(conn)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// API tokens
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = api_tokens)]
+pub struct ApiToken {
+    pub id: String,
+    pub token_hash: String,
+    pub role: String,
+    pub label: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub revoked_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = api_tokens)]
+pub struct NewApiToken<'a> {
+    pub id: &'a str,
+    pub token_hash: &'a str,
+    pub role: &'a str,
+    pub label: Option<&'a str>,
+    pub created_at: NaiveDateTime,
+}
+
+impl ApiToken {
+    pub fn insert(conn: &mut DbConnection, row: &NewApiToken<'_>) -> QueryResult<()> {
+        diesel::insert_into(api_tokens::table)
+            .values(row)
+            .execute(conn)?;
+        Ok(())
+    }
+
+    pub fn active_by_hash(conn: &mut DbConnection, hash: &str) -> QueryResult<Option<ApiToken>> {
+        api_tokens::table
+            .filter(api_tokens::token_hash.eq(hash))
+            .filter(api_tokens::revoked_at.is_null())
+            .select(ApiToken::as_select())
+            .first(conn)
+            .optional()
+    }
+}

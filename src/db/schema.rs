@@ -1,0 +1,145 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    accounts (id) {
+        id -> Text,
+        email -> Nullable<Text>,
+        stripe_customer_id -> Nullable<Text>,
+        status -> Text,
+        status_reason -> Nullable<Text>,
+        balance -> Int8,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    api_tokens (id) {
+        id -> Text,
+        token_hash -> Text,
+        role -> Text,
+        label -> Nullable<Text>,
+        created_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    consumption_draws (generation_id, lot_id) {
+        generation_id -> Text,
+        lot_id -> Int8,
+        credits -> Int8,
+    }
+}
+
+diesel::table! {
+    consumptions (generation_id) {
+        generation_id -> Text,
+        account_id -> Text,
+        credits -> Int8,
+        status -> Text,
+        balance_after -> Int8,
+        failure_reason -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    credit_lots (id) {
+        id -> Int8,
+        account_id -> Text,
+        purchase_id -> Nullable<Text>,
+        granted -> Int8,
+        remaining -> Int8,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    decisions (id) {
+        id -> Int8,
+        subject_type -> Text,
+        subject_id -> Text,
+        rule -> Text,
+        action -> Text,
+        explanation -> Text,
+        reference -> Text,
+        decided_by -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    ledger_entries (id) {
+        id -> Int8,
+        account_id -> Text,
+        lot_id -> Int8,
+        purchase_id -> Nullable<Text>,
+        kind -> Text,
+        delta -> Int8,
+        balance_after -> Int8,
+        reference -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    purchases (id) {
+        id -> Text,
+        payment_intent_id -> Text,
+        charge_id -> Nullable<Text>,
+        checkout_session_id -> Nullable<Text>,
+        account_id -> Nullable<Text>,
+        account_reference -> Nullable<Text>,
+        stripe_customer_id -> Nullable<Text>,
+        package_id -> Nullable<Text>,
+        amount -> Int8,
+        currency -> Text,
+        status -> Text,
+        credits_granted -> Int8,
+        undelivered_reason -> Nullable<Text>,
+        paid_at -> Timestamp,
+        source_event_id -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_events (id) {
+        id -> Text,
+        event_type -> Text,
+        api_version -> Nullable<Text>,
+        livemode -> Bool,
+        stripe_created -> Timestamp,
+        payload -> Text,
+        status -> Text,
+        detail -> Nullable<Text>,
+        attempts -> Int8,
+        last_error -> Nullable<Text>,
+        received_at -> Timestamp,
+        processed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(consumption_draws -> consumptions (generation_id));
+diesel::joinable!(consumption_draws -> credit_lots (lot_id));
+diesel::joinable!(consumptions -> accounts (account_id));
+diesel::joinable!(credit_lots -> accounts (account_id));
+diesel::joinable!(credit_lots -> purchases (purchase_id));
+diesel::joinable!(ledger_entries -> accounts (account_id));
+diesel::joinable!(ledger_entries -> credit_lots (lot_id));
+diesel::joinable!(purchases -> accounts (account_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    api_tokens,
+    consumption_draws,
+    consumptions,
+    credit_lots,
+    decisions,
+    ledger_entries,
+    purchases,
+    webhook_events,
+);

@@ -1,0 +1,247 @@
+//! Rule P1 (and the undelivered cases of M1): a paid PaymentIntent becomes one purchase and,
+//! if it can be credited, one lot. Whichever of its events arrives first creates it; the others
+//! only fill in ids.
+
+use super::webhook::{Applied, IngestError};
+use super::{FlowContext, DECIDED_BY_POLICY};
+use crate::db::db_time;
+use crate::db::models::{Account, DecisionRow, NewDecision, NewPurchase, Purchase};
+use crate::db::DbConnection;
+use crate::domain::{AccountId, AccountStatus, Credits, LedgerKind, PurchaseStatus};
+use crate::ledger;
+use crate::policy::purchase::{decide_paid_purchase, AccountLookup, PaidPurchase, PurchaseAction};
+use crate::stripe::PaymentFacts;
+
+pub fn apply_payment(
+    conn: &mut DbConnection,
+    payment: &PaymentFacts,
+    event_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Applied, IngestError> {
+    if let Some(existing) = Purchase::by_payment_intent(conn, &payment.payment_intent_id)? {
+        fill_ids(
+            conn,
+            &existing,
+            payment.charge_id.as_deref(),
+            payment.checkout_session_id.as_deref(),
+            ctx,
+        )?;
+        return Ok(Applied::processed(format!(
+            "purchase {} of {} was already recorded",
+            existing.id, payment.payment_intent_id
+        )));
+    }
+
+    let account = resolve_account(conn, payment, ctx)?;
+    let package = payment
+        .package_id
+        .as_deref()
+        .and_then(|id| ctx.settings.package(id));
+    let lookup = match &account {
+        Resolved::Found(account) => AccountLookup::Found {
+            id: &account.id,
+            status: account.status.parse().unwrap_or(AccountStatus::Active),
+        },
+        Resolved::Invalid { reference, problem } => AccountLookup::InvalidReference {
+            reference,
+            problem: problem.clone(),
+        },
+        Resolved::None => AccountLookup::NoReference,
+    };
+    let decision = decide_paid_purchase(&PaidPurchase {
+        account: lookup,
+        package_reference: payment.package_id.as_deref(),
+        package,
+        amount: payment.amount,
+        currency: &payment.currency,
+    });
+
+    let purchase_id = format!("pur_{}", uuid::Uuid::now_v7().simple());
+    let account_id = match &account {
+        Resolved::Found(account) => Some(account.id.as_str()),
+        _ => None,
+    };
+    let (status, credits, reason) = match &decision.action {
+        PurchaseAction::Grant { credits } => (PurchaseStatus::Credited, *credits, None),
+        PurchaseAction::HoldUndelivered { reason } => {
+            (PurchaseStatus::Undelivered, 0, Some(reason.code()))
+        }
+    };
+    let charge_id = free_charge_id(conn, payment.charge_id.as_deref())?;
+    let inserted = Purchase::insert_once(
+        conn,
+        &NewPurchase {
+            id: &purchase_id,
+            payment_intent_id: &payment.payment_intent_id,
+            charge_id,
+            checkout_session_id: payment.checkout_session_id.as_deref(),
+            account_id,
+            account_reference: payment.account_reference.as_deref(),
+            stripe_customer_id: payment.stripe_customer_id.as_deref(),
+            package_id: payment.package_id.as_deref(),
+            amount: payment.amount,
+            currency: &payment.currency.to_ascii_lowercase(),
+            status: status.as_str(),
+            credits_granted: credits,
+            undelivered_reason: reason,
+            paid_at: db_time(payment.paid_at),
+            source_event_id: event_id,
+            created_at: ctx.now,
+            updated_at: ctx.now,
+        },
+    )?;
+    if !inserted {
+        // Another delivery of this payment committed first (PostgreSQL waited for it).
+        return Ok(Applied::processed(format!(
+            "purchase of {} was recorded by a concurrent event",
+            payment.payment_intent_id
+        )));
+    }
+    if let (PurchaseAction::Grant { credits }, Some(account_id)) = (&decision.action, account_id) {
+        let credits = Credits::parse(*credits).map_err(|e| {
+            ledger::LedgerError::Invariant(format!("catalog credits {credits}: {e}"))
+        })?;
+        ledger::grant_lot(
+            conn,
+            account_id,
+            Some(&purchase_id),
+            credits,
+            LedgerKind::Grant,
+            &purchase_id,
+            ctx.now,
+        )?;
+    }
+    let action = match &decision.action {
+        PurchaseAction::Grant { .. } => "grant".to_owned(),
+        PurchaseAction::HoldUndelivered { reason } => format!("hold_undelivered:{}", reason.code()),
+    };
+    DecisionRow::insert(
+        conn,
+        &NewDecision {
+            subject_type: "purchase",
+            subject_id: &purchase_id,
+            rule: decision.rule.as_str(),
+            action: &action,
+            explanation: &decision.explanation,
+            reference: event_id,
+            decided_by: DECIDED_BY_POLICY,
+            created_at: ctx.now,
+        },
+    )?;
+    tracing::info!(
+        purchase_id,
+        payment_intent = payment.payment_intent_id,
+        rule = %decision.rule,
+        status = status.as_str(),
+        "purchase recorded"
+    );
+    Ok(Applied::processed(format!(
+        "{}: {}",
+        decision.rule, decision.explanation
+    )))
+}
+
+/// `charge.succeeded`: remember the charge id on its purchase, for the refund and dispute
+/// events that name only the charge.
+pub fn link_charge(
+    conn: &mut DbConnection,
+    charge_id: &str,
+    payment_intent_id: Option<&str>,
+    ctx: FlowContext<'_>,
+) -> Result<Applied, IngestError> {
+    let Some(payment_intent_id) = payment_intent_id else {
+        return Ok(Applied::ignored(format!(
+            "charge {charge_id} has no payment_intent"
+        )));
+    };
+    match Purchase::by_payment_intent(conn, payment_intent_id)? {
+        Some(purchase) => {
+            fill_ids(conn, &purchase, Some(charge_id), None, ctx)?;
+            Ok(Applied::processed(format!(
+                "charge {charge_id} belongs to purchase {}",
+                purchase.id
+            )))
+        }
+        None => Ok(Applied::ignored(format!(
+            "no purchase of {payment_intent_id} yet; its payment event will carry the charge"
+        ))),
+    }
+}
+
+enum Resolved {
+    Found(Account),
+    Invalid { reference: String, problem: String },
+    None,
+}
+
+/// The account a payment names (created if it is new), else the one that owns its customer id.
+fn resolve_account(
+    conn: &mut DbConnection,
+    payment: &PaymentFacts,
+    ctx: FlowContext<'_>,
+) -> Result<Resolved, IngestError> {
+    if let Some(reference) = payment.account_reference.as_deref() {
+        let id = match AccountId::parse(reference) {
+            Ok(id) => id,
+            Err(problem) => {
+                return Ok(Resolved::Invalid {
+                    reference: reference.to_owned(),
+                    problem: problem.to_string(),
+                })
+            }
+        };
+        // Link the Stripe customer to a new account only if no other account has it.
+        let customer = match payment.stripe_customer_id.as_deref() {
+            Some(c) if Account::find_by_stripe_customer(conn, c)?.is_none() => Some(c),
+            _ => None,
+        };
+        if Account::create_if_missing(conn, id.as_str(), None, customer, ctx.now)? {
+            tracing::info!(account_id = %id, "account created by its first purchase");
+        }
+        let account = Account::find(conn, id.as_str())?.ok_or(diesel::result::Error::NotFound)?;
+        return Ok(Resolved::Found(account));
+    }
+    if let Some(customer) = payment.stripe_customer_id.as_deref() {
+        if let Some(account) = Account::find_by_stripe_customer(conn, customer)? {
+            return Ok(Resolved::Found(account));
+        }
+    }
+    Ok(Resolved::None)
+}
+
+/// A charge belongs to exactly one PaymentIntent; if another purchase already has this charge id
+/// the data is inconsistent, and the first link is kept.
+fn free_charge_id<'c>(
+    conn: &mut DbConnection,
+    charge_id: Option<&'c str>,
+) -> Result<Option<&'c str>, IngestError> {
+    let Some(charge) = charge_id else {
+        return Ok(None);
+    };
+    match Purchase::by_charge(conn, charge)? {
+        Some(other) => {
+            tracing::warn!(
+                charge,
+                purchase_id = other.id,
+                "charge already linked to another purchase; not linking it again"
+            );
+            Ok(None)
+        }
+        None => Ok(Some(charge)),
+    }
+}
+
+fn fill_ids(
+    conn: &mut DbConnection,
+    purchase: &Purchase,
+    charge_id: Option<&str>,
+    checkout_session_id: Option<&str>,
+    ctx: FlowContext<'_>,
+) -> Result<(), IngestError> {
+    let charge = match charge_id {
+        Some(c) if purchase.charge_id.is_none() => free_charge_id(conn, Some(c))?,
+        _ => None,
+    };
+    Purchase::fill_stripe_ids(conn, &purchase.id, charge, checkout_session_id, ctx.now)?;
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! Ingestion of one verified Stripe event: store it once and apply it, in one transaction.
+
+use diesel::result::Error as DieselError;
+
+use super::purchase::{apply_payment, link_charge};
+use super::FlowContext;
+use crate::db::models::{NewWebhookEvent, WebhookEventRow};
+use crate::db::{db_time, write_transaction, DbConnection, TransactionError};
+use crate::domain::EventStatus;
+use crate::ledger::LedgerError;
+use crate::stripe::{StripeFact, VerifiedEvent};
+
+/// The answer to Stripe (API.md): `processed`, `duplicate`, `deferred` or `ignored`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Processed,
+    Duplicate,
+    Deferred,
+    Ignored,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingested {
+    pub outcome: Outcome,
+    /// What was stored as the event's status (a duplicate keeps the first delivery's).
+    pub status: EventStatus,
+    pub detail: Option<String>,
+}
+
+/// What applying an event did, before it is stored on the event row.
+pub struct Applied {
+    pub status: EventStatus,
+    pub detail: Option<String>,
+}
+
+impl Applied {
+    pub fn processed(detail: impl Into<String>) -> Self {
+        Self {
+            status: EventStatus::Processed,
+            detail: Some(detail.into()),
+        }
+    }
+    pub fn ignored(detail: impl Into<String>) -> Self {
+        Self {
+            status: EventStatus::Ignored,
+            detail: Some(detail.into()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Database(#[from] DieselError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+impl TransactionError for IngestError {
+    fn as_database_error(&self) -> Option<&DieselError> {
+        match self {
+            IngestError::Database(e) | IngestError::Ledger(LedgerError::Database(e)) => Some(e),
+            IngestError::Ledger(_) => None,
+        }
+    }
+}
+
+/// Stores the event unless it is known, and applies it. The row and its effects commit together,
+/// so a 2xx to Stripe means both are durable; a duplicate delivery changes nothing.
+pub fn ingest(
+    conn: &mut DbConnection,
+    event: &VerifiedEvent,
+    payload: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Ingested, IngestError> {
+    write_transaction(conn, |conn| {
+        let stripe_created = event.created_at().map(db_time).unwrap_or(ctx.now);
+        let row = NewWebhookEvent {
+            id: &event.id,
+            event_type: &event.event_type,
+            api_version: event.api_version.as_deref(),
+            livemode: event.livemode,
+            stripe_created,
+            payload,
+            status: EventStatus::Processed.as_str(),
+            detail: None,
+            attempts: 1,
+            received_at: ctx.now,
+            processed_at: None,
+        };
+        if !WebhookEventRow::insert_once(conn, &row)? {
+            let first = WebhookEventRow::find(conn, &event.id)?;
+            return Ok(Ingested {
+                outcome: Outcome::Duplicate,
+                status: first
+                    .and_then(|e| e.status.parse().ok())
+                    .unwrap_or(EventStatus::Processed),
+                detail: None,
+            });
+        }
+        let applied = apply(conn, event, ctx)?;
+        WebhookEventRow::set_outcome(
+            conn,
+            &event.id,
+            applied.status.as_str(),
+            applied.detail.as_deref(),
+            ctx.now,
+        )?;
+        let outcome = match applied.status {
+            EventStatus::Processed => Outcome::Processed,
+            EventStatus::Deferred => Outcome::Deferred,
+            EventStatus::Ignored | EventStatus::Failed => Outcome::Ignored,
+        };
+        Ok(Ingested {
+            outcome,
+            status: applied.status,
+            detail: applied.detail,
+        })
+    })
+}
+
+fn apply(
+    conn: &mut DbConnection,
+    event: &VerifiedEvent,
+    ctx: FlowContext<'_>,
+) -> Result<Applied, IngestError> {
+    let fact = match event.fact() {
+        Ok(fact) => fact,
+        // Signed by Stripe but missing what we need: keep it, visibly failed, and answer 2xx
+        // (a retry would carry the same payload).
+        Err(problem) => {
+            tracing::warn!(event_id = %event.id, %problem, "event lacks fields creditguard needs");
+            return Ok(Applied {
+                status: EventStatus::Failed,
+                detail: Some(problem.0),
+            });
+        }
+    };
+    match fact {
+        StripeFact::PaymentSucceeded(payment) => apply_payment(conn, &payment, &event.id, ctx),
+        StripeFact::ChargeSucceeded { charge_id, payment_intent_id } => {
+            link_charge(conn, &charge_id, payment_intent_id.as_deref(), ctx)
+        }
+        StripeFact::CheckoutAwaitingPayment { session_id } => Ok(Applied::ignored(format!(
+            "checkout session {session_id} is not paid yet; checkout.session.async_payment_succeeded will credit it"
+        ))),
+        StripeFact::Unhandled => Ok(Applied::ignored(format!(
+            "creditguard does not act on {} events",
+            event.event_type
+        ))),
+    }
+}

@@ -1,0 +1,423 @@
+//! The credit ledger: lots, entries, FIFO consumption, restoration and the invariants.
+//!
+//! Locking rule (STORAGE.md): every change to an account's credits starts with one guarded
+//! `UPDATE accounts SET balance = balance + d … RETURNING balance`. On PostgreSQL that takes the
+//! account's row lock for the rest of the transaction, so all lot reads and writes that follow
+//! are serialised per account; on SQLite `BEGIN IMMEDIATE` serialises all writers. No balance is
+//! ever read, decided on in Rust and written back.
+
+mod check;
+mod entries;
+
+pub use check::{check_ledger, LedgerReport, Violation};
+pub use entries::{account_entries, LedgerEntry};
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+
+use crate::db::models::Account;
+use crate::db::schema::{accounts, consumption_draws, consumptions, credit_lots, ledger_entries};
+use crate::db::{DbConnection, TransactionError};
+use crate::domain::{AccountStatus, ConsumptionStatus, Credits, LedgerKind};
+use crate::per_backend;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("account {0} not found")]
+    AccountNotFound(String),
+    #[error("account {0} is suspended")]
+    AccountSuspended(String),
+    #[error("account {0} is terminated")]
+    AccountTerminated(String),
+    #[error("insufficient credits: balance {balance}, requested {requested}")]
+    InsufficientCredits { balance: i64, requested: i64 },
+    #[error(
+        "generation {generation_id} was already recorded with other credits or another account"
+    )]
+    GenerationConflict { generation_id: String },
+    #[error("no consumption recorded for generation {0}")]
+    ConsumptionNotFound(String),
+    #[error("Stripe customer {customer} already belongs to account {owner}")]
+    CustomerTaken { customer: String, owner: String },
+    /// A guarded statement found the ledger in a state its invariants forbid.
+    #[error("ledger invariant violated: {0}")]
+    Invariant(String),
+    #[error(transparent)]
+    Database(#[from] DieselError),
+}
+
+impl TransactionError for LedgerError {
+    fn as_database_error(&self) -> Option<&DieselError> {
+        match self {
+            LedgerError::Database(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = ledger_entries)]
+struct NewEntry<'a> {
+    account_id: &'a str,
+    lot_id: i64,
+    purchase_id: Option<&'a str>,
+    kind: &'a str,
+    delta: i64,
+    balance_after: i64,
+    reference: &'a str,
+    created_at: NaiveDateTime,
+}
+
+/// Adds `delta` to the balance unless it would go below zero (or, with `require_active`, unless
+/// the account is not active); returns the new balance, or None if the guard refused.
+/// This statement is what takes the account's row lock (module doc).
+fn adjust_balance(
+    conn: &mut DbConnection,
+    account_id: &str,
+    delta: i64,
+    require_active: bool,
+    now: NaiveDateTime,
+) -> QueryResult<Option<i64>> {
+    let target = accounts::table
+        .filter(accounts::id.eq(account_id))
+        .filter((accounts::balance + delta).ge(0));
+    let set = (
+        accounts::balance.eq(accounts::balance + delta),
+        accounts::updated_at.eq(now),
+    );
+    if require_active {
+        diesel::update(target.filter(accounts::status.eq(AccountStatus::Active.as_str())))
+            .set(set)
+            .returning(accounts::balance)
+            .get_result(conn)
+            .optional()
+    } else {
+        diesel::update(target)
+            .set(set)
+            .returning(accounts::balance)
+            .get_result(conn)
+            .optional()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub lot_id: i64,
+    pub balance: i64,
+}
+
+/// Grants `credits` to the account as a new lot (the unit FIFO consumption draws from).
+pub fn grant_lot(
+    conn: &mut DbConnection,
+    account_id: &str,
+    purchase_id: Option<&str>,
+    credits: Credits,
+    kind: LedgerKind,
+    reference: &str,
+    now: NaiveDateTime,
+) -> Result<Grant, LedgerError> {
+    let balance = adjust_balance(conn, account_id, credits.get(), false, now)?
+        .ok_or_else(|| LedgerError::AccountNotFound(account_id.to_owned()))?;
+    let lot_id: i64 = diesel::insert_into(credit_lots::table)
+        .values((
+            credit_lots::account_id.eq(account_id),
+            credit_lots::purchase_id.eq(purchase_id),
+            credit_lots::granted.eq(credits.get()),
+            credit_lots::remaining.eq(credits.get()),
+            credit_lots::created_at.eq(now),
+        ))
+        .returning(credit_lots::id)
+        .get_result(conn)?;
+    diesel::insert_into(ledger_entries::table)
+        .values(&NewEntry {
+            account_id,
+            lot_id,
+            purchase_id,
+            kind: kind.as_str(),
+            delta: credits.get(),
+            balance_after: balance,
+            reference,
+            created_at: now,
+        })
+        .execute(conn)?;
+    Ok(Grant { lot_id, balance })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumeOutcome {
+    /// The credits were drawn now; `balance` is the account's balance after.
+    Created { balance: i64 },
+    /// The same generation was recorded before with the same account and credits; `balance` is
+    /// what that first call answered.
+    Replayed { balance: i64 },
+}
+
+#[derive(Debug, Queryable)]
+struct ConsumptionKey {
+    account_id: String,
+    credits: i64,
+    balance_after: i64,
+}
+
+/// Draws `credits` from the account's oldest lots first (FIFO). Idempotent per generation id.
+pub fn consume(
+    conn: &mut DbConnection,
+    account_id: &str,
+    generation_id: &str,
+    credits: Credits,
+    now: NaiveDateTime,
+) -> Result<ConsumeOutcome, LedgerError> {
+    // Claim the generation id first: a concurrent request for the same id waits on this row
+    // (PostgreSQL) and then finds it.
+    let claimed = per_backend!(conn, |c| diesel::insert_into(consumptions::table)
+        .values((
+            consumptions::generation_id.eq(generation_id),
+            consumptions::account_id.eq(account_id),
+            consumptions::credits.eq(credits.get()),
+            consumptions::status.eq(ConsumptionStatus::Consumed.as_str()),
+            consumptions::balance_after.eq(0),
+            consumptions::created_at.eq(now),
+            consumptions::updated_at.eq(now),
+        ))
+        .on_conflict(consumptions::generation_id)
+        .do_nothing()
+        .execute(c));
+    let claimed = match claimed {
+        Ok(n) => n == 1,
+        // The account does not exist (foreign key): say so rather than "database error".
+        Err(DieselError::DatabaseError(
+            diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+            _,
+        )) => return Err(LedgerError::AccountNotFound(account_id.to_owned())),
+        Err(e) => return Err(e.into()),
+    };
+    if !claimed {
+        let existing: ConsumptionKey = consumptions::table
+            .find(generation_id)
+            .select((
+                consumptions::account_id,
+                consumptions::credits,
+                consumptions::balance_after,
+            ))
+            .first(conn)?;
+        return if existing.account_id == account_id && existing.credits == credits.get() {
+            Ok(ConsumeOutcome::Replayed {
+                balance: existing.balance_after,
+            })
+        } else {
+            Err(LedgerError::GenerationConflict {
+                generation_id: generation_id.to_owned(),
+            })
+        };
+    }
+
+    let Some(balance) = adjust_balance(conn, account_id, -credits.get(), true, now)? else {
+        // The guard refused: say why. The caller's transaction rolls back the claim above.
+        let account = Account::find(conn, account_id)?
+            .ok_or_else(|| LedgerError::AccountNotFound(account_id.to_owned()))?;
+        return Err(match account.status.parse::<AccountStatus>() {
+            Ok(AccountStatus::Suspended) => LedgerError::AccountSuspended(account.id),
+            Ok(AccountStatus::Terminated) => LedgerError::AccountTerminated(account.id),
+            _ => LedgerError::InsufficientCredits {
+                balance: account.balance,
+                requested: credits.get(),
+            },
+        });
+    };
+
+    let lots: Vec<(i64, i64, Option<String>)> = credit_lots::table
+        .filter(credit_lots::account_id.eq(account_id))
+        .filter(credit_lots::remaining.gt(0))
+        .order(credit_lots::id.asc())
+        .select((
+            credit_lots::id,
+            credit_lots::remaining,
+            credit_lots::purchase_id,
+        ))
+        .load(conn)?;
+
+    let mut still_needed = credits.get();
+    let mut balance_after = balance + credits.get();
+    for (lot_id, remaining, purchase_id) in lots {
+        if still_needed == 0 {
+            break;
+        }
+        let take = remaining.min(still_needed);
+        let updated = diesel::update(
+            credit_lots::table
+                .find(lot_id)
+                .filter(credit_lots::remaining.ge(take)),
+        )
+        .set(credit_lots::remaining.eq(credit_lots::remaining - take))
+        .execute(conn)?;
+        if updated != 1 {
+            return Err(LedgerError::Invariant(format!(
+                "lot {lot_id} changed under the account lock while drawing {take}"
+            )));
+        }
+        balance_after -= take;
+        still_needed -= take;
+        diesel::insert_into(consumption_draws::table)
+            .values((
+                consumption_draws::generation_id.eq(generation_id),
+                consumption_draws::lot_id.eq(lot_id),
+                consumption_draws::credits.eq(take),
+            ))
+            .execute(conn)?;
+        diesel::insert_into(ledger_entries::table)
+            .values(&NewEntry {
+                account_id,
+                lot_id,
+                purchase_id: purchase_id.as_deref(),
+                kind: LedgerKind::Consume.as_str(),
+                delta: -take,
+                balance_after,
+                reference: generation_id,
+                created_at: now,
+            })
+            .execute(conn)?;
+    }
+    if still_needed != 0 || balance_after != balance {
+        return Err(LedgerError::Invariant(format!(
+            "account {account_id}: balance allowed {} credits but its lots held {} fewer",
+            credits.get(),
+            still_needed
+        )));
+    }
+    diesel::update(consumptions::table.find(generation_id))
+        .set(consumptions::balance_after.eq(balance))
+        .execute(conn)?;
+    Ok(ConsumeOutcome::Created { balance })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restoration {
+    pub account_id: String,
+    pub restored: i64,
+    pub balance: i64,
+    /// True when the generation had been restored before and nothing changed now.
+    pub already_restored: bool,
+}
+
+/// Rule T1: returns a failed generation's credits to the lots they were drawn from.
+/// Repeating it changes nothing.
+pub fn restore_failed_generation(
+    conn: &mut DbConnection,
+    generation_id: &str,
+    reason: &str,
+    now: NaiveDateTime,
+) -> Result<Restoration, LedgerError> {
+    let claimed: Option<(String, i64)> = diesel::update(
+        consumptions::table
+            .find(generation_id)
+            .filter(consumptions::status.eq(ConsumptionStatus::Consumed.as_str())),
+    )
+    .set((
+        consumptions::status.eq(ConsumptionStatus::FailedRestored.as_str()),
+        consumptions::failure_reason.eq(reason),
+        consumptions::updated_at.eq(now),
+    ))
+    .returning((consumptions::account_id, consumptions::credits))
+    .get_result(conn)
+    .optional()?;
+
+    let Some((account_id, credits)) = claimed else {
+        let existing: Option<(String, String, i64)> = consumptions::table
+            .find(generation_id)
+            .select((
+                consumptions::account_id,
+                consumptions::status,
+                consumptions::credits,
+            ))
+            .first(conn)
+            .optional()?;
+        let (account_id, status, credits) =
+            existing.ok_or_else(|| LedgerError::ConsumptionNotFound(generation_id.to_owned()))?;
+        let balance = Account::find(conn, &account_id)?.map_or(0, |a| a.balance);
+        let restored = if status == ConsumptionStatus::FailedRestored.as_str() {
+            credits
+        } else {
+            0
+        };
+        return Ok(Restoration {
+            account_id,
+            restored,
+            balance,
+            already_restored: true,
+        });
+    };
+
+    let balance = adjust_balance(conn, &account_id, credits, false, now)?
+        .ok_or_else(|| LedgerError::AccountNotFound(account_id.clone()))?;
+    let draws: Vec<(i64, i64, Option<String>)> = consumption_draws::table
+        .inner_join(credit_lots::table)
+        .filter(consumption_draws::generation_id.eq(generation_id))
+        .order(consumption_draws::lot_id.asc())
+        .select((
+            consumption_draws::lot_id,
+            consumption_draws::credits,
+            credit_lots::purchase_id,
+        ))
+        .load(conn)?;
+    let mut balance_after = balance - credits;
+    for (lot_id, drawn, purchase_id) in draws {
+        diesel::update(credit_lots::table.find(lot_id))
+            .set(credit_lots::remaining.eq(credit_lots::remaining + drawn))
+            .execute(conn)?;
+        balance_after += drawn;
+        diesel::insert_into(ledger_entries::table)
+            .values(&NewEntry {
+                account_id: &account_id,
+                lot_id,
+                purchase_id: purchase_id.as_deref(),
+                kind: LedgerKind::FailureRestore.as_str(),
+                delta: drawn,
+                balance_after,
+                reference: generation_id,
+                created_at: now,
+            })
+            .execute(conn)?;
+    }
+    if balance_after != balance {
+        return Err(LedgerError::Invariant(format!(
+            "generation {generation_id}: its draws do not add up to its {credits} credits"
+        )));
+    }
+    Ok(Restoration {
+        account_id,
+        restored: credits,
+        balance,
+        already_restored: false,
+    })
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = credit_lots)]
+pub struct Lot {
+    pub id: i64,
+    pub account_id: String,
+    pub purchase_id: Option<String>,
+    pub granted: i64,
+    pub remaining: i64,
+    pub created_at: NaiveDateTime,
+}
+
+/// The account's lots, oldest first (the order consumption draws them).
+pub fn account_lots(conn: &mut DbConnection, account_id: &str) -> QueryResult<Vec<Lot>> {
+    credit_lots::table
+        .filter(credit_lots::account_id.eq(account_id))
+        .order(credit_lots::id.asc())
+        .select(Lot::as_select())
+        .load(conn)
+}
+
+/// What is left of the purchase's lot (0 if it granted none).
+pub fn purchase_remaining(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
+    Ok(credit_lots::table
+        .filter(credit_lots::purchase_id.eq(purchase_id))
+        .select(credit_lots::remaining)
+        .first::<i64>(conn)
+        .optional()?
+        .unwrap_or(0))
+}

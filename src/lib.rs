@@ -1,0 +1,18 @@
+//! creditguard: the payments back office of a business selling prepaid credit packages through
+//! Stripe. See README.md and ../shared/DESIGN.md.
+
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod db;
+pub mod domain;
+pub mod flows;
+pub mod http;
+pub mod ledger;
+pub mod policy;
+pub mod settings;
+pub mod stripe;
+pub mod telemetry;
+
+pub use app::Application;
+pub use settings::Settings;

@@ -1,0 +1,325 @@
+//! Configuration: compiled-in defaults, then `creditguard.toml` (path in `CREDITGUARD_CONFIG`),
+//! then environment variables. The variable names of API.md are fixed; anything else can be set
+//! as `CREDITGUARD_<SECTION>__<KEY>` (e.g. `CREDITGUARD_POLICY__DUPLICATE_WINDOW_SECS=600`).
+//! `validate` turns a bad setting into a start-up error that names it.
+
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+use crate::db::DatabaseTarget;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// Zero setup: a development webhook secret is created when none is configured (SQLite only).
+    #[default]
+    Development,
+    /// Every secret must be configured.
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub database_url: String,
+    pub bind: String,
+    pub environment: Environment,
+    /// HTTP worker threads; 0 means one per core.
+    pub http_workers: usize,
+    pub database: DatabaseSettings,
+    pub webhook: WebhookSettings,
+    pub stripe: StripeSettings,
+    pub policy: PolicySettings,
+    pub packages: Vec<Package>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    /// Connections in the pool.
+    pub pool_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct WebhookSettings {
+    /// One or more `whsec_…` secrets, comma-separated (rotation). Never logged.
+    pub secret: Option<String>,
+    pub tolerance_secs: u64,
+    pub body_limit_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StripeSettings {
+    /// Key for Stripe's API; unset means refunds wait, visibly. Never logged.
+    pub secret_key: Option<String>,
+    pub api_base: String,
+}
+
+/// Thresholds of the policy table (DESIGN.md), by rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PolicySettings {
+    /// D1: a second purchase of the same package within this window may be a duplicate.
+    pub duplicate_window_secs: i64,
+    /// D1: …while the earlier lot is still at least this share unused.
+    pub duplicate_unused_share: f64,
+    /// M1: an undelivered purchase is refunded after this long.
+    pub misdelivery_refund_after_secs: i64,
+}
+
+/// A package of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Package {
+    pub id: String,
+    pub stripe_price_id: Option<String>,
+    pub credits: i64,
+    /// Price in minor units.
+    pub amount: i64,
+    pub currency: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://data/creditguard.db".to_owned(),
+            bind: "127.0.0.1:8080".to_owned(),
+            environment: Environment::Development,
+            http_workers: 0,
+            database: DatabaseSettings::default(),
+            webhook: WebhookSettings::default(),
+            stripe: StripeSettings::default(),
+            policy: PolicySettings::default(),
+            packages: default_catalog(),
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self { pool_size: 16 }
+    }
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            tolerance_secs: 300,
+            body_limit_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for StripeSettings {
+    fn default() -> Self {
+        Self {
+            secret_key: None,
+            api_base: "https://api.stripe.com".to_owned(),
+        }
+    }
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self {
+            duplicate_window_secs: 15 * 60,
+            duplicate_unused_share: 0.9,
+            misdelivery_refund_after_secs: 72 * 3600,
+        }
+    }
+}
+
+fn default_catalog() -> Vec<Package> {
+    let package = |id: &str, credits, amount| Package {
+        id: id.to_owned(),
+        stripe_price_id: None,
+        credits,
+        amount,
+        currency: "usd".to_owned(),
+    };
+    vec![
+        package("pack_100", 100, 2000),
+        package("pack_500", 500, 9000),
+    ]
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid setting {name}: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+fn invalid(name: &'static str, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        name,
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Defaults, then the file named by `CREDITGUARD_CONFIG` (or `./creditguard.toml` if it
+    /// exists), then the environment.
+    pub fn load() -> Result<Self, SettingsError> {
+        let file = std::env::var_os("CREDITGUARD_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("creditguard.toml"));
+        if std::env::var_os("CREDITGUARD_CONFIG").is_some() && !file.exists() {
+            return Err(invalid(
+                "CREDITGUARD_CONFIG",
+                format!("{} does not exist", file.display()),
+            ));
+        }
+        let settings: Settings = Figment::new()
+            .merge(Toml::file(&file))
+            .merge(
+                Env::prefixed("CREDITGUARD_")
+                    .split("__")
+                    .ignore(&["config"]),
+            )
+            .merge(
+                Env::raw()
+                    .only(&[
+                        "DATABASE_URL",
+                        "CREDITGUARD_BIND",
+                        "STRIPE_WEBHOOK_SECRET",
+                        "STRIPE_WEBHOOK_TOLERANCE_SECS",
+                        "STRIPE_SECRET_KEY",
+                        "STRIPE_API_BASE",
+                    ])
+                    .map(|key| {
+                        match key.as_str().to_ascii_uppercase().as_str() {
+                            "DATABASE_URL" => "database_url",
+                            "CREDITGUARD_BIND" => "bind",
+                            "STRIPE_WEBHOOK_SECRET" => "webhook.secret",
+                            "STRIPE_WEBHOOK_TOLERANCE_SECS" => "webhook.tolerance_secs",
+                            "STRIPE_SECRET_KEY" => "stripe.secret_key",
+                            _ => "stripe.api_base",
+                        }
+                        .into()
+                    }),
+            )
+            .extract()
+            .map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        DatabaseTarget::parse(&self.database_url)
+            .map_err(|e| invalid("DATABASE_URL", e.to_string()))?;
+        if self.bind.parse::<std::net::SocketAddr>().is_err() && !self.bind.contains(':') {
+            return Err(invalid("CREDITGUARD_BIND", "expected host:port"));
+        }
+        if self.webhook.tolerance_secs == 0 {
+            return Err(invalid(
+                "STRIPE_WEBHOOK_TOLERANCE_SECS",
+                "must be at least 1",
+            ));
+        }
+        if self.webhook.body_limit_bytes < 1024 {
+            return Err(invalid("webhook.body_limit_bytes", "must be at least 1024"));
+        }
+        if self.database.pool_size == 0 {
+            return Err(invalid("database.pool_size", "must be at least 1"));
+        }
+        url::Url::parse(&self.stripe.api_base)
+            .map_err(|e| invalid("STRIPE_API_BASE", e.to_string()))?;
+        let share = self.policy.duplicate_unused_share;
+        if !(0.0..=1.0).contains(&share) {
+            return Err(invalid(
+                "policy.duplicate_unused_share",
+                "must be between 0 and 1",
+            ));
+        }
+        if self.policy.duplicate_window_secs < 0 || self.policy.misdelivery_refund_after_secs < 0 {
+            return Err(invalid("policy", "durations must not be negative"));
+        }
+        if self.packages.is_empty() {
+            return Err(invalid(
+                "packages",
+                "the catalog needs at least one package",
+            ));
+        }
+        for (i, package) in self.packages.iter().enumerate() {
+            if package.id.is_empty() || self.packages[..i].iter().any(|p| p.id == package.id) {
+                return Err(invalid(
+                    "packages",
+                    format!(
+                        "package ids must be unique and non-empty ({:?})",
+                        package.id
+                    ),
+                ));
+            }
+            if package.credits <= 0 || package.amount <= 0 {
+                return Err(invalid(
+                    "packages",
+                    format!("{}: credits and amount must be positive", package.id),
+                ));
+            }
+            crate::domain::Currency::parse(&package.currency)
+                .map_err(|e| invalid("packages", format!("{}: currency {e}", package.id)))?;
+        }
+        Ok(())
+    }
+
+    pub fn database_target(&self) -> DatabaseTarget {
+        // validate() has proven it parses.
+        DatabaseTarget::parse(&self.database_url).expect("validated DATABASE_URL")
+    }
+
+    pub fn package(&self, id: &str) -> Option<&Package> {
+        self.packages.iter().find(|p| p.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_hold_pack_100() {
+        let settings = Settings::default();
+        settings.validate().unwrap();
+        let pack = settings.package("pack_100").unwrap();
+        assert_eq!(
+            (pack.credits, pack.amount, pack.currency.as_str()),
+            (100, 2000, "usd")
+        );
+        assert_eq!(settings.webhook.tolerance_secs, 300);
+        assert_eq!(settings.bind, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn bad_settings_name_themselves() {
+        let mut settings = Settings {
+            database_url: "mysql://x/y".into(),
+            ..Settings::default()
+        };
+        assert!(settings
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("DATABASE_URL"));
+        settings.database_url = "sqlite://x.db".into();
+        settings.policy.duplicate_unused_share = 1.5;
+        assert!(settings
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate_unused_share"));
+        settings.policy.duplicate_unused_share = 0.9;
+        settings.packages.push(settings.packages[0].clone());
+        assert!(settings
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("unique"));
+    }
+}

@@ -1,0 +1,258 @@
+//! The event envelope, parsed leniently: only `id`, `type`, `created`, `livemode`, `api_version`
+//! and `data.object` (as JSON) are read, so an unknown type or a new field never breaks
+//! ingestion. Each flow then reads the few fields it needs through `fact`.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::signature::Verified;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventEnvelope {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub created: i64,
+    #[serde(default)]
+    pub livemode: bool,
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    object: Option<String>,
+    pub data: EventData,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventData {
+    pub object: Map<String, Value>,
+}
+
+/// An event whose signature was checked and whose envelope parsed.
+pub type VerifiedEvent = Verified<EventEnvelope>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MalformedEvent(pub String);
+
+impl EventEnvelope {
+    pub fn parse(body: &[u8]) -> Result<Self, MalformedEvent> {
+        let envelope: EventEnvelope = serde_json::from_slice(body)
+            .map_err(|e| MalformedEvent(format!("not a Stripe event envelope: {e}")))?;
+        if envelope.object.as_deref().is_some_and(|o| o != "event") {
+            return Err(MalformedEvent("\"object\" is not \"event\"".into()));
+        }
+        if !envelope.id.starts_with("evt_") || envelope.id.len() > 255 {
+            return Err(MalformedEvent(
+                "\"id\" must be a Stripe event id (evt_…)".into(),
+            ));
+        }
+        if envelope.event_type.is_empty() || envelope.event_type.len() > 255 {
+            return Err(MalformedEvent(
+                "\"type\" must be a non-empty event type".into(),
+            ));
+        }
+        if envelope.created_at().is_none() {
+            return Err(MalformedEvent(
+                "\"created\" must be a unix timestamp".into(),
+            ));
+        }
+        Ok(envelope)
+    }
+
+    /// When Stripe created the event: the time a payment is judged by, whenever it arrives.
+    pub fn created_at(&self) -> Option<DateTime<Utc>> {
+        (self.created > 0)
+            .then(|| DateTime::from_timestamp(self.created, 0))
+            .flatten()
+    }
+
+    fn object(&self) -> &Map<String, Value> {
+        &self.data.object
+    }
+
+    /// The fact this event tells, as far as creditguard acts on it.
+    pub fn fact(&self) -> Result<StripeFact, MalformedEvent> {
+        let object = self.object();
+        match self.event_type.as_str() {
+            "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+                if text(object, "payment_status").as_deref() != Some("paid") {
+                    return Ok(StripeFact::CheckoutAwaitingPayment {
+                        session_id: text(object, "id").unwrap_or_default(),
+                    });
+                }
+                let account_reference =
+                    text(object, "client_reference_id").or_else(|| metadata(object, "account_id"));
+                Ok(StripeFact::PaymentSucceeded(PaymentFacts {
+                    payment_intent_id: expandable_id(object, "payment_intent").ok_or_else(
+                        || missing("a paid checkout session without a payment_intent"),
+                    )?,
+                    charge_id: None,
+                    checkout_session_id: text(object, "id"),
+                    account_reference,
+                    stripe_customer_id: expandable_id(object, "customer"),
+                    package_id: metadata(object, "package_id"),
+                    amount: integer(object, "amount_total")
+                        .ok_or_else(|| missing("checkout session without amount_total"))?,
+                    currency: text(object, "currency")
+                        .ok_or_else(|| missing("checkout session without currency"))?,
+                    paid_at: self.created_at().unwrap_or_default(),
+                }))
+            }
+            "payment_intent.succeeded" => Ok(StripeFact::PaymentSucceeded(PaymentFacts {
+                payment_intent_id: text(object, "id")
+                    .ok_or_else(|| missing("payment intent without id"))?,
+                charge_id: expandable_id(object, "latest_charge"),
+                checkout_session_id: None,
+                account_reference: metadata(object, "account_id"),
+                stripe_customer_id: expandable_id(object, "customer"),
+                package_id: metadata(object, "package_id"),
+                amount: integer(object, "amount_received")
+                    .filter(|a| *a > 0)
+                    .or_else(|| integer(object, "amount"))
+                    .ok_or_else(|| missing("payment intent without amount"))?,
+                currency: text(object, "currency")
+                    .ok_or_else(|| missing("payment intent without currency"))?,
+                paid_at: self.created_at().unwrap_or_default(),
+            })),
+            "charge.succeeded" => Ok(StripeFact::ChargeSucceeded {
+                charge_id: text(object, "id").ok_or_else(|| missing("charge without id"))?,
+                payment_intent_id: expandable_id(object, "payment_intent"),
+            }),
+            _ => Ok(StripeFact::Unhandled),
+        }
+    }
+}
+
+fn missing(what: &str) -> MalformedEvent {
+    MalformedEvent(format!("{what}"))
+}
+
+/// What an event tells, reduced to the fields the flows use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StripeFact {
+    /// Rule P1: money arrived for a PaymentIntent.
+    PaymentSucceeded(PaymentFacts),
+    /// The charge of a PaymentIntent; links the charge id to its purchase.
+    ChargeSucceeded {
+        charge_id: String,
+        payment_intent_id: Option<String>,
+    },
+    /// A Checkout Session completed with a delayed payment method: nothing is paid yet.
+    CheckoutAwaitingPayment { session_id: String },
+    /// Stored, not acted on.
+    Unhandled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentFacts {
+    pub payment_intent_id: String,
+    pub charge_id: Option<String>,
+    pub checkout_session_id: Option<String>,
+    pub account_reference: Option<String>,
+    pub stripe_customer_id: Option<String>,
+    pub package_id: Option<String>,
+    pub amount: i64,
+    pub currency: String,
+    pub paid_at: DateTime<Utc>,
+}
+
+fn text(object: &Map<String, Value>, key: &str) -> Option<String> {
+    object
+        .get(key)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn integer(object: &Map<String, Value>, key: &str) -> Option<i64> {
+    object.get(key).and_then(Value::as_i64)
+}
+
+/// A field Stripe sends as an id or, when expanded, as an object with an `id`.
+fn expandable_id(object: &Map<String, Value>, key: &str) -> Option<String> {
+    match object.get(key)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Object(inner) => text(inner, "id"),
+        _ => None,
+    }
+}
+
+fn metadata(object: &Map<String, Value>, key: &str) -> Option<String> {
+    object
+        .get("metadata")
+        .and_then(Value::as_object)
+        .and_then(|m| text(m, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> EventEnvelope {
+        let path = format!(
+            "{}/../shared/stripe-fixtures/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let body = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        EventEnvelope::parse(&body).unwrap()
+    }
+
+    #[test]
+    fn checkout_session_names_account_package_and_payment_intent() {
+        let StripeFact::PaymentSucceeded(facts) =
+            fixture("checkout.session.completed").fact().unwrap()
+        else {
+            panic!("expected a payment")
+        };
+        assert_eq!(facts.payment_intent_id, "pi_3QfxA2B7WZ01zgkW0x1mQ9sY");
+        assert_eq!(facts.account_reference.as_deref(), Some("user_42"));
+        assert_eq!(facts.package_id.as_deref(), Some("pack_100"));
+        assert_eq!((facts.amount, facts.currency.as_str()), (2000, "usd"));
+        assert_eq!(facts.paid_at.timestamp(), 1_795_000_001);
+    }
+
+    #[test]
+    fn payment_intent_reads_metadata_and_latest_charge() {
+        let StripeFact::PaymentSucceeded(facts) =
+            fixture("payment_intent.succeeded").fact().unwrap()
+        else {
+            panic!("expected a payment")
+        };
+        assert_eq!(facts.account_reference.as_deref(), Some("user_42"));
+        assert_eq!(
+            facts.charge_id.as_deref(),
+            Some("ch_3QfxA2B7WZ01zgkW0v8ZrT2c")
+        );
+        assert_eq!(facts.amount, 2000);
+    }
+
+    #[test]
+    fn unknown_types_are_unhandled_not_errors() {
+        assert_eq!(
+            fixture("invoice.paid").fact().unwrap(),
+            StripeFact::Unhandled
+        );
+    }
+
+    #[test]
+    fn envelopes_are_checked_leniently() {
+        let ok = br#"{"id":"evt_1","type":"x.y","created":1795000000,"data":{"object":{}},"new_field":[1]}"#;
+        assert!(EventEnvelope::parse(ok).is_ok());
+        for bad in [
+            &b"not json"[..],
+            br#"{"id":"evt_1","type":"x","created":1}"#,
+            br#"{"id":"nope","type":"x","created":1,"data":{"object":{}}}"#,
+            br#"{"id":"evt_1","type":"x","created":-5,"data":{"object":{}}}"#,
+            br#"{"id":"evt_1","object":"charge","type":"x","created":1,"data":{"object":{}}}"#,
+            br#"{"id":"evt_1","type":"x","created":1,"data":{"object":[]}}"#,
+        ] {
+            assert!(
+                EventEnvelope::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Logs through `tracing` (compact, or JSON with `LOG_FORMAT=json`), filtered by `RUST_LOG`
+//! (default `info`); an OpenTelemetry layer exporting OTLP over HTTP is added only when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set. No secret or token is ever recorded in a field.
+
+use std::collections::HashMap;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use opentelemetry::global;
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing_actix_web::{root_span, DefaultRootSpanBuilder, RootSpanBuilder};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer};
+
+pub const SERVICE_NAME: &str = "creditguard";
+
+/// Flushes pending spans when the service stops.
+#[must_use]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            if let Err(e) = provider.force_flush() {
+                eprintln!("OpenTelemetry flush failed: {e}");
+            }
+            if let Err(e) = provider.shutdown() {
+                eprintln!("OpenTelemetry shutdown failed: {e}");
+            }
+        }
+    }
+}
+
+fn otlp_endpoint_configured() -> bool {
+    std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.trim().is_empty())
+}
+
+/// The exporter reads `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL; `/v1/traces` is appended).
+pub fn otlp_tracer_provider() -> anyhow::Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .build()?;
+    Ok(SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name(SERVICE_NAME).build())
+        .with_batch_exporter(exporter)
+        .build())
+}
+
+/// Installs the global subscriber. Logs go to standard error, so that commands such as
+/// `token create` can print their result alone on standard output.
+pub fn init() -> anyhow::Result<TelemetryGuard> {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    // The exporter's own HTTP client must not trace itself into a loop.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive("hyper=off".parse()?)
+        .add_directive("reqwest=off".parse()?);
+    let fmt_layer = if std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")) {
+        fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed()
+    } else {
+        fmt::layer().compact().with_writer(std::io::stderr).boxed()
+    };
+    let provider = if otlp_endpoint_configured() {
+        Some(otlp_tracer_provider()?)
+    } else {
+        None
+    };
+    let otel_layer = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(SERVICE_NAME)));
+    if let Some(p) = &provider {
+        global::set_tracer_provider(p.clone());
+    }
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt_layer)
+        .with(otel_layer)
+        .try_init()?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// The current span's context as W3C trace headers (`traceparent`), to store with work that
+/// runs later (a job) so that it continues the same trace.
+pub fn current_trace_context() -> HashMap<String, String> {
+    let cx = tracing::Span::current().context();
+    let mut carrier = HashMap::new();
+    global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    carrier.retain(|_, v: &mut String| !v.is_empty());
+    carrier
+}
+
+/// Makes `span` a child of a stored trace context. Call before the span is entered.
+pub fn set_parent_from(span: &tracing::Span, carrier: &HashMap<String, String>) {
+    let parent = global::get_text_map_propagator(|p| p.extract(carrier));
+    if let Err(e) = span.set_parent(parent) {
+        tracing::debug!(error = %e, "could not continue the stored trace");
+    }
+}
+
+struct HeaderExtractor<'a>(&'a actix_web::http::header::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// One span per request; continues an incoming `traceparent`. tracing-actix-web's own
+/// OpenTelemetry features stop at otel 0.32, hence this small bridge.
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> tracing::Span {
+        let span = root_span!(level = tracing::Level::INFO, request);
+        let parent =
+            global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
+        let _ = span.set_parent(parent);
+        let context = span.context().span().span_context().clone();
+        if context.is_valid() {
+            span.record(
+                "trace_id",
+                tracing::field::display(format!("{:032x}", context.trace_id())),
+            );
+        }
+        span
+    }
+
+    fn on_request_end<B: MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
+        DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}
