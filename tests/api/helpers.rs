@@ -1,0 +1,356 @@
+//! `spawn_app()`: the real `Application` on a free port over a fresh database of the backend
+//! under test. SQLite (a temp file) by default; PostgreSQL when `DATABASE_URL` is `postgres://…`
+//! (a new database per test, dropped afterwards).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use creditguard::clock::ManualClock;
+use creditguard::db::{DbConnection, Pool};
+use creditguard::domain::Role;
+use creditguard::ledger::{check_ledger, LedgerReport};
+use creditguard::settings::Settings;
+use creditguard::{per_backend, Application};
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+pub const SECRET: &str = "whsec_test_primary";
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    pub pool: Pool,
+    pub service_token: String,
+    pub support_token: String,
+    pub finance_token: String,
+    pub admin_token: String,
+    handle: actix_web::dev::ServerHandle,
+    _db: TestDatabase,
+}
+
+pub enum TestDatabase {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { server_url: String, name: String },
+}
+
+impl TestDatabase {
+    /// A fresh database of the backend under test, and its URL.
+    pub fn create() -> (Self, String) {
+        match std::env::var("DATABASE_URL") {
+            Ok(server) if server.starts_with("postgres") => {
+                let name = format!("cg_test_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = diesel::PgConnection::establish(&server).unwrap_or_else(|e| {
+                    panic!("cannot reach the test PostgreSQL at DATABASE_URL: {e}")
+                });
+                diesel::sql_query(format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .unwrap();
+                let mut url = url::Url::parse(&server).unwrap();
+                url.set_path(&name);
+                (
+                    Self::Postgres {
+                        server_url: server,
+                        name,
+                    },
+                    url.to_string(),
+                )
+            }
+            _ => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("creditguard.db").display());
+                (Self::Sqlite(dir), url)
+            }
+        }
+    }
+
+    pub fn is_postgres() -> bool {
+        std::env::var("DATABASE_URL").is_ok_and(|u| u.starts_with("postgres"))
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let TestDatabase::Postgres { server_url, name } = self {
+            if let Ok(mut admin) = diesel::PgConnection::establish(server_url) {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin);
+            }
+        }
+    }
+}
+
+/// A time near the fixtures' `created` values, so that the story reads like real time.
+pub fn start_time() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_795_000_000, 0).unwrap()
+}
+
+pub fn test_settings(database_url: String) -> Settings {
+    let mut settings = Settings {
+        database_url,
+        bind: "127.0.0.1:0".into(),
+        http_workers: 2,
+        ..Settings::default()
+    };
+    settings.webhook.secret = Some(SECRET.into());
+    settings.database.pool_size = 8;
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let (db, url) = TestDatabase::create();
+    let mut settings = test_settings(url);
+    configure(&mut settings);
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let app = Application::build_with_clock(settings, clock.clone())
+        .await
+        .expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    let pool = app.state().pool.clone();
+    tokio::spawn(app.run_until_stopped());
+    let token = |role| {
+        let mut conn = pool.get().unwrap();
+        creditguard::http::auth::create_token(&mut conn, role, Some("test"), clock_now(&clock))
+            .unwrap()
+    };
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        service_token: token(Role::Service),
+        support_token: token(Role::Support),
+        finance_token: token(Role::Finance),
+        admin_token: token(Role::Admin),
+        clock: clock.clone(),
+        pool,
+        handle,
+        _db: db,
+    }
+}
+
+fn clock_now(clock: &ManualClock) -> chrono::NaiveDateTime {
+    use creditguard::clock::Clock;
+    creditguard::db::db_time(clock.now())
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Stop accepting work; the database is dropped after (field order).
+        let handle = self.handle.clone();
+        tokio::spawn(async move { handle.stop(false).await });
+    }
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        use creditguard::clock::Clock;
+        self.clock.now()
+    }
+
+    /// Posts `body` signed with the test secret at the app's current time.
+    pub async fn post_event(&self, body: &Value) -> reqwest::Response {
+        let bytes = serde_json::to_vec(body).unwrap();
+        let header = sign_with(SECRET, self.now().timestamp(), &bytes);
+        self.post_raw_event(bytes, Some(header)).await
+    }
+
+    pub async fn post_raw_event(
+        &self,
+        body: Vec<u8>,
+        signature: Option<String>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url("/webhooks/stripe"))
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("Stripe-Signature", signature);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// Posts the event and returns its `outcome`, asserting a 200.
+    pub async fn deliver(&self, body: &Value) -> String {
+        let response = self.post_event(body).await;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "event {} answered {answer}", body["id"]);
+        answer["outcome"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        let response = self.get(path, token).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn account(&self, id: &str) -> Value {
+        self.get_json(&format!("/v1/accounts/{id}"), &self.support_token)
+            .await
+    }
+
+    pub async fn balance(&self, id: &str) -> i64 {
+        self.account(id).await["balance"].as_i64().unwrap()
+    }
+
+    pub async fn consume(
+        &self,
+        account: &str,
+        generation: impl Into<String>,
+        credits: i64,
+    ) -> reqwest::Response {
+        self.post_json(
+            &format!("/v1/accounts/{account}/consumptions"),
+            &self.service_token,
+            json!({ "generation_id": generation.into(), "credits": credits }),
+        )
+        .await
+    }
+
+    /// Buys `pack_100` for `account` through a paid Checkout Session; returns the PaymentIntent id.
+    pub async fn buy(&self, account: &str) -> String {
+        let pi = new_id("pi");
+        let outcome = self
+            .deliver(&checkout_paid(&pi, Some(account), "pack_100", 2000))
+            .await;
+        assert_eq!(outcome, "processed");
+        pi
+    }
+
+    pub fn db(&self) -> r2d2::PooledConnection<creditguard::db::connection::ConnectionManager> {
+        self.pool.get().unwrap()
+    }
+
+    /// Rows in `table` (to prove that refused input wrote nothing).
+    pub fn count(&self, table: &str) -> i64 {
+        let mut conn = self.db();
+        let query = format!("SELECT COUNT(*) AS n FROM {table}");
+        let row: Count =
+            per_backend!(&mut *conn, |c| diesel::sql_query(&query).get_result(c)).unwrap();
+        row.n
+    }
+
+    /// Rows of every table a webhook or API call could write.
+    pub fn written_rows(&self) -> i64 {
+        [
+            "webhook_events",
+            "purchases",
+            "accounts",
+            "credit_lots",
+            "ledger_entries",
+            "consumptions",
+            "decisions",
+        ]
+        .iter()
+        .map(|t| self.count(t))
+        .sum()
+    }
+
+    pub fn ledger_report(&self) -> LedgerReport {
+        let mut conn = self.db();
+        check_ledger(&mut conn).unwrap()
+    }
+
+    pub fn assert_ledger_ok(&self) {
+        let report = self.ledger_report();
+        assert!(
+            report.is_ok(),
+            "ledger check failed: {:#?}",
+            report.violations
+        );
+    }
+
+    /// Direct state changes that no endpoint offers yet (support actions come with the
+    /// chargeback issue); used only to set up a scenario.
+    pub fn set_account_status(&self, account: &str, status: &str) {
+        use creditguard::db::schema::accounts::dsl;
+        let mut conn = self.db();
+        let conn: &mut DbConnection = &mut conn;
+        diesel::update(dsl::accounts.find(account))
+            .set(dsl::status.eq(status))
+            .execute(conn)
+            .unwrap();
+    }
+}
+
+pub fn sign_with(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    creditguard::stripe::sign(&SecretString::from(secret.to_owned()), timestamp, body)
+}
+
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+pub fn fixtures_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/stripe-fixtures")
+}
+
+pub fn fixture(name: &str) -> Value {
+    let path = fixtures_dir().join(format!("{name}.json"));
+    serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
+/// `checkout.session.completed` (paid) built from the fixture, for a new PaymentIntent.
+pub fn checkout_paid(pi: &str, account: Option<&str>, package: &str, amount: i64) -> Value {
+    let mut event = fixture("checkout.session.completed");
+    event["id"] = json!(new_id("evt"));
+    let object = &mut event["data"]["object"];
+    object["id"] = json!(new_id("cs"));
+    object["payment_intent"] = json!(pi);
+    object["client_reference_id"] = json!(account);
+    object["metadata"] = json!({ "package_id": package });
+    object["amount_total"] = json!(amount);
+    event
+}
+
+/// `payment_intent.succeeded` built from the fixture.
+pub fn payment_intent_succeeded(pi: &str, metadata: Value, amount: i64) -> Value {
+    let mut event = fixture("payment_intent.succeeded");
+    event["id"] = json!(new_id("evt"));
+    let object = &mut event["data"]["object"];
+    object["id"] = json!(pi);
+    object["metadata"] = metadata;
+    object["amount"] = json!(amount);
+    object["amount_received"] = json!(amount);
+    object["latest_charge"] = json!(new_id("ch"));
+    event
+}

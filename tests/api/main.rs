@@ -1,0 +1,10 @@
+//! Black-box tests through HTTP. Default: SQLite. With `DATABASE_URL=postgres://…`: the same
+//! tests on PostgreSQL, each in a database of its own.
+
+mod auth;
+mod consumptions;
+mod helpers;
+mod ops;
+mod purchases;
+mod schema;
+mod webhooks;

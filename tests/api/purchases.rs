@@ -1,0 +1,173 @@
+//! Rule P1 and the undelivered cases of M1, seen through `/v1/purchases`.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+async fn only_purchase(app: &TestApp, query: &str) -> Value {
+    let list = app
+        .get_json(&format!("/v1/purchases?{query}"), &app.support_token)
+        .await;
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let id = list[0]["id"].as_str().unwrap();
+    // The single-purchase view answers the same, with its decisions.
+    app.get_json(&format!("/v1/purchases/{id}"), &app.finance_token)
+        .await
+}
+
+#[tokio::test]
+async fn p1_credits_a_paid_purchase_and_records_its_decision() {
+    let app = spawn_app().await;
+    let pi = app.buy("user_p1").await;
+    let purchase = only_purchase(&app, "account_id=user_p1").await;
+    assert_eq!(purchase["status"], "credited");
+    assert_eq!(purchase["payment_intent"], pi.as_str());
+    assert_eq!(purchase["amount"], 2000);
+    assert_eq!(purchase["currency"], "usd");
+    assert_eq!(purchase["credits_granted"], 100);
+    assert_eq!(purchase["credits_remaining"], 100);
+    assert_eq!(purchase["decisions"][0]["rule"], "P1");
+    assert!(purchase["decisions"][0]["explanation"]
+        .as_str()
+        .unwrap()
+        .contains("100 credits"));
+    let account = app.account("user_p1").await;
+    assert_eq!(account["lots"][0]["purchase_id"], purchase["id"]);
+    assert_eq!(account["lots"][0]["granted"], 100);
+}
+
+/// One undelivered case: the event's changes, the expected reason code.
+async fn assert_undelivered(app: &TestApp, event: Value, reason: &str) {
+    assert_eq!(app.deliver(&event).await, "processed");
+    let pi = event["data"]["object"]["payment_intent"].as_str().unwrap();
+    let list = app
+        .get_json("/v1/purchases?status=undelivered", &app.support_token)
+        .await;
+    let purchase = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["payment_intent"] == pi)
+        .unwrap_or_else(|| panic!("{pi} not undelivered: {list}"))
+        .clone();
+    assert_eq!(purchase["undelivered_reason"], reason);
+    assert_eq!(purchase["credits_granted"], 0);
+    assert_eq!(purchase["decisions"][0]["rule"], "M1");
+    assert!(purchase["decisions"][0]["action"]
+        .as_str()
+        .unwrap()
+        .ends_with(reason));
+}
+
+#[tokio::test]
+async fn m1_records_undelivered_purchases_with_their_reasons() {
+    let app = spawn_app().await;
+    let pi = || new_id("pi");
+
+    assert_undelivered(
+        &app,
+        checkout_paid(&pi(), None, "pack_100", 2000),
+        "no_account_reference",
+    )
+    .await;
+    assert_undelivered(
+        &app,
+        checkout_paid(&pi(), Some("user bad id"), "pack_100", 2000),
+        "invalid_account_reference",
+    )
+    .await;
+    assert_undelivered(
+        &app,
+        checkout_paid(&pi(), Some("user_m1"), "pack_999", 2000),
+        "unknown_package",
+    )
+    .await;
+    assert_undelivered(
+        &app,
+        checkout_paid(&pi(), Some("user_m1"), "pack_100", 1500),
+        "amount_mismatch",
+    )
+    .await;
+    let mut euro = checkout_paid(&pi(), Some("user_m1"), "pack_100", 2000);
+    euro["data"]["object"]["currency"] = json!("eur");
+    assert_undelivered(&app, euro, "currency_mismatch").await;
+    let mut no_package = checkout_paid(&pi(), Some("user_m1"), "pack_100", 2000);
+    no_package["data"]["object"]["metadata"] = json!({});
+    assert_undelivered(&app, no_package, "no_package_reference").await;
+
+    app.buy("user_done").await;
+    app.set_account_status("user_done", "terminated");
+    assert_undelivered(
+        &app,
+        checkout_paid(&pi(), Some("user_done"), "pack_100", 2000),
+        "account_terminated",
+    )
+    .await;
+
+    // None of them granted credits.
+    assert_eq!(app.balance("user_m1").await, 0);
+    assert_eq!(app.balance("user_done").await, 100);
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
+async fn a_suspended_account_is_still_credited() {
+    let app = spawn_app().await;
+    app.buy("user_susp").await;
+    app.set_account_status("user_susp", "suspended");
+    app.buy("user_susp").await;
+    assert_eq!(app.balance("user_susp").await, 200);
+}
+
+#[tokio::test]
+async fn a_known_stripe_customer_identifies_the_account() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .put(app.url("/v1/accounts/user_cus"))
+        .bearer_auth(&app.service_token)
+        .json(&json!({ "email": "a@example.com", "stripe_customer_id": "cus_123" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let mut event =
+        payment_intent_succeeded(&new_id("pi"), json!({ "package_id": "pack_100" }), 2000);
+    event["data"]["object"]["customer"] = json!("cus_123");
+    assert_eq!(app.deliver(&event).await, "processed");
+    assert_eq!(app.balance("user_cus").await, 100);
+}
+
+#[tokio::test]
+async fn the_package_catalog_comes_from_configuration() {
+    let app = spawn_app_with(|s| {
+        s.packages.push(creditguard::settings::Package {
+            id: "pack_eur_50".into(),
+            stripe_price_id: Some("price_1".into()),
+            credits: 50,
+            amount: 900,
+            currency: "eur".into(),
+        })
+    })
+    .await;
+    let mut event = checkout_paid(&new_id("pi"), Some("user_eur"), "pack_eur_50", 900);
+    event["data"]["object"]["currency"] = json!("eur");
+    assert_eq!(app.deliver(&event).await, "processed");
+    assert_eq!(app.balance("user_eur").await, 50);
+}
+
+#[tokio::test]
+async fn purchase_queries_are_checked_and_guarded() {
+    let app = spawn_app().await;
+    let response = app
+        .get("/v1/purchases?status=lost", &app.support_token)
+        .await;
+    assert_eq!(response.status(), 422);
+    let response = app.get("/v1/purchases/pur_nope", &app.support_token).await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["type"], "purchase-not-found");
+    let response = app.get("/v1/purchases", &app.service_token).await;
+    assert_eq!(response.status(), 403);
+}
