@@ -10,7 +10,7 @@ use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
 use crate::clock::{Clock, SystemClock};
-use crate::db::{self, build_pool, run_migrations, DatabaseTarget, Pool};
+use crate::db::{self, build_pool, run_migrations, Database, DatabaseTarget};
 use crate::http::auth::TokenCache;
 use crate::http::{problem, routes, AppState};
 use crate::settings::{Environment, Settings};
@@ -41,8 +41,8 @@ pub fn resolve_webhook_secrets(
     if let Some(secrets) = settings
         .webhook
         .secret
-        .as_deref()
-        .and_then(WebhookSecrets::parse_list)
+        .as_ref()
+        .and_then(|s| WebhookSecrets::parse_list(secrecy::ExposeSecret::expose_secret(s)))
     {
         return Ok((secrets, SecretSource::Configured));
     }
@@ -96,7 +96,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// Opens the pool and applies pending migrations (run at start-up and by `creditguard migrate`).
-pub async fn open_database(settings: &Settings) -> anyhow::Result<(Pool, Vec<String>)> {
+pub async fn open_database(settings: &Settings) -> anyhow::Result<(Database, Vec<String>)> {
     let target = settings.database_target();
     let size = settings.database.pool_size;
     tokio::task::spawn_blocking(move || {
@@ -105,7 +105,7 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<(Pool, Vec<Str
         let mut conn = pool.get().context("no database connection")?;
         let applied = run_migrations(&mut conn)?;
         drop(conn);
-        Ok((pool, applied))
+        Ok((Database::new(pool, target.backend()), applied))
     })
     .await?
 }
@@ -122,7 +122,7 @@ impl Application {
         settings.validate()?;
         let target = settings.database_target();
         let (webhook_secrets, source) = resolve_webhook_secrets(&settings, &target)?;
-        let (pool, applied) = open_database(&settings).await?;
+        let (database, applied) = open_database(&settings).await?;
         if !applied.is_empty() {
             tracing::info!(?applied, "migrations applied");
         }
@@ -148,7 +148,7 @@ impl Application {
             n => n,
         };
         let state = web::Data::new(AppState {
-            pool,
+            database,
             settings: Arc::new(settings),
             clock,
             webhook_secrets,

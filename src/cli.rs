@@ -92,20 +92,21 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<std::process::E
         Command::Token {
             command: TokenCommand::Create { role, label },
         } => {
-            let (pool, _) = open_database(&settings).await?;
+            let (database, _) = open_database(&settings).await?;
             let now = db_time(SystemClock.now());
             let token = tokio::task::spawn_blocking(move || {
-                let mut conn = pool.get()?;
-                crate::http::auth::create_token(&mut conn, role, label.as_deref(), now)
-                    .context("storing the token")
+                database.write(|conn| {
+                    crate::http::auth::create_token(conn, role, label.as_deref(), now)
+                        .context("storing the token")
+                })?
             })
             .await??;
             println!("{token}");
         }
         Command::CheckLedger => {
-            let (pool, _) = open_database(&settings).await?;
+            let (database, _) = open_database(&settings).await?;
             let report = tokio::task::spawn_blocking(move || {
-                let mut conn = pool.get()?;
+                let mut conn = database.read()?;
                 crate::ledger::check_ledger(&mut conn).context("reading the ledger")
             })
             .await??;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::db::DatabaseTarget;
@@ -47,7 +48,7 @@ pub struct DatabaseSettings {
 #[serde(default)]
 pub struct WebhookSettings {
     /// One or more `whsec_…` secrets, comma-separated (rotation). Never logged.
-    pub secret: Option<String>,
+    pub secret: Option<SecretString>,
     pub tolerance_secs: u64,
     pub body_limit_bytes: usize,
 }
@@ -56,7 +57,7 @@ pub struct WebhookSettings {
 #[serde(default)]
 pub struct StripeSettings {
     /// Key for Stripe's API; unset means refunds wait, visibly. Never logged.
-    pub secret_key: Option<String>,
+    pub secret_key: Option<SecretString>,
     pub api_base: String,
 }
 
@@ -257,10 +258,17 @@ impl Settings {
                     ),
                 ));
             }
-            if package.credits <= 0 || package.amount <= 0 {
+            if package.credits <= 0
+                || package.amount <= 0
+                || package.credits > crate::domain::Credits::MAX
+            {
                 return Err(invalid(
                     "packages",
-                    format!("{}: credits and amount must be positive", package.id),
+                    format!(
+                        "{}: credits and amount must be positive (credits at most {})",
+                        package.id,
+                        crate::domain::Credits::MAX
+                    ),
                 ));
             }
             crate::domain::Currency::parse(&package.currency)

@@ -4,10 +4,12 @@
 //! a libpq keyword string.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::pg::PgConnection;
+use diesel::r2d2::R2D2Connection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use diesel::Connection;
@@ -103,6 +105,8 @@ impl DatabaseTarget {
                     if parsed.password().is_some() {
                         let _ = parsed.set_password(Some("***"));
                     }
+                    // libpq also takes password=… as a query parameter.
+                    parsed.set_query(None);
                     parsed.to_string()
                 }
                 Err(_) => "postgres://(unparseable)".to_owned(),
@@ -176,11 +180,50 @@ impl r2d2::ManageConnection for ConnectionManager {
     }
 
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), ConnectError> {
-        conn.batch_execute("SELECT 1").map_err(ConnectError::from)
+        R2D2Connection::ping(conn).map_err(ConnectError::from)
     }
 
-    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
-        false
+    /// A connection left inside a transaction (a panic mid-transaction) or whose server went
+    /// away is discarded, never handed out again.
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        std::thread::panicking() || R2D2Connection::is_broken(conn)
+    }
+}
+
+/// The pool, plus for SQLite a write gate: one writer at a time inside this process. SQLite
+/// admits one writer anyway; without the gate, waiting writers sleep in SQLite's busy handler
+/// (1, 2, 5 … 100 ms steps), which turned a 1 ms transaction into a 300 ms p99 under load. With
+/// it they queue on a mutex and start the moment the previous writer commits. The busy timeout
+/// stays for other processes (the CLI) writing to the same file.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    write_gate: Option<Arc<Mutex<()>>>,
+}
+
+impl Database {
+    pub fn new(pool: Pool, backend: Backend) -> Self {
+        let write_gate = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Self { pool, write_gate }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// A connection for reads.
+    pub fn read(&self) -> Result<PooledConnection, r2d2::Error> {
+        self.pool.get()
+    }
+
+    /// Runs `work`, which writes, with a connection, after the write gate (SQLite).
+    pub fn write<T>(&self, work: impl FnOnce(&mut DbConnection) -> T) -> Result<T, r2d2::Error> {
+        let _turn = self
+            .write_gate
+            .as_ref()
+            .map(|gate| gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let mut conn = self.pool.get()?;
+        Ok(work(&mut conn))
     }
 }
 
@@ -189,7 +232,8 @@ pub fn build_pool(target: &DatabaseTarget, max_size: u32) -> Result<Pool, r2d2::
         .max_size(max_size)
         .min_idle(Some(1))
         .connection_timeout(Duration::from_secs(5))
-        .test_on_check_out(false)
+        // A dead server is noticed at checkout, not by the request that gets the connection.
+        .test_on_check_out(true)
         .build(ConnectionManager::new(target.clone()))
 }
 
@@ -322,7 +366,12 @@ where
             }
         },
         Err(e) => {
-            per_backend!(conn, |c| AnsiTransactionManager::rollback_transaction(c))?;
+            if let Err(rollback) =
+                per_backend!(conn, |c| AnsiTransactionManager::rollback_transaction(c))
+            {
+                // The connection is now broken (has_broken discards it); report the first error.
+                tracing::error!(error = %rollback, "rollback failed");
+            }
             Err(e)
         }
     }

@@ -10,8 +10,8 @@ pub mod models;
 pub mod schema;
 
 pub use connection::{
-    build_pool, has_pending_migrations, run_migrations, write_transaction, Backend, DatabaseTarget,
-    DbConnection, Pool, PooledConnection, TransactionError,
+    build_pool, has_pending_migrations, run_migrations, write_transaction, Backend, Database,
+    DatabaseTarget, DbConnection, Pool, PooledConnection, TransactionError,
 };
 
 /// Times are stored as naive UTC truncated to microseconds: PostgreSQL keeps microseconds and

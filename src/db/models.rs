@@ -4,7 +4,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::{accounts, api_tokens, decisions, purchases, webhook_events};
+use super::schema::{accounts, api_tokens, decisions, purchases, stripe_charges, webhook_events};
 use super::DbConnection;
 use crate::per_backend;
 
@@ -216,6 +216,33 @@ impl Purchase {
         query.load(conn)
     }
 
+    /// An undelivered purchase becomes credited (guarded: true only for the one caller that
+    /// changed it, so its lot is granted once).
+    pub fn credit_undelivered(
+        conn: &mut DbConnection,
+        id: &str,
+        account_id: &str,
+        package_id: Option<&str>,
+        credits_granted: i64,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        let changed = diesel::update(
+            purchases::table
+                .find(id)
+                .filter(purchases::status.eq(crate::domain::PurchaseStatus::Undelivered.as_str())),
+        )
+        .set((
+            purchases::status.eq(crate::domain::PurchaseStatus::Credited.as_str()),
+            purchases::account_id.eq(account_id),
+            purchases::package_id.eq(package_id),
+            purchases::credits_granted.eq(credits_granted),
+            purchases::undelivered_reason.eq(None::<String>),
+            purchases::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+        Ok(changed == 1)
+    }
+
     /// Records the charge and checkout session ids once they are known; never overwrites.
     pub fn fill_stripe_ids(
         conn: &mut DbConnection,
@@ -249,6 +276,44 @@ impl Purchase {
             .execute(conn)?;
         }
         Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// charges
+
+/// Charge → PaymentIntent, as `charge.succeeded` tells it.
+pub struct StripeCharge;
+
+impl StripeCharge {
+    pub fn remember(
+        conn: &mut DbConnection,
+        charge_id: &str,
+        payment_intent_id: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<()> {
+        per_backend!(conn, |c| diesel::insert_into(stripe_charges::table)
+            .values((
+                stripe_charges::charge_id.eq(charge_id),
+                stripe_charges::payment_intent_id.eq(payment_intent_id),
+                stripe_charges::created_at.eq(now),
+            ))
+            .on_conflict(stripe_charges::charge_id)
+            .do_nothing()
+            .execute(c))?;
+        Ok(())
+    }
+
+    pub fn of_payment_intent(
+        conn: &mut DbConnection,
+        payment_intent_id: &str,
+    ) -> QueryResult<Option<String>> {
+        stripe_charges::table
+            .filter(stripe_charges::payment_intent_id.eq(payment_intent_id))
+            .order(stripe_charges::created_at.desc())
+            .select(stripe_charges::charge_id)
+            .first(conn)
+            .optional()
     }
 }
 

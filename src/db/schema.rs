@@ -107,6 +107,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    stripe_charges (charge_id) {
+        charge_id -> Text,
+        payment_intent_id -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     webhook_events (id) {
         id -> Text,
         event_type -> Text,
@@ -141,5 +149,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     decisions,
     ledger_entries,
     purchases,
+    stripe_charges,
     webhook_events,
 );

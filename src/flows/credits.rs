@@ -1,5 +1,7 @@
 //! Spending and restoring credits, and the account itself: each a transaction over the ledger.
 
+use diesel::result::DatabaseErrorKind;
+
 use super::FlowContext;
 use crate::db::models::Account;
 use crate::db::{write_transaction, DbConnection};
@@ -56,13 +58,32 @@ pub fn upsert_account(
                 }
             }
         }
+        // The check above can race another request for the same customer id: the unique index
+        // decides, and the loser gets a 409 instead of a 500.
+        let customer_taken = |e: diesel::result::Error| match (&e, stripe_customer_id) {
+            (
+                diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info),
+                Some(customer),
+            ) if info.message().contains("stripe_customer_id")
+                || info
+                    .constraint_name()
+                    .is_some_and(|c| c.contains("stripe_customer_id")) =>
+            {
+                LedgerError::CustomerTaken {
+                    customer: customer.to_owned(),
+                    owner: "another account".to_owned(),
+                }
+            }
+            _ => e.into(),
+        };
         let created = Account::create_if_missing(
             conn,
             account_id.as_str(),
             email,
             stripe_customer_id,
             ctx.now,
-        )?;
+        )
+        .map_err(customer_taken)?;
         if !created {
             Account::update_contact(
                 conn,
@@ -70,7 +91,8 @@ pub fn upsert_account(
                 email,
                 stripe_customer_id,
                 ctx.now,
-            )?;
+            )
+            .map_err(customer_taken)?;
         }
         let account = Account::find(conn, account_id.as_str())?
             .ok_or_else(|| LedgerError::AccountNotFound(account_id.to_string()))?;

@@ -1,15 +1,17 @@
 //! Rule P1 (and the undelivered cases of M1): a paid PaymentIntent becomes one purchase and,
-//! if it can be credited, one lot. Whichever of its events arrives first creates it; the others
-//! only fill in ids.
+//! if it can be credited, one lot. Whichever of its events arrives first creates it; a later one
+//! fills in ids and, if the purchase is still undelivered but the later event says whose it is
+//! (a real Checkout Session does not copy `client_reference_id` onto its PaymentIntent), credits it.
 
 use super::webhook::{Applied, IngestError};
 use super::{FlowContext, DECIDED_BY_POLICY};
 use crate::db::db_time;
-use crate::db::models::{Account, DecisionRow, NewDecision, NewPurchase, Purchase};
+use crate::db::models::{Account, DecisionRow, NewDecision, NewPurchase, Purchase, StripeCharge};
 use crate::db::DbConnection;
 use crate::domain::{AccountId, AccountStatus, Credits, LedgerKind, PurchaseStatus};
-use crate::ledger;
+use crate::ledger::{self, LedgerError};
 use crate::policy::purchase::{decide_paid_purchase, AccountLookup, PaidPurchase, PurchaseAction};
+use crate::policy::Decision;
 use crate::stripe::PaymentFacts;
 
 pub fn apply_payment(
@@ -18,56 +20,36 @@ pub fn apply_payment(
     event_id: &str,
     ctx: FlowContext<'_>,
 ) -> Result<Applied, IngestError> {
+    let charge_id = match &payment.charge_id {
+        Some(charge) => Some(charge.clone()),
+        None => StripeCharge::of_payment_intent(conn, &payment.payment_intent_id)?,
+    };
     if let Some(existing) = Purchase::by_payment_intent(conn, &payment.payment_intent_id)? {
         fill_ids(
             conn,
             &existing,
-            payment.charge_id.as_deref(),
+            charge_id.as_deref(),
             payment.checkout_session_id.as_deref(),
             ctx,
         )?;
+        if existing.status == PurchaseStatus::Undelivered.as_str() {
+            return credit_later(conn, &existing, payment, event_id, ctx);
+        }
         return Ok(Applied::processed(format!(
             "purchase {} of {} was already recorded",
             existing.id, payment.payment_intent_id
         )));
     }
 
-    let account = resolve_account(conn, payment, ctx)?;
-    let package = payment
-        .package_id
-        .as_deref()
-        .and_then(|id| ctx.settings.package(id));
-    let lookup = match &account {
-        Resolved::Found(account) => AccountLookup::Found {
-            id: &account.id,
-            status: account.status.parse().unwrap_or(AccountStatus::Active),
-        },
-        Resolved::Invalid { reference, problem } => AccountLookup::InvalidReference {
-            reference,
-            problem: problem.clone(),
-        },
-        Resolved::None => AccountLookup::NoReference,
-    };
-    let decision = decide_paid_purchase(&PaidPurchase {
-        account: lookup,
-        package_reference: payment.package_id.as_deref(),
-        package,
-        amount: payment.amount,
-        currency: &payment.currency,
-    });
-
+    let (account, decision) = judge(conn, payment, ctx)?;
     let purchase_id = format!("pur_{}", uuid::Uuid::now_v7().simple());
-    let account_id = match &account {
-        Resolved::Found(account) => Some(account.id.as_str()),
-        _ => None,
-    };
     let (status, credits, reason) = match &decision.action {
         PurchaseAction::Grant { credits } => (PurchaseStatus::Credited, *credits, None),
         PurchaseAction::HoldUndelivered { reason } => {
             (PurchaseStatus::Undelivered, 0, Some(reason.code()))
         }
     };
-    let charge_id = free_charge_id(conn, payment.charge_id.as_deref())?;
+    let charge_id = free_charge_id(conn, charge_id.as_deref())?;
     let inserted = Purchase::insert_once(
         conn,
         &NewPurchase {
@@ -75,7 +57,7 @@ pub fn apply_payment(
             payment_intent_id: &payment.payment_intent_id,
             charge_id,
             checkout_session_id: payment.checkout_session_id.as_deref(),
-            account_id,
+            account_id: account.as_ref().map(|a| a.id.as_str()),
             account_reference: payment.account_reference.as_deref(),
             stripe_customer_id: payment.stripe_customer_id.as_deref(),
             package_id: payment.package_id.as_deref(),
@@ -97,37 +79,10 @@ pub fn apply_payment(
             payment.payment_intent_id
         )));
     }
-    if let (PurchaseAction::Grant { credits }, Some(account_id)) = (&decision.action, account_id) {
-        let credits = Credits::parse(*credits).map_err(|e| {
-            ledger::LedgerError::Invariant(format!("catalog credits {credits}: {e}"))
-        })?;
-        ledger::grant_lot(
-            conn,
-            account_id,
-            Some(&purchase_id),
-            credits,
-            LedgerKind::Grant,
-            &purchase_id,
-            ctx.now,
-        )?;
+    if let (PurchaseAction::Grant { credits }, Some(account)) = (&decision.action, &account) {
+        grant(conn, &account.id, &purchase_id, *credits, ctx)?;
     }
-    let action = match &decision.action {
-        PurchaseAction::Grant { .. } => "grant".to_owned(),
-        PurchaseAction::HoldUndelivered { reason } => format!("hold_undelivered:{}", reason.code()),
-    };
-    DecisionRow::insert(
-        conn,
-        &NewDecision {
-            subject_type: "purchase",
-            subject_id: &purchase_id,
-            rule: decision.rule.as_str(),
-            action: &action,
-            explanation: &decision.explanation,
-            reference: event_id,
-            decided_by: DECIDED_BY_POLICY,
-            created_at: ctx.now,
-        },
-    )?;
+    record_decision(conn, &purchase_id, &decision, event_id, ctx)?;
     tracing::info!(
         purchase_id,
         payment_intent = payment.payment_intent_id,
@@ -141,8 +96,139 @@ pub fn apply_payment(
     )))
 }
 
-/// `charge.succeeded`: remember the charge id on its purchase, for the refund and dispute
-/// events that name only the charge.
+/// A later event of an undelivered purchase's payment: credit it if this event says enough.
+fn credit_later(
+    conn: &mut DbConnection,
+    existing: &Purchase,
+    payment: &PaymentFacts,
+    event_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Applied, IngestError> {
+    let (account, decision) = judge(conn, payment, ctx)?;
+    let (PurchaseAction::Grant { credits }, Some(account)) = (&decision.action, &account) else {
+        return Ok(Applied::processed(format!(
+            "purchase {} stays undelivered: {}",
+            existing.id, decision.explanation
+        )));
+    };
+    if !Purchase::credit_undelivered(
+        conn,
+        &existing.id,
+        &account.id,
+        payment.package_id.as_deref(),
+        *credits,
+        ctx.now,
+    )? {
+        return Ok(Applied::processed(format!(
+            "purchase {} was credited meanwhile",
+            existing.id
+        )));
+    }
+    grant(conn, &account.id, &existing.id, *credits, ctx)?;
+    let decision = Decision {
+        explanation: format!(
+            "{} (This event supplied what the first one lacked.)",
+            decision.explanation
+        ),
+        ..decision
+    };
+    record_decision(conn, &existing.id, &decision, event_id, ctx)?;
+    tracing::info!(
+        purchase_id = existing.id,
+        "undelivered purchase credited by a later event"
+    );
+    Ok(Applied::processed(format!(
+        "{}: {}",
+        decision.rule, decision.explanation
+    )))
+}
+
+/// P1 or M1 for this payment, and the account it names (created if new).
+fn judge(
+    conn: &mut DbConnection,
+    payment: &PaymentFacts,
+    ctx: FlowContext<'_>,
+) -> Result<(Option<Account>, Decision<PurchaseAction>), IngestError> {
+    let resolved = resolve_account(conn, payment, ctx)?;
+    let package = payment
+        .package_id
+        .as_deref()
+        .and_then(|id| ctx.settings.package(id));
+    let lookup = match &resolved {
+        Resolved::Found(account) => AccountLookup::Found {
+            id: &account.id,
+            status: account.status.parse().unwrap_or(AccountStatus::Active),
+        },
+        Resolved::Invalid { reference, problem } => AccountLookup::InvalidReference {
+            reference,
+            problem: problem.clone(),
+        },
+        Resolved::None => AccountLookup::NoReference,
+    };
+    let decision = decide_paid_purchase(&PaidPurchase {
+        account: lookup,
+        package_reference: payment.package_id.as_deref(),
+        package,
+        amount: payment.amount,
+        currency: &payment.currency,
+    });
+    let account = match resolved {
+        Resolved::Found(account) => Some(account),
+        _ => None,
+    };
+    Ok((account, decision))
+}
+
+fn grant(
+    conn: &mut DbConnection,
+    account_id: &str,
+    purchase_id: &str,
+    credits: i64,
+    ctx: FlowContext<'_>,
+) -> Result<(), IngestError> {
+    let credits = Credits::parse(credits)
+        .map_err(|e| LedgerError::Invariant(format!("catalog credits {credits}: {e}")))?;
+    ledger::grant_lot(
+        conn,
+        account_id,
+        Some(purchase_id),
+        credits,
+        LedgerKind::Grant,
+        purchase_id,
+        ctx.now,
+    )?;
+    Ok(())
+}
+
+fn record_decision(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    decision: &Decision<PurchaseAction>,
+    event_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<(), IngestError> {
+    let action = match &decision.action {
+        PurchaseAction::Grant { .. } => "grant".to_owned(),
+        PurchaseAction::HoldUndelivered { reason } => format!("hold_undelivered:{}", reason.code()),
+    };
+    DecisionRow::insert(
+        conn,
+        &NewDecision {
+            subject_type: "purchase",
+            subject_id: purchase_id,
+            rule: decision.rule.as_str(),
+            action: &action,
+            explanation: &decision.explanation,
+            reference: event_id,
+            decided_by: DECIDED_BY_POLICY,
+            created_at: ctx.now,
+        },
+    )?;
+    Ok(())
+}
+
+/// `charge.succeeded`: remember which PaymentIntent the charge belongs to and link it to the
+/// purchase, now or when the purchase arrives (refund and dispute events may name only the charge).
 pub fn link_charge(
     conn: &mut DbConnection,
     charge_id: &str,
@@ -154,16 +240,14 @@ pub fn link_charge(
             "charge {charge_id} has no payment_intent"
         )));
     };
+    StripeCharge::remember(conn, charge_id, payment_intent_id, ctx.now)?;
     match Purchase::by_payment_intent(conn, payment_intent_id)? {
         Some(purchase) => {
             fill_ids(conn, &purchase, Some(charge_id), None, ctx)?;
-            Ok(Applied::processed(format!(
-                "charge {charge_id} belongs to purchase {}",
-                purchase.id
-            )))
+            Ok(Applied::processed(format!("charge {charge_id} belongs to purchase {}", purchase.id)))
         }
-        None => Ok(Applied::ignored(format!(
-            "no purchase of {payment_intent_id} yet; its payment event will carry the charge"
+        None => Ok(Applied::processed(format!(
+            "charge {charge_id} of {payment_intent_id} remembered; it is linked when the purchase arrives"
         ))),
     }
 }

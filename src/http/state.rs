@@ -6,14 +6,14 @@ use chrono::NaiveDateTime;
 use super::auth::TokenCache;
 use super::ApiError;
 use crate::clock::Clock;
-use crate::db::{db_time, DbConnection, Pool};
+use crate::db::{db_time, Database, DbConnection};
 use crate::flows::FlowContext;
 use crate::settings::Settings;
 use crate::stripe::WebhookSecrets;
 
 /// What every handler shares.
 pub struct AppState {
-    pub pool: Pool,
+    pub database: Database,
     pub settings: Arc<Settings>,
     pub clock: Arc<dyn Clock>,
     pub webhook_secrets: WebhookSecrets,
@@ -25,7 +25,7 @@ impl AppState {
         db_time(self.clock.now())
     }
 
-    /// Runs blocking database work on the blocking pool with a pooled connection and a
+    /// Runs blocking read work on the blocking pool with a pooled connection and a
     /// `FlowContext` taken now. A pool that cannot hand out a connection means the database is
     /// down: 503, which Stripe retries.
     pub async fn db<T, F>(&self, work: F) -> Result<T, ApiError>
@@ -33,20 +33,45 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&mut DbConnection, FlowContext<'_>) -> Result<T, ApiError> + Send + 'static,
     {
-        let pool = self.pool.clone();
+        self.blocking(false, work).await
+    }
+
+    /// Like `db`, for work that writes (it passes the SQLite write gate, see `Database`).
+    pub async fn db_write<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection, FlowContext<'_>) -> Result<T, ApiError> + Send + 'static,
+    {
+        self.blocking(true, work).await
+    }
+
+    async fn blocking<T, F>(&self, writes: bool, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection, FlowContext<'_>) -> Result<T, ApiError> + Send + 'static,
+    {
+        let database = self.database.clone();
         let settings = self.settings.clone();
-        let now = self.now();
+        let clock = self.clock.clone();
         let span = tracing::Span::current();
         web::block(move || {
             let _entered = span.enter();
-            let mut conn = pool.get()?;
-            work(
-                &mut conn,
-                FlowContext {
-                    now,
-                    settings: &settings,
-                },
-            )
+            let run = |conn: &mut DbConnection| {
+                // The time is read once the connection (and, for writes, the gate) is ours.
+                let now = db_time(clock.now());
+                work(
+                    conn,
+                    FlowContext {
+                        now,
+                        settings: &settings,
+                    },
+                )
+            };
+            if writes {
+                database.write(run)?
+            } else {
+                run(&mut *database.read()?)
+            }
         })
         .await
         .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("blocking task failed: {e}")))?

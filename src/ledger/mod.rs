@@ -69,14 +69,23 @@ struct NewEntry<'a> {
     created_at: NaiveDateTime,
 }
 
-/// Adds `delta` to the balance unless it would go below zero (or, with `require_active`, unless
-/// the account is not active); returns the new balance, or None if the guard refused.
-/// This statement is what takes the account's row lock (module doc).
+/// Which accounts a balance change may touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatusGuard {
+    /// Spending: only an active account.
+    Active,
+    /// Granting and restoring: any account but a terminated one (its credits were revoked).
+    NotTerminated,
+}
+
+/// Adds `delta` to the balance unless it would go below zero or the account's status forbids
+/// it; returns the new balance, or None if the guard refused. This statement is what takes the
+/// account's row lock (module doc).
 fn adjust_balance(
     conn: &mut DbConnection,
     account_id: &str,
     delta: i64,
-    require_active: bool,
+    guard: StatusGuard,
     now: NaiveDateTime,
 ) -> QueryResult<Option<i64>> {
     let target = accounts::table
@@ -86,18 +95,37 @@ fn adjust_balance(
         accounts::balance.eq(accounts::balance + delta),
         accounts::updated_at.eq(now),
     );
-    if require_active {
-        diesel::update(target.filter(accounts::status.eq(AccountStatus::Active.as_str())))
-            .set(set)
-            .returning(accounts::balance)
-            .get_result(conn)
-            .optional()
-    } else {
-        diesel::update(target)
-            .set(set)
-            .returning(accounts::balance)
-            .get_result(conn)
-            .optional()
+    match guard {
+        StatusGuard::Active => {
+            diesel::update(target.filter(accounts::status.eq(AccountStatus::Active.as_str())))
+                .set(set)
+                .returning(accounts::balance)
+                .get_result(conn)
+                .optional()
+        }
+        StatusGuard::NotTerminated => {
+            diesel::update(target.filter(accounts::status.ne(AccountStatus::Terminated.as_str())))
+                .set(set)
+                .returning(accounts::balance)
+                .get_result(conn)
+                .optional()
+        }
+    }
+}
+
+/// Why a guarded balance change was refused, read after the fact.
+fn refusal(conn: &mut DbConnection, account_id: &str, requested: i64) -> LedgerError {
+    match Account::find(conn, account_id) {
+        Err(e) => e.into(),
+        Ok(None) => LedgerError::AccountNotFound(account_id.to_owned()),
+        Ok(Some(account)) => match account.status.parse::<AccountStatus>() {
+            Ok(AccountStatus::Suspended) => LedgerError::AccountSuspended(account.id),
+            Ok(AccountStatus::Terminated) => LedgerError::AccountTerminated(account.id),
+            _ => LedgerError::InsufficientCredits {
+                balance: account.balance,
+                requested,
+            },
+        },
     }
 }
 
@@ -117,8 +145,16 @@ pub fn grant_lot(
     reference: &str,
     now: NaiveDateTime,
 ) -> Result<Grant, LedgerError> {
-    let balance = adjust_balance(conn, account_id, credits.get(), false, now)?
-        .ok_or_else(|| LedgerError::AccountNotFound(account_id.to_owned()))?;
+    let Some(balance) = adjust_balance(
+        conn,
+        account_id,
+        credits.get(),
+        StatusGuard::NotTerminated,
+        now,
+    )?
+    else {
+        return Err(refusal(conn, account_id, credits.get()));
+    };
     let lot_id: i64 = diesel::insert_into(credit_lots::table)
         .values((
             credit_lots::account_id.eq(account_id),
@@ -212,18 +248,10 @@ pub fn consume(
         };
     }
 
-    let Some(balance) = adjust_balance(conn, account_id, -credits.get(), true, now)? else {
+    let Some(balance) = adjust_balance(conn, account_id, -credits.get(), StatusGuard::Active, now)?
+    else {
         // The guard refused: say why. The caller's transaction rolls back the claim above.
-        let account = Account::find(conn, account_id)?
-            .ok_or_else(|| LedgerError::AccountNotFound(account_id.to_owned()))?;
-        return Err(match account.status.parse::<AccountStatus>() {
-            Ok(AccountStatus::Suspended) => LedgerError::AccountSuspended(account.id),
-            Ok(AccountStatus::Terminated) => LedgerError::AccountTerminated(account.id),
-            _ => LedgerError::InsufficientCredits {
-                balance: account.balance,
-                requested: credits.get(),
-            },
-        });
+        return Err(refusal(conn, account_id, credits.get()));
     };
 
     let lots: Vec<(i64, i64, Option<String>)> = credit_lots::table
@@ -348,8 +376,12 @@ pub fn restore_failed_generation(
         });
     };
 
-    let balance = adjust_balance(conn, &account_id, credits, false, now)?
-        .ok_or_else(|| LedgerError::AccountNotFound(account_id.clone()))?;
+    let Some(balance) =
+        adjust_balance(conn, &account_id, credits, StatusGuard::NotTerminated, now)?
+    else {
+        // A terminated account's credits were revoked; the caller's transaction rolls back.
+        return Err(refusal(conn, &account_id, credits));
+    };
     let draws: Vec<(i64, i64, Option<String>)> = consumption_draws::table
         .inner_join(credit_lots::table)
         .filter(consumption_draws::generation_id.eq(generation_id))
@@ -362,9 +394,19 @@ pub fn restore_failed_generation(
         .load(conn)?;
     let mut balance_after = balance - credits;
     for (lot_id, drawn, purchase_id) in draws {
-        diesel::update(credit_lots::table.find(lot_id))
-            .set(credit_lots::remaining.eq(credit_lots::remaining + drawn))
-            .execute(conn)?;
+        // Never above the lot's grant: a revoked lot must not get credits back this way.
+        let updated = diesel::update(
+            credit_lots::table
+                .find(lot_id)
+                .filter((credit_lots::remaining + drawn).le(credit_lots::granted)),
+        )
+        .set(credit_lots::remaining.eq(credit_lots::remaining + drawn))
+        .execute(conn)?;
+        if updated != 1 {
+            return Err(LedgerError::Invariant(format!(
+                "restoring {drawn} to lot {lot_id} would exceed its grant"
+            )));
+        }
         balance_after += drawn;
         diesel::insert_into(ledger_entries::table)
             .values(&NewEntry {

@@ -358,3 +358,24 @@ async fn accounts_are_created_and_updated_with_put() {
     .await;
     assert_eq!(missing["type"], "account-not-found");
 }
+
+#[tokio::test]
+async fn a_terminated_account_gets_no_credits_back() {
+    let app = spawn_app().await;
+    app.buy("user_term").await;
+    expect(app.consume("user_term", "gen-t1", 10).await, 201).await;
+    app.set_account_status("user_term", "terminated");
+    let body = expect(
+        app.post_json(
+            "/v1/consumptions/gen-t1/failure",
+            &app.service_token,
+            json!({ "reason": "x" }),
+        )
+        .await,
+        403,
+    )
+    .await;
+    assert_eq!(body["type"], "account-terminated");
+    assert_eq!(app.balance("user_term").await, 90);
+    app.assert_ledger_ok();
+}

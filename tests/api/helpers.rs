@@ -94,7 +94,7 @@ pub fn test_settings(database_url: String) -> Settings {
         http_workers: 2,
         ..Settings::default()
     };
-    settings.webhook.secret = Some(SECRET.into());
+    settings.webhook.secret = Some(SecretString::from(SECRET));
     settings.database.pool_size = 8;
     settings
 }
@@ -113,7 +113,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
-    let pool = app.state().pool.clone();
+    let pool = app.state().database.pool().clone();
     tokio::spawn(app.run_until_stopped());
     let token = |role| {
         let mut conn = pool.get().unwrap();

@@ -7,4 +7,5 @@ mod helpers;
 mod ops;
 mod purchases;
 mod schema;
+mod startup;
 mod webhooks;

@@ -171,3 +171,56 @@ async fn purchase_queries_are_checked_and_guarded() {
     let response = app.get("/v1/purchases", &app.service_token).await;
     assert_eq!(response.status(), 403);
 }
+
+#[tokio::test]
+async fn a_later_event_credits_a_purchase_the_first_event_could_not() {
+    let app = spawn_app().await;
+    let pi = new_id("pi");
+    // A real Checkout payment: the PaymentIntent carries no metadata, the session does.
+    let intent = payment_intent_succeeded(&pi, json!({}), 2000);
+    assert_eq!(app.deliver(&intent).await, "processed");
+    let held = only_purchase(&app, "status=undelivered").await;
+    assert_eq!(held["undelivered_reason"], "no_account_reference");
+
+    let checkout = checkout_paid(&pi, Some("user_late_ref"), "pack_100", 2000);
+    assert_eq!(app.deliver(&checkout).await, "processed");
+    let purchase = app
+        .get_json(
+            &format!("/v1/purchases/{}", held["id"].as_str().unwrap()),
+            &app.support_token,
+        )
+        .await;
+    assert_eq!(purchase["status"], "credited");
+    assert_eq!(purchase["account_id"], "user_late_ref");
+    assert_eq!(purchase["credits_granted"], 100);
+    let rules: Vec<&str> = purchase["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, vec!["M1", "P1"]);
+    assert_eq!(app.balance("user_late_ref").await, 100);
+    // A third event of the same payment changes nothing.
+    let mut again = checkout_paid(&pi, Some("user_late_ref"), "pack_100", 2000);
+    again["type"] = json!("checkout.session.async_payment_succeeded");
+    assert_eq!(app.deliver(&again).await, "processed");
+    assert_eq!(app.balance("user_late_ref").await, 100);
+    assert_eq!(app.count("credit_lots"), 1);
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
+async fn a_charge_seen_before_its_purchase_is_linked_when_the_purchase_arrives() {
+    let app = spawn_app().await;
+    let pi = new_id("pi");
+    let mut charge = fixture("charge.succeeded");
+    charge["id"] = json!(new_id("evt"));
+    charge["data"]["object"]["id"] = json!("ch_early");
+    charge["data"]["object"]["payment_intent"] = json!(pi);
+    assert_eq!(app.deliver(&charge).await, "processed");
+    app.deliver(&checkout_paid(&pi, Some("user_early"), "pack_100", 2000))
+        .await;
+    let purchase = only_purchase(&app, "account_id=user_early").await;
+    assert_eq!(purchase["charge"], "ch_early");
+}

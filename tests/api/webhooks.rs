@@ -38,7 +38,8 @@ async fn a_valid_signature_is_accepted_and_processed() {
 
 #[tokio::test]
 async fn any_of_several_secrets_verifies_during_rotation() {
-    let app = spawn_app_with(|s| s.webhook.secret = Some(format!("whsec_new_one,{SECRET}"))).await;
+    let app =
+        spawn_app_with(|s| s.webhook.secret = Some(format!("whsec_new_one,{SECRET}").into())).await;
     let (_, bytes) = sample();
     // Signed with the second configured secret, with an unrelated v1 and a v0 before it.
     let good = sign_with(SECRET, app.now().timestamp(), &bytes);
@@ -140,8 +141,8 @@ fn expected_outcome(file: &str) -> &'static str {
         // The fixture keeps Stripe's sample id pi_1Pga… (not the story's pi_3Qfx…), so it is a
         // different PaymentIntent and, by the rules, a purchase of its own.
         "payment_intent.succeeded.json" => "processed",
-        // Delivered before any purchase of its PaymentIntent exists: nothing to link yet.
-        "charge.succeeded.json" => "ignored",
+        // Delivered before its purchase exists: remembered, linked when the purchase arrives.
+        "charge.succeeded.json" => "processed",
         // Stored, not acted on yet (refund and dispute flows are later work).
         "charge.dispute.closed.json"
         | "charge.dispute.created.json"
@@ -178,6 +179,18 @@ async fn every_stripe_fixture_is_accepted_with_its_expected_outcome() {
     }
     assert_eq!(app.count("webhook_events"), files.len() as i64);
     assert_eq!(app.balance("user_42").await, 200);
+    // charge.succeeded came first (file order); its charge is linked to the story's purchase
+    // when that arrives, and not to pi_1Pga…, whose latest_charge names the same charge.
+    let purchases = app
+        .get_json("/v1/purchases?account_id=user_42", &app.support_token)
+        .await;
+    let story = purchases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["payment_intent"] == "pi_3QfxA2B7WZ01zgkW0x1mQ9sY")
+        .unwrap();
+    assert_eq!(story["charge"], "ch_3QfxA2B7WZ01zgkW0v8ZrT2c");
     app.assert_ledger_ok();
 }
 

@@ -5,5 +5,6 @@ DROP TABLE consumption_draws;
 DROP TABLE consumptions;
 DROP TABLE ledger_entries;
 DROP TABLE credit_lots;
+DROP TABLE stripe_charges;
 DROP TABLE purchases;
 DROP TABLE accounts;

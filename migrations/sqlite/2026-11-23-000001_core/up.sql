@@ -35,6 +35,15 @@ CREATE TABLE purchases (
 CREATE INDEX purchases_account_idx ON purchases (account_id, paid_at);
 CREATE INDEX purchases_status_idx ON purchases (status);
 
+-- Which PaymentIntent each charge belongs to, as told by charge.succeeded, so that a charge
+-- seen before its purchase is linked when the purchase arrives.
+CREATE TABLE stripe_charges (
+    charge_id          TEXT PRIMARY KEY,
+    payment_intent_id  TEXT NOT NULL,
+    created_at         TIMESTAMP NOT NULL
+);
+CREATE INDEX stripe_charges_payment_intent_idx ON stripe_charges (payment_intent_id);
+
 CREATE TABLE credit_lots (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     account_id   TEXT NOT NULL REFERENCES accounts (id),

@@ -65,7 +65,7 @@ pub async fn put_account(
         }
     }
     let (account, lots, created) = state
-        .db(move |conn, ctx| {
+        .db_write(move |conn, ctx| {
             let (account, created) = credits::upsert_account(
                 conn,
                 &id,
@@ -173,7 +173,7 @@ pub async fn post_consumption(
     let credits = Credits::parse(body.credits).map_err(|e| ApiError::invalid("credits", e))?;
     let answer_generation = generation_id.to_string();
     let outcome = state
-        .db(move |conn, ctx| Ok(credits::consume(conn, &id, &generation_id, credits, ctx)?))
+        .db_write(move |conn, ctx| Ok(credits::consume(conn, &id, &generation_id, credits, ctx)?))
         .await?;
     let (mut response, balance) = match outcome {
         ConsumeOutcome::Created { balance } => (HttpResponse::Created(), balance),
@@ -210,7 +210,7 @@ pub async fn post_failure(
         ));
     }
     let restoration = state
-        .db(move |conn, ctx| {
+        .db_write(move |conn, ctx| {
             Ok(credits::restore_failed_generation(
                 conn,
                 &generation_id,

@@ -47,7 +47,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
             "creditguard_webhook_events{{status=\"{status}\"}} {n}\n"
         ));
     }
-    let pool = state.pool.state();
+    let pool = state.database.pool().state();
     text.push_str(&format!(
         "# HELP creditguard_db_connections Database pool connections.\n\
          # TYPE creditguard_db_connections gauge\n\

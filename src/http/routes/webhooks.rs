@@ -44,7 +44,7 @@ pub async fn receive(
     let payload_text = String::from_utf8_lossy(&body).into_owned();
     let event_id = event.id.clone();
     let ingested = state
-        .db(move |conn, ctx| Ok(ingest(conn, &event, &payload_text, ctx)?))
+        .db_write(move |conn, ctx| Ok(ingest(conn, &event, &payload_text, ctx)?))
         .await?;
     span.record("outcome", tracing::field::debug(ingested.outcome));
     tracing::info!(status = %ingested.status, detail = ingested.detail.as_deref().unwrap_or(""), "webhook event handled");
