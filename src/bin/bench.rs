@@ -355,7 +355,9 @@ async fn run_service(args: &Args, target: &Arc<Target>, name: &str, pace: Option
             // Stagger the paced workers evenly over one interval: started together, they would
             // arrive in bursts of `concurrency` and measure their own queue.
             let mut next = Instant::now()
-                + interval.map_or(Duration::ZERO, |i| i.mul_f64(worker as f64 / args.concurrency as f64));
+                + interval.map_or(Duration::ZERO, |i| {
+                    i.mul_f64(worker as f64 / args.concurrency as f64)
+                });
             while Instant::now() < deadline {
                 if let Some(interval) = interval {
                     next += interval;
