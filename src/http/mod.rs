@@ -14,3 +14,13 @@ use chrono::{NaiveDateTime, SecondsFormat};
 pub fn rfc3339(t: NaiveDateTime) -> String {
     t.and_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
+
+/// The `limit` of a listing: 100 unless given, at most 1000.
+pub fn page_limit(requested: Option<i64>) -> Result<i64, ApiError> {
+    let limit = requested.unwrap_or(100);
+    if (1..=1000).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::invalid("limit", "must be between 1 and 1000"))
+    }
+}

@@ -6,7 +6,7 @@ use crate::db::models::Account;
 use crate::domain::{AccountId, Credits, GenerationId, Role};
 use crate::flows::credits;
 use crate::http::auth::Caller;
-use crate::http::{rfc3339, ApiError, AppState};
+use crate::http::{page_limit, rfc3339, ApiError, AppState};
 use crate::ledger::{self, ConsumeOutcome};
 
 const READERS: &[Role] = &[Role::Service, Role::Support, Role::Finance];
@@ -123,10 +123,7 @@ pub async fn get_ledger(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
     let id = account_id(&path)?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
-    }
+    let limit = page_limit(query.limit)?;
     let after = query.after;
     let entries = state
         .db(move |conn, _| {

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use crate::db::models::{DecisionRow, Purchase, PurchaseFilter};
 use crate::domain::{PurchaseStatus, Role};
 use crate::http::auth::Caller;
-use crate::http::{rfc3339, ApiError, AppState};
+use crate::http::{page_limit, rfc3339, ApiError, AppState};
 use crate::ledger;
 
 const READERS: &[Role] = &[Role::Support, Role::Finance];
@@ -62,10 +62,7 @@ pub async fn list(
             .parse::<PurchaseStatus>()
             .map_err(|e| ApiError::invalid("status", e))?;
     }
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
-    }
+    let limit = page_limit(query.limit)?;
     let views = state
         .db(move |conn, _| {
             let filter = PurchaseFilter {
