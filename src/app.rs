@@ -21,6 +21,7 @@ pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Where the webhook secrets came from (logged at start-up, never the secret itself).
@@ -143,7 +144,7 @@ impl Application {
                 path.display()
             );
         }
-        let workers = match settings.http_workers {
+        let workers_count = match settings.http_workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
@@ -154,7 +155,19 @@ impl Application {
             webhook_secrets,
             tokens: TokenCache::default(),
         });
+        let stripe = crate::stripe::client::StripeApi::new(&state.settings.stripe)?;
+        if !stripe.is_configured() {
+            tracing::warn!("STRIPE_SECRET_KEY is not set: refunds are decided and recorded, and wait (visibly) until it is");
+        }
+        let runner = Arc::new(crate::jobs::JobRunner {
+            database: state.database.clone(),
+            settings: state.settings.clone(),
+            clock: state.clock.clone(),
+            stripe,
+        });
+        let workers = runner.spawn();
         let app_state = state.clone();
+        let http_workers = workers_count;
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::<RequestSpan>::new())
@@ -172,13 +185,14 @@ impl Application {
                         .into_response()
                 }))
         })
-        .workers(workers)
+        .workers(http_workers)
         .listen(listener)?
         .run();
         Ok(Self {
             port,
             server,
             state,
+            workers,
         })
     }
 
@@ -194,8 +208,14 @@ impl Application {
         self.state.clone()
     }
 
+    /// Serves until the server is stopped (signal or handle), then stops the job workers; a job
+    /// cut off mid-run is claimed again when its lease runs out.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        for worker in &self.workers {
+            worker.abort();
+        }
+        result
     }
 }
 

@@ -8,6 +8,7 @@ pub mod db;
 pub mod domain;
 pub mod flows;
 pub mod http;
+pub mod jobs;
 pub mod ledger;
 pub mod policy;
 pub mod settings;

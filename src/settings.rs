@@ -34,7 +34,38 @@ pub struct Settings {
     pub webhook: WebhookSettings,
     pub stripe: StripeSettings,
     pub policy: PolicySettings,
+    pub jobs: JobSettings,
     pub packages: Vec<Package>,
+}
+
+/// The in-process workers of the durable job queue (calls to Stripe).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct JobSettings {
+    /// Worker tasks per process; 0 runs none (another replica does the work).
+    pub workers: usize,
+    /// How often an idle worker looks for due jobs.
+    pub poll_interval_millis: u64,
+    /// First retry delay; doubles per attempt (with jitter) up to `retry_max_secs`.
+    pub retry_base_millis: u64,
+    pub retry_max_secs: u64,
+    /// After this many attempts a job that keeps failing on network errors gives up, visibly.
+    pub max_attempts: i64,
+    /// A running job whose worker has not finished it within this time is claimed again.
+    pub lease_secs: i64,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            poll_interval_millis: 500,
+            retry_base_millis: 1000,
+            retry_max_secs: 600,
+            max_attempts: 25,
+            lease_secs: 120,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +90,8 @@ pub struct StripeSettings {
     /// Key for Stripe's API; unset means refunds wait, visibly. Never logged.
     pub secret_key: Option<SecretString>,
     pub api_base: String,
+    /// Every call to Stripe gives up after this long (and is retried by its job).
+    pub timeout_secs: u64,
 }
 
 /// Thresholds of the policy table (DESIGN.md), by rule.
@@ -71,6 +104,8 @@ pub struct PolicySettings {
     pub duplicate_unused_share: f64,
     /// M1: an undelivered purchase is refunded after this long.
     pub misdelivery_refund_after_secs: i64,
+    /// Off: refund decisions are recorded and wait for a person instead of going to Stripe.
+    pub automatic_refunds: bool,
 }
 
 /// A package of the catalog.
@@ -95,6 +130,7 @@ impl Default for Settings {
             webhook: WebhookSettings::default(),
             stripe: StripeSettings::default(),
             policy: PolicySettings::default(),
+            jobs: JobSettings::default(),
             packages: default_catalog(),
         }
     }
@@ -121,6 +157,7 @@ impl Default for StripeSettings {
         Self {
             secret_key: None,
             api_base: "https://api.stripe.com".to_owned(),
+            timeout_secs: 30,
         }
     }
 }
@@ -131,6 +168,7 @@ impl Default for PolicySettings {
             duplicate_window_secs: 15 * 60,
             duplicate_unused_share: 0.9,
             misdelivery_refund_after_secs: 72 * 3600,
+            automatic_refunds: true,
         }
     }
 }
@@ -226,6 +264,15 @@ impl Settings {
         }
         if self.webhook.body_limit_bytes < 1024 {
             return Err(invalid("webhook.body_limit_bytes", "must be at least 1024"));
+        }
+        if self.stripe.timeout_secs == 0 {
+            return Err(invalid("stripe.timeout_secs", "must be at least 1"));
+        }
+        if self.jobs.lease_secs <= self.stripe.timeout_secs as i64 {
+            return Err(invalid(
+                "jobs.lease_secs",
+                "must be longer than stripe.timeout_secs",
+            ));
         }
         if self.database.pool_size == 0 {
             return Err(invalid("database.pool_size", "must be at least 1"));

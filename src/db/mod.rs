@@ -5,7 +5,9 @@
 //! flows turn those into their own errors; the HTTP edge maps to problem+json.
 
 pub mod connection;
+pub mod jobs;
 pub mod models;
+pub mod refunds;
 #[rustfmt::skip]
 pub mod schema;
 

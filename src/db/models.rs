@@ -243,6 +243,32 @@ impl Purchase {
         Ok(changed == 1)
     }
 
+    /// Takes the purchase's row lock for the rest of the transaction (refund accounting reads
+    /// what other deliveries for the same purchase write).
+    pub fn lock(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<()> {
+        diesel::update(purchases::table.find(id))
+            .set(purchases::updated_at.eq(now))
+            .execute(conn)?;
+        Ok(())
+    }
+
+    /// Sets a refund-driven status; a disputed purchase keeps its status (the dispute decides).
+    pub fn set_refund_status(
+        conn: &mut DbConnection,
+        id: &str,
+        status: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<()> {
+        diesel::update(
+            purchases::table
+                .find(id)
+                .filter(purchases::status.ne(crate::domain::PurchaseStatus::Disputed.as_str())),
+        )
+        .set((purchases::status.eq(status), purchases::updated_at.eq(now)))
+        .execute(conn)?;
+        Ok(())
+    }
+
     /// Records the charge and checkout session ids once they are known; never overwrites.
     pub fn fill_stripe_ids(
         conn: &mut DbConnection,

@@ -71,6 +71,23 @@ diesel::table! {
 }
 
 diesel::table! {
+    jobs (id) {
+        id -> Int8,
+        kind -> Text,
+        payload -> Text,
+        idempotency_key -> Text,
+        status -> Text,
+        attempts -> Int8,
+        run_after -> Timestamp,
+        locked_until -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        trace_context -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     ledger_entries (id) {
         id -> Int8,
         account_id -> Text,
@@ -101,6 +118,25 @@ diesel::table! {
         undelivered_reason -> Nullable<Text>,
         paid_at -> Timestamp,
         source_event_id -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    refunds (id) {
+        id -> Text,
+        purchase_id -> Text,
+        amount -> Int8,
+        currency -> Text,
+        reason -> Text,
+        rule -> Text,
+        origin -> Text,
+        status -> Text,
+        status_detail -> Nullable<Text>,
+        stripe_refund_id -> Nullable<Text>,
+        credits_revoked -> Int8,
+        credits_shortfall -> Int8,
         created_at -> Timestamp,
         updated_at -> Timestamp,
     }
@@ -139,6 +175,7 @@ diesel::joinable!(credit_lots -> purchases (purchase_id));
 diesel::joinable!(ledger_entries -> accounts (account_id));
 diesel::joinable!(ledger_entries -> credit_lots (lot_id));
 diesel::joinable!(purchases -> accounts (account_id));
+diesel::joinable!(refunds -> purchases (purchase_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
@@ -147,8 +184,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     consumptions,
     credit_lots,
     decisions,
+    jobs,
     ledger_entries,
     purchases,
+    refunds,
     stripe_charges,
     webhook_events,
 );

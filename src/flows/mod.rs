@@ -3,6 +3,7 @@
 
 pub mod credits;
 pub mod purchase;
+pub mod refund;
 pub mod webhook;
 
 use chrono::NaiveDateTime;

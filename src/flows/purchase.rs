@@ -25,22 +25,15 @@ pub fn apply_payment(
         None => StripeCharge::of_payment_intent(conn, &payment.payment_intent_id)?,
     };
     if let Some(existing) = Purchase::by_payment_intent(conn, &payment.payment_intent_id)? {
-        fill_ids(
+        return apply_to_existing(
             conn,
             &existing,
+            payment,
             charge_id.as_deref(),
-            payment.checkout_session_id.as_deref(),
+            event_id,
             ctx,
-        )?;
-        if existing.status == PurchaseStatus::Undelivered.as_str() {
-            return credit_later(conn, &existing, payment, event_id, ctx);
-        }
-        return Ok(Applied::processed(format!(
-            "purchase {} of {} was already recorded",
-            existing.id, payment.payment_intent_id
-        )));
+        );
     }
-
     let (account, decision) = judge(conn, payment, ctx)?;
     let purchase_id = format!("pur_{}", uuid::Uuid::now_v7().simple());
     let (status, credits, reason) = match &decision.action {
@@ -73,16 +66,17 @@ pub fn apply_payment(
         },
     )?;
     if !inserted {
-        // Another delivery of this payment committed first (PostgreSQL waited for it).
-        return Ok(Applied::processed(format!(
-            "purchase of {} was recorded by a concurrent event",
-            payment.payment_intent_id
-        )));
-    }
-    if let (PurchaseAction::Grant { credits }, Some(account)) = (&decision.action, &account) {
-        grant(conn, &account.id, &purchase_id, *credits, ctx)?;
+        // Another event of this payment committed its purchase first (PostgreSQL waited for it
+        // at the insert): apply this event to that purchase, as if it had come second.
+        let existing = Purchase::by_payment_intent(conn, &payment.payment_intent_id)?
+            .ok_or(diesel::result::Error::NotFound)?;
+        return apply_to_existing(conn, &existing, payment, charge_id, event_id, ctx);
     }
     record_decision(conn, &purchase_id, &decision, event_id, ctx)?;
+    if let (PurchaseAction::Grant { credits }, Some(account)) = (&decision.action, &account) {
+        grant(conn, &account.id, &purchase_id, *credits, ctx)?;
+        super::refund::check_duplicate(conn, &purchase_id, event_id, ctx)?;
+    }
     tracing::info!(
         purchase_id,
         payment_intent = payment.payment_intent_id,
@@ -93,6 +87,32 @@ pub fn apply_payment(
     Ok(Applied::processed(format!(
         "{}: {}",
         decision.rule, decision.explanation
+    )))
+}
+
+/// An event of a payment whose purchase exists: fill in the ids it carries and, if the purchase
+/// is still undelivered, credit it if this event says whose it is.
+fn apply_to_existing(
+    conn: &mut DbConnection,
+    existing: &Purchase,
+    payment: &PaymentFacts,
+    charge_id: Option<&str>,
+    event_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Applied, IngestError> {
+    fill_ids(
+        conn,
+        existing,
+        charge_id,
+        payment.checkout_session_id.as_deref(),
+        ctx,
+    )?;
+    if existing.status == PurchaseStatus::Undelivered.as_str() {
+        return credit_later(conn, existing, payment, event_id, ctx);
+    }
+    Ok(Applied::processed(format!(
+        "purchase {} of {} was already recorded",
+        existing.id, payment.payment_intent_id
     )))
 }
 
@@ -133,6 +153,7 @@ fn credit_later(
         ..decision
     };
     record_decision(conn, &existing.id, &decision, event_id, ctx)?;
+    super::refund::check_duplicate(conn, &existing.id, event_id, ctx)?;
     tracing::info!(
         purchase_id = existing.id,
         "undelivered purchase credited by a later event"

@@ -142,6 +142,12 @@ fn apply(
         StripeFact::ChargeSucceeded { charge_id, payment_intent_id } => {
             link_charge(conn, &charge_id, payment_intent_id.as_deref(), ctx)
         }
+        StripeFact::RefundChanged(refund) => {
+            super::refund::apply_refund_event(conn, &refund, &event.id, ctx)
+        }
+        StripeFact::ChargeRefunded(charge) => {
+            super::refund::apply_charge_refunded(conn, &charge, &event.id, ctx)
+        }
         StripeFact::CheckoutAwaitingPayment { session_id } => Ok(Applied::ignored(format!(
             "checkout session {session_id} is not paid yet; checkout.session.async_payment_succeeded will credit it"
         ))),

@@ -76,6 +76,8 @@ enum StatusGuard {
     Active,
     /// Granting and restoring: any account but a terminated one (its credits were revoked).
     NotTerminated,
+    /// Revoking (and undoing a revocation): whatever the account's status.
+    Any,
 }
 
 /// Adds `delta` to the balance unless it would go below zero or the account's status forbids
@@ -103,6 +105,11 @@ fn adjust_balance(
                 .get_result(conn)
                 .optional()
         }
+        StatusGuard::Any => diesel::update(target)
+            .set(set)
+            .returning(accounts::balance)
+            .get_result(conn)
+            .optional(),
         StatusGuard::NotTerminated => {
             diesel::update(target.filter(accounts::status.ne(AccountStatus::Terminated.as_str())))
                 .set(set)
@@ -462,4 +469,166 @@ pub fn purchase_remaining(conn: &mut DbConnection, purchase_id: &str) -> QueryRe
         .first::<i64>(conn)
         .optional()?
         .unwrap_or(0))
+}
+
+/// The lot a purchase granted, if any.
+pub fn purchase_lot(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<Option<Lot>> {
+    credit_lots::table
+        .filter(credit_lots::purchase_id.eq(purchase_id))
+        .select(Lot::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Takes the account's row lock (a no-op balance change) before a decision that reads lots.
+pub fn lock_account(
+    conn: &mut DbConnection,
+    account_id: &str,
+    now: NaiveDateTime,
+) -> Result<i64, LedgerError> {
+    adjust_balance(conn, account_id, 0, StatusGuard::Any, now)?
+        .ok_or_else(|| LedgerError::AccountNotFound(account_id.to_owned()))
+}
+
+/// Takes up to `at_most` credits out of the lot, never below zero; returns what was taken.
+/// Used by refunds and revocations: the credits cannot be spent from then on.
+pub fn revoke_from_lot(
+    conn: &mut DbConnection,
+    lot_id: i64,
+    at_most: i64,
+    kind: LedgerKind,
+    reference: &str,
+    now: NaiveDateTime,
+) -> Result<i64, LedgerError> {
+    let account_id: String = credit_lots::table
+        .find(lot_id)
+        .select(credit_lots::account_id)
+        .first(conn)?;
+    lock_account(conn, &account_id, now)?;
+    let lot: Lot = credit_lots::table
+        .find(lot_id)
+        .select(Lot::as_select())
+        .first(conn)?;
+    let take = lot.remaining.min(at_most.max(0));
+    if take == 0 {
+        return Ok(0);
+    }
+    let updated = diesel::update(
+        credit_lots::table
+            .find(lot_id)
+            .filter(credit_lots::remaining.ge(take)),
+    )
+    .set(credit_lots::remaining.eq(credit_lots::remaining - take))
+    .execute(conn)?;
+    let balance = adjust_balance(conn, &account_id, -take, StatusGuard::Any, now)?;
+    let (1, Some(balance)) = (updated, balance) else {
+        return Err(LedgerError::Invariant(format!(
+            "lot {lot_id}: revoking {take} credits broke the balance"
+        )));
+    };
+    diesel::insert_into(ledger_entries::table)
+        .values(&NewEntry {
+            account_id: &account_id,
+            lot_id,
+            purchase_id: lot.purchase_id.as_deref(),
+            kind: kind.as_str(),
+            delta: -take,
+            balance_after: balance,
+            reference,
+            created_at: now,
+        })
+        .execute(conn)?;
+    Ok(take)
+}
+
+/// Puts `credits` back into the lot they were revoked from (a refund Stripe failed or canceled),
+/// never above the lot's grant; returns what was put back.
+pub fn reinstate_to_lot(
+    conn: &mut DbConnection,
+    lot_id: i64,
+    credits: i64,
+    kind: LedgerKind,
+    reference: &str,
+    now: NaiveDateTime,
+) -> Result<i64, LedgerError> {
+    if credits <= 0 {
+        return Ok(0);
+    }
+    let account_id: String = credit_lots::table
+        .find(lot_id)
+        .select(credit_lots::account_id)
+        .first(conn)?;
+    lock_account(conn, &account_id, now)?;
+    let lot: Lot = credit_lots::table
+        .find(lot_id)
+        .select(Lot::as_select())
+        .first(conn)?;
+    let give = credits.min(lot.granted - lot.remaining);
+    if give <= 0 {
+        return Ok(0);
+    }
+    diesel::update(credit_lots::table.find(lot_id))
+        .set(credit_lots::remaining.eq(credit_lots::remaining + give))
+        .execute(conn)?;
+    let balance = adjust_balance(conn, &account_id, give, StatusGuard::Any, now)?
+        .ok_or_else(|| LedgerError::AccountNotFound(account_id.clone()))?;
+    diesel::insert_into(ledger_entries::table)
+        .values(&NewEntry {
+            account_id: &account_id,
+            lot_id,
+            purchase_id: lot.purchase_id.as_deref(),
+            kind: kind.as_str(),
+            delta: give,
+            balance_after: balance,
+            reference,
+            created_at: now,
+        })
+        .execute(conn)?;
+    Ok(give)
+}
+
+/// D1's view of the account's credited purchases of one package paid within [from, to], each
+/// with its lot, leaving out purchases that already have a refund under way or done.
+pub fn credited_purchase_lots(
+    conn: &mut DbConnection,
+    account_id: &str,
+    package_id: &str,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> QueryResult<Vec<crate::policy::refund::PurchaseLot>> {
+    use crate::db::schema::{purchases, refunds};
+    let open_refunds = refunds::table
+        .filter(refunds::status.ne_all(["failed", "canceled"]))
+        .select(refunds::purchase_id);
+    let rows: Vec<(String, NaiveDateTime, i64, String, i64, i64)> = purchases::table
+        .inner_join(credit_lots::table)
+        .filter(purchases::account_id.eq(account_id))
+        .filter(purchases::package_id.eq(package_id))
+        .filter(purchases::status.eq(crate::domain::PurchaseStatus::Credited.as_str()))
+        .filter(purchases::paid_at.between(from, to))
+        .filter(diesel::dsl::not(purchases::id.eq_any(open_refunds)))
+        .select((
+            purchases::id,
+            purchases::paid_at,
+            purchases::amount,
+            purchases::currency,
+            credit_lots::granted,
+            credit_lots::remaining,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(purchase_id, paid_at, amount, currency, granted, remaining)| {
+                crate::policy::refund::PurchaseLot {
+                    purchase_id,
+                    paid_at,
+                    amount,
+                    currency,
+                    granted,
+                    remaining,
+                }
+            },
+        )
+        .collect())
 }

@@ -3,6 +3,7 @@
 //! arguments (from configuration); every decision is stored with its rule.
 
 pub mod purchase;
+pub mod refund;
 
 use std::fmt;
 

@@ -115,6 +115,29 @@ impl EventEnvelope {
                     .ok_or_else(|| missing("payment intent without currency"))?,
                 paid_at: self.created_at().unwrap_or_default(),
             })),
+            "refund.created" | "refund.updated" | "refund.failed" | "charge.refund.updated" => {
+                Ok(StripeFact::RefundChanged(refund_facts(object)?))
+            }
+            "charge.refunded" => Ok(StripeFact::ChargeRefunded(ChargeRefundFacts {
+                charge_id: text(object, "id").ok_or_else(|| missing("charge without id"))?,
+                payment_intent_id: expandable_id(object, "payment_intent"),
+                amount: integer(object, "amount")
+                    .ok_or_else(|| missing("charge without amount"))?,
+                amount_refunded: integer(object, "amount_refunded")
+                    .ok_or_else(|| missing("charge without amount_refunded"))?,
+                refunds: object
+                    .get("refunds")
+                    .and_then(|r| r.get("data"))
+                    .and_then(Value::as_array)
+                    .map(|list| {
+                        list.iter()
+                            .filter_map(Value::as_object)
+                            .map(refund_facts)
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .transpose()?
+                    .unwrap_or_default(),
+            })),
             "charge.succeeded" => Ok(StripeFact::ChargeSucceeded {
                 charge_id: text(object, "id").ok_or_else(|| missing("charge without id"))?,
                 payment_intent_id: expandable_id(object, "payment_intent"),
@@ -123,6 +146,22 @@ impl EventEnvelope {
         }
     }
 }
+
+/// A Stripe Refund object (as the event's object, or listed on a charge).
+fn refund_facts(object: &Map<String, Value>) -> Result<RefundFacts, MalformedEvent> {
+    Ok(RefundFacts {
+        stripe_refund_id: text(object, "id").ok_or_else(|| missing("refund without id"))?,
+        status: text(object, "status").unwrap_or_else(|| "pending".to_owned()),
+        amount: integer(object, "amount").ok_or_else(|| missing("refund without amount"))?,
+        charge_id: expandable_id(object, "charge"),
+        payment_intent_id: expandable_id(object, "payment_intent"),
+        creditguard_refund_id: metadata(object, CREDITGUARD_REFUND_ID),
+        failure_reason: text(object, "failure_reason"),
+    })
+}
+
+/// The metadata key that names creditguard's refund on a Stripe refund.
+pub const CREDITGUARD_REFUND_ID: &str = "creditguard_refund_id";
 
 fn missing(what: &str) -> MalformedEvent {
     MalformedEvent(format!("{what}"))
@@ -138,6 +177,10 @@ pub enum StripeFact {
         charge_id: String,
         payment_intent_id: Option<String>,
     },
+    /// A refund was created or changed state.
+    RefundChanged(RefundFacts),
+    /// Stripe's running total of money refunded on a charge.
+    ChargeRefunded(ChargeRefundFacts),
     /// A Checkout Session completed with a delayed payment method: nothing is paid yet.
     CheckoutAwaitingPayment { session_id: String },
     /// Stored, not acted on.
@@ -155,6 +198,27 @@ pub struct PaymentFacts {
     pub amount: i64,
     pub currency: String,
     pub paid_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundFacts {
+    pub stripe_refund_id: String,
+    pub status: String,
+    pub amount: i64,
+    pub charge_id: Option<String>,
+    pub payment_intent_id: Option<String>,
+    /// Set when creditguard made the refund (its metadata).
+    pub creditguard_refund_id: Option<String>,
+    pub failure_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeRefundFacts {
+    pub charge_id: String,
+    pub payment_intent_id: Option<String>,
+    pub amount: i64,
+    pub amount_refunded: i64,
+    pub refunds: Vec<RefundFacts>,
 }
 
 fn text(object: &Map<String, Value>, key: &str) -> Option<String> {

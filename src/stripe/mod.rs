@@ -1,8 +1,12 @@
 //! Stripe: signature verification (only a verified body is ever parsed) and the event envelope
 //! with the facts each flow reads from it.
 
+pub mod client;
 pub mod event;
 pub mod signature;
 
-pub use event::{EventEnvelope, MalformedEvent, PaymentFacts, StripeFact, VerifiedEvent};
+pub use event::{
+    ChargeRefundFacts, EventEnvelope, MalformedEvent, PaymentFacts, RefundFacts, StripeFact,
+    VerifiedEvent,
+};
 pub use signature::{sign, SignatureError, Verified, WebhookSecrets};

@@ -27,8 +27,10 @@ pub struct TestApp {
     pub support_token: String,
     pub finance_token: String,
     pub admin_token: String,
+    pub database_url: String,
     handle: actix_web::dev::ServerHandle,
-    _db: TestDatabase,
+    /// The database this app owns (dropped with it); a replica owns none.
+    db: Option<TestDatabase>,
 }
 
 pub enum TestDatabase {
@@ -105,7 +107,15 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let (db, url) = TestDatabase::create();
-    let mut settings = test_settings(url);
+    spawn_on(Some(db), url, configure).await
+}
+
+async fn spawn_on(
+    db: Option<TestDatabase>,
+    url: String,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let mut settings = test_settings(url.clone());
     configure(&mut settings);
     let clock = Arc::new(ManualClock::new(start_time()));
     let app = Application::build_with_clock(settings, clock.clone())
@@ -129,8 +139,28 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         admin_token: token(Role::Admin),
         clock: clock.clone(),
         pool,
+        database_url: url,
         handle,
-        _db: db,
+        db,
+    }
+}
+
+impl TestApp {
+    /// Stops the server and its job workers (as a shutdown would).
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+
+    /// A new process on this app's database, which it takes over.
+    pub async fn restart_with(mut self, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        self.stop().await;
+        let db = self.db.take();
+        spawn_on(db, self.database_url.clone(), configure).await
+    }
+
+    /// A second instance of the service on the same database (a replica).
+    pub async fn replica(&self, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        spawn_on(None, self.database_url.clone(), configure).await
     }
 }
 
@@ -156,6 +186,10 @@ struct Count {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    pub fn advance(&self, by: chrono::TimeDelta) {
+        self.clock.advance(by);
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -244,11 +278,15 @@ impl TestApp {
     }
 
     /// Buys `pack_100` for `account` through a paid Checkout Session; returns the PaymentIntent id.
+    /// Each purchase is dated two hours after the previous one, so that repeat purchases made to
+    /// set up a test are not duplicates (D1); duplicate tests date their events themselves.
     pub async fn buy(&self, account: &str) -> String {
+        static PAID_AT: std::sync::atomic::AtomicI64 =
+            std::sync::atomic::AtomicI64::new(1_780_000_000);
         let pi = new_id("pi");
-        let outcome = self
-            .deliver(&checkout_paid(&pi, Some(account), "pack_100", 2000))
-            .await;
+        let mut event = checkout_paid(&pi, Some(account), "pack_100", 2000);
+        event["created"] = json!(PAID_AT.fetch_add(7200, std::sync::atomic::Ordering::Relaxed));
+        let outcome = self.deliver(&event).await;
         assert_eq!(outcome, "processed");
         pi
     }

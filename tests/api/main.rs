@@ -6,6 +6,7 @@ mod consumptions;
 mod helpers;
 mod ops;
 mod purchases;
+mod refunds;
 mod schema;
 mod startup;
 mod webhooks;

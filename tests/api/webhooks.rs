@@ -139,18 +139,20 @@ fn expected_outcome(file: &str) -> &'static str {
         // P1 (the PaymentIntent pi_3Qfx…).
         "checkout.session.completed.json" => "processed",
         // The fixture keeps Stripe's sample id pi_1Pga… (not the story's pi_3Qfx…), so it is a
-        // different PaymentIntent and, by the rules, a purchase of its own.
+        // different PaymentIntent: a second pack_100 for user_42 a second later, a duplicate (D1).
         "payment_intent.succeeded.json" => "processed",
+        // Delivered before the purchase of its charge exists.
+        "charge.refunded.json" => "ignored",
+        // A refund made in the Dashboard (not ours) on the story's charge: O1.
+        "refund.updated.json" => "processed",
         // Delivered before its purchase exists: remembered, linked when the purchase arrives.
         "charge.succeeded.json" => "processed",
         // Stored, not acted on yet (refund and dispute flows are later work).
         "charge.dispute.closed.json"
         | "charge.dispute.created.json"
         | "charge.dispute.funds_withdrawn.json"
-        | "charge.refunded.json"
         | "invoice.paid.json"
-        | "radar.early_fraud_warning.created.json"
-        | "refund.updated.json" => "ignored",
+        | "radar.early_fraud_warning.created.json" => "ignored",
         other => panic!("no expected outcome for fixture {other}"),
     }
 }
@@ -178,7 +180,18 @@ async fn every_stripe_fixture_is_accepted_with_its_expected_outcome() {
         assert_eq!(app.deliver(&event).await, "duplicate", "{file}");
     }
     assert_eq!(app.count("webhook_events"), files.len() as i64);
-    assert_eq!(app.balance("user_42").await, 200);
+    // The story's 100 credits were revoked by the Dashboard refund (O1), the duplicate's 100 by
+    // D1 (its refund waits for STRIPE_SECRET_KEY).
+    assert_eq!(app.balance("user_42").await, 0);
+    let refunds = app.get_json("/v1/refunds", &app.finance_token).await;
+    let mut rules: Vec<&str> = refunds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    rules.sort();
+    assert_eq!(rules, vec!["D1", "O1"]);
     // charge.succeeded came first (file order); its charge is linked to the story's purchase
     // when that arrives, and not to pi_1Pga…, whose latest_charge names the same charge.
     let purchases = app

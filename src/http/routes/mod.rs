@@ -1,6 +1,7 @@
 mod accounts;
 mod ops;
 mod purchases;
+mod refunds;
 mod webhooks;
 
 use actix_web::web;
@@ -34,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::post().to(accounts::post_failure),
                 )
                 .route("/purchases", web::get().to(purchases::list))
-                .route("/purchases/{purchase_id}", web::get().to(purchases::get)),
+                .route("/purchases/{purchase_id}", web::get().to(purchases::get))
+                .route("/refunds", web::get().to(refunds::list)),
         );
 }

@@ -1,0 +1,164 @@
+//! The durable job queue (an outbox table). A job is written in the same transaction as the
+//! decision that needs it, and run later by workers; its idempotency key goes to Stripe, so a
+//! job that runs twice (a worker died after Stripe answered) still has one effect.
+
+use chrono::{NaiveDateTime, TimeDelta};
+use diesel::prelude::*;
+
+use super::schema::jobs;
+use super::DbConnection;
+use crate::per_backend;
+
+pub mod status {
+    pub const QUEUED: &str = "queued";
+    pub const RUNNING: &str = "running";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = jobs)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub payload: String,
+    pub idempotency_key: String,
+    pub status: String,
+    pub attempts: i64,
+    pub run_after: NaiveDateTime,
+    pub locked_until: Option<NaiveDateTime>,
+    pub last_error: Option<String>,
+    pub trace_context: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// Queues a job unless one with this idempotency key exists; true if queued.
+pub fn enqueue(
+    conn: &mut DbConnection,
+    kind: &str,
+    idempotency_key: &str,
+    payload: &str,
+    trace_context: Option<&str>,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    let inserted = per_backend!(conn, |c| diesel::insert_into(jobs::table)
+        .values((
+            jobs::kind.eq(kind),
+            jobs::payload.eq(payload),
+            jobs::idempotency_key.eq(idempotency_key),
+            jobs::status.eq(status::QUEUED),
+            jobs::attempts.eq(0),
+            jobs::run_after.eq(now),
+            jobs::trace_context.eq(trace_context),
+            jobs::created_at.eq(now),
+            jobs::updated_at.eq(now),
+        ))
+        .on_conflict(jobs::idempotency_key)
+        .do_nothing()
+        .execute(c))?;
+    Ok(inserted == 1)
+}
+
+/// Claims the next job that is due (or whose worker's lease ran out) for `lease`. Run inside a
+/// write transaction: on PostgreSQL `FOR UPDATE SKIP LOCKED` lets replicas claim different jobs
+/// at once and never the same one; SQLite has one writer at a time anyway.
+pub fn claim_next(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+    lease: TimeDelta,
+) -> QueryResult<Option<Job>> {
+    let due = jobs::table
+        .filter(
+            jobs::status
+                .eq(status::QUEUED)
+                .and(jobs::run_after.le(now))
+                .or(jobs::status
+                    .eq(status::RUNNING)
+                    .and(jobs::locked_until.lt(now))),
+        )
+        .order(jobs::run_after.asc())
+        .select(jobs::id);
+    let id: Option<i64> = match conn {
+        DbConnection::Pg(c) => due.for_update().skip_locked().first(c).optional()?,
+        DbConnection::Sqlite(c) => due.first(c).optional()?,
+    };
+    let Some(id) = id else { return Ok(None) };
+    diesel::update(jobs::table.find(id))
+        .set((
+            jobs::status.eq(status::RUNNING),
+            jobs::attempts.eq(jobs::attempts + 1),
+            jobs::locked_until.eq(Some(now + lease)),
+            jobs::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    // RETURNING a Selectable does not compile through the backend enum (STORAGE.md).
+    jobs::table
+        .find(id)
+        .select(Job::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// What became of one run of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    Succeeded,
+    /// Try again at `at` (network error, 429, 5xx, or waiting for configuration).
+    RetryAt {
+        at: NaiveDateTime,
+        error: String,
+    },
+    /// Give up; `error` says why.
+    Failed {
+        error: String,
+    },
+}
+
+/// Records the outcome of a claimed run (only if this worker still holds it).
+pub fn finish(
+    conn: &mut DbConnection,
+    id: i64,
+    outcome: &Finish,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    let target = jobs::table
+        .find(id)
+        .filter(jobs::status.eq(status::RUNNING));
+    match outcome {
+        Finish::Succeeded => diesel::update(target)
+            .set((
+                jobs::status.eq(status::SUCCEEDED),
+                jobs::locked_until.eq(None::<NaiveDateTime>),
+                jobs::last_error.eq(None::<String>),
+                jobs::updated_at.eq(now),
+            ))
+            .execute(conn)?,
+        Finish::RetryAt { at, error } => diesel::update(target)
+            .set((
+                jobs::status.eq(status::QUEUED),
+                jobs::run_after.eq(*at),
+                jobs::locked_until.eq(None::<NaiveDateTime>),
+                jobs::last_error.eq(error),
+                jobs::updated_at.eq(now),
+            ))
+            .execute(conn)?,
+        Finish::Failed { error } => diesel::update(target)
+            .set((
+                jobs::status.eq(status::FAILED),
+                jobs::locked_until.eq(None::<NaiveDateTime>),
+                jobs::last_error.eq(error),
+                jobs::updated_at.eq(now),
+            ))
+            .execute(conn)?,
+    };
+    Ok(())
+}
+
+pub fn by_key(conn: &mut DbConnection, idempotency_key: &str) -> QueryResult<Option<Job>> {
+    jobs::table
+        .filter(jobs::idempotency_key.eq(idempotency_key))
+        .select(Job::as_select())
+        .first(conn)
+        .optional()
+}

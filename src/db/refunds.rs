@@ -1,0 +1,226 @@
+//! Refund rows: ours (a job asks Stripe) and those made outside creditguard (O1).
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::refunds;
+use super::DbConnection;
+
+/// The states a refund moves through. `pending`: decided, Stripe not yet asked (or asked, no
+/// answer yet); `submitted`: Stripe accepted it and will confirm; then one of the final three.
+pub mod status {
+    pub const PENDING: &str = "pending";
+    pub const SUBMITTED: &str = "submitted";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const CANCELED: &str = "canceled";
+    /// Counted as money going back to the customer.
+    pub const LIVE: [&str; 3] = [PENDING, SUBMITTED, SUCCEEDED];
+    pub const ALL: [&str; 5] = [PENDING, SUBMITTED, SUCCEEDED, FAILED, CANCELED];
+}
+
+pub const ORIGIN_CREDITGUARD: &str = "creditguard";
+pub const ORIGIN_STRIPE: &str = "stripe";
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = refunds)]
+pub struct Refund {
+    pub id: String,
+    pub purchase_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub reason: String,
+    pub rule: String,
+    pub origin: String,
+    pub status: String,
+    pub status_detail: Option<String>,
+    pub stripe_refund_id: Option<String>,
+    pub credits_revoked: i64,
+    pub credits_shortfall: i64,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = refunds)]
+pub struct NewRefund<'a> {
+    pub id: &'a str,
+    pub purchase_id: &'a str,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub reason: &'a str,
+    pub rule: &'a str,
+    pub origin: &'a str,
+    pub status: &'a str,
+    pub status_detail: Option<&'a str>,
+    pub stripe_refund_id: Option<&'a str>,
+    pub credits_revoked: i64,
+    pub credits_shortfall: i64,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Default)]
+pub struct RefundFilter<'a> {
+    pub status: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub purchase_id: Option<&'a str>,
+}
+
+impl Refund {
+    pub fn insert(conn: &mut DbConnection, row: &NewRefund<'_>) -> QueryResult<()> {
+        diesel::insert_into(refunds::table)
+            .values(row)
+            .execute(conn)?;
+        Ok(())
+    }
+
+    pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Refund>> {
+        refunds::table
+            .find(id)
+            .select(Refund::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    pub fn by_stripe_id(
+        conn: &mut DbConnection,
+        stripe_refund_id: &str,
+    ) -> QueryResult<Option<Refund>> {
+        refunds::table
+            .filter(refunds::stripe_refund_id.eq(stripe_refund_id))
+            .select(Refund::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    pub fn list(
+        conn: &mut DbConnection,
+        filter: &RefundFilter<'_>,
+        limit: i64,
+    ) -> QueryResult<Vec<Refund>> {
+        let mut query = refunds::table
+            .select(Refund::as_select())
+            .order((refunds::created_at.desc(), refunds::id.desc()))
+            .limit(limit)
+            .into_boxed();
+        if let Some(status) = filter.status {
+            query = query.filter(refunds::status.eq(status));
+        }
+        if let Some(reason) = filter.reason {
+            query = query.filter(refunds::reason.eq(reason));
+        }
+        if let Some(purchase) = filter.purchase_id {
+            query = query.filter(refunds::purchase_id.eq(purchase));
+        }
+        query.load(conn)
+    }
+
+    /// Money already going back for this purchase (refunds not failed or canceled).
+    pub fn live_amount(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
+        let amounts: Vec<i64> = refunds::table
+            .filter(refunds::purchase_id.eq(purchase_id))
+            .filter(refunds::status.eq_any(status::LIVE))
+            .select(refunds::amount)
+            .load(conn)?;
+        Ok(amounts.into_iter().sum())
+    }
+
+    pub fn succeeded_amount(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
+        let amounts: Vec<i64> = refunds::table
+            .filter(refunds::purchase_id.eq(purchase_id))
+            .filter(refunds::status.eq(status::SUCCEEDED))
+            .select(refunds::amount)
+            .load(conn)?;
+        Ok(amounts.into_iter().sum())
+    }
+
+    /// An outside refund recorded from `charge.refunded` before Stripe told us its id.
+    pub fn unnamed_outside(
+        conn: &mut DbConnection,
+        purchase_id: &str,
+        amount: i64,
+    ) -> QueryResult<Option<Refund>> {
+        refunds::table
+            .filter(refunds::purchase_id.eq(purchase_id))
+            .filter(refunds::origin.eq(ORIGIN_STRIPE))
+            .filter(refunds::stripe_refund_id.is_null())
+            .filter(refunds::amount.eq(amount))
+            .order(refunds::created_at.asc())
+            .select(Refund::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    pub fn set_credits(
+        conn: &mut DbConnection,
+        id: &str,
+        revoked: i64,
+        shortfall: i64,
+    ) -> QueryResult<()> {
+        diesel::update(refunds::table.find(id))
+            .set((
+                refunds::credits_revoked.eq(revoked),
+                refunds::credits_shortfall.eq(shortfall),
+            ))
+            .execute(conn)?;
+        Ok(())
+    }
+
+    pub fn set_stripe_id(
+        conn: &mut DbConnection,
+        id: &str,
+        stripe_refund_id: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<()> {
+        diesel::update(
+            refunds::table
+                .find(id)
+                .filter(refunds::stripe_refund_id.is_null()),
+        )
+        .set((
+            refunds::stripe_refund_id.eq(stripe_refund_id),
+            refunds::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+        Ok(())
+    }
+
+    pub fn set_detail(
+        conn: &mut DbConnection,
+        id: &str,
+        detail: Option<&str>,
+        now: NaiveDateTime,
+    ) -> QueryResult<()> {
+        diesel::update(refunds::table.find(id))
+            .set((
+                refunds::status_detail.eq(detail),
+                refunds::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        Ok(())
+    }
+
+    /// Moves the refund to `to` unless it already is in a final state; true if this call moved
+    /// it (so the effects of the transition happen once).
+    pub fn transition(
+        conn: &mut DbConnection,
+        id: &str,
+        to: &str,
+        detail: Option<&str>,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        let from: &[&str] = match to {
+            status::SUBMITTED => &[status::PENDING],
+            _ => &[status::PENDING, status::SUBMITTED],
+        };
+        let changed = diesel::update(refunds::table.find(id).filter(refunds::status.eq_any(from)))
+            .set((
+                refunds::status.eq(to),
+                refunds::status_detail.eq(detail),
+                refunds::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        Ok(changed == 1)
+    }
+}

@@ -1,0 +1,498 @@
+//! The refund engine inside transactions: D1 after a purchase is credited, starting a refund
+//! (revoke its credits now, queue the Stripe call), Stripe's word on our refunds, and O1 for
+//! refunds made outside creditguard. Calls to Stripe happen later, in `jobs`.
+
+use chrono::TimeDelta;
+use serde_json::json;
+
+use super::webhook::{Applied, IngestError};
+use super::{FlowContext, DECIDED_BY_POLICY};
+use crate::db::jobs;
+use crate::db::models::{DecisionRow, NewDecision, Purchase};
+use crate::db::refunds::{self, NewRefund, Refund, ORIGIN_CREDITGUARD, ORIGIN_STRIPE};
+use crate::db::DbConnection;
+use crate::domain::{LedgerKind, PurchaseStatus};
+use crate::ledger;
+use crate::policy::refund::{
+    decide_duplicate, refunded_credits, DuplicateAction, DuplicatePolicy, PurchaseLot,
+};
+use crate::policy::Rule;
+use crate::stripe::event::{ChargeRefundFacts, RefundFacts};
+
+/// The job kind that asks Stripe for a refund; its idempotency key is the refund's id.
+pub const JOB_STRIPE_REFUND: &str = "stripe.refund";
+
+fn decide(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    rule: Rule,
+    action: &str,
+    explanation: &str,
+    reference: &str,
+    ctx: FlowContext<'_>,
+) -> Result<(), IngestError> {
+    DecisionRow::insert(
+        conn,
+        &NewDecision {
+            subject_type: "purchase",
+            subject_id: purchase_id,
+            rule: rule.as_str(),
+            action,
+            explanation,
+            reference,
+            decided_by: DECIDED_BY_POLICY,
+            created_at: ctx.now,
+        },
+    )?;
+    Ok(())
+}
+
+/// Rule D1, run in the transaction that credited `purchase_id`.
+pub fn check_duplicate(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    event_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Option<String>, IngestError> {
+    let Some(purchase) = Purchase::find(conn, purchase_id)? else {
+        return Ok(None);
+    };
+    let (Some(account_id), Some(package_id)) = (&purchase.account_id, &purchase.package_id) else {
+        return Ok(None);
+    };
+    let Some(lot) = ledger::purchase_lot(conn, purchase_id)? else {
+        return Ok(None);
+    };
+    let policy = &ctx.settings.policy;
+    let window = TimeDelta::seconds(policy.duplicate_window_secs);
+    let others = ledger::credited_purchase_lots(
+        conn,
+        account_id,
+        package_id,
+        purchase.paid_at - window,
+        purchase.paid_at + window,
+    )?;
+    let new = PurchaseLot {
+        purchase_id: purchase.id.clone(),
+        paid_at: purchase.paid_at,
+        amount: purchase.amount,
+        currency: purchase.currency.clone(),
+        granted: lot.granted,
+        remaining: lot.remaining,
+    };
+    let decision = decide_duplicate(
+        &new,
+        &others,
+        DuplicatePolicy {
+            window,
+            unused_share: policy.duplicate_unused_share,
+            automatic_refunds: policy.automatic_refunds,
+        },
+    );
+    match &decision.action {
+        DuplicateAction::NotDuplicate => Ok(None),
+        DuplicateAction::HoldForReview { duplicate, .. } => {
+            decide(
+                conn,
+                duplicate,
+                Rule::D1,
+                "duplicate_awaiting_review",
+                &decision.explanation,
+                event_id,
+                ctx,
+            )?;
+            Ok(Some(decision.explanation))
+        }
+        DuplicateAction::Refund {
+            duplicate,
+            amount,
+            credits,
+            ..
+        } => {
+            let duplicate =
+                Purchase::find(conn, duplicate)?.ok_or(diesel::result::Error::NotFound)?;
+            start_refund(
+                conn,
+                &duplicate,
+                RefundPlan {
+                    amount: *amount,
+                    credits: *credits,
+                    reason: "duplicate",
+                    rule: Rule::D1,
+                },
+                &decision.explanation,
+                event_id,
+                ctx,
+            )?;
+            Ok(Some(decision.explanation))
+        }
+    }
+}
+
+/// What a policy decided to give back.
+#[derive(Debug, Clone, Copy)]
+pub struct RefundPlan<'a> {
+    pub amount: i64,
+    pub credits: i64,
+    /// Our reason (stored, filterable); mapped to Stripe's `reason` by the job.
+    pub reason: &'a str,
+    pub rule: Rule,
+}
+
+/// Decides a refund: the row, its credits revoked now (they cannot be spent while the refund is
+/// in flight), and the job that asks Stripe. A disputed purchase is never refunded.
+pub fn start_refund(
+    conn: &mut DbConnection,
+    purchase: &Purchase,
+    plan: RefundPlan<'_>,
+    explanation: &str,
+    reference: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Option<String>, IngestError> {
+    if purchase.status == PurchaseStatus::Disputed.as_str() {
+        let why = format!(
+            "{explanation} Not refunded: purchase {} is disputed, Stripe refuses to refund a disputed charge, and the dispute settles the money.",
+            purchase.id
+        );
+        decide(
+            conn,
+            &purchase.id,
+            plan.rule,
+            "not_refunded:disputed",
+            &why,
+            reference,
+            ctx,
+        )?;
+        return Ok(None);
+    }
+    if plan.amount <= 0 {
+        decide(
+            conn,
+            &purchase.id,
+            plan.rule,
+            "not_refunded:nothing_unused",
+            explanation,
+            reference,
+            ctx,
+        )?;
+        return Ok(None);
+    }
+    Purchase::lock(conn, &purchase.id, ctx.now)?;
+    let refund_id = format!("rf_{}", uuid::Uuid::now_v7().simple());
+    Refund::insert(
+        conn,
+        &NewRefund {
+            id: &refund_id,
+            purchase_id: &purchase.id,
+            amount: plan.amount,
+            currency: &purchase.currency,
+            reason: plan.reason,
+            rule: plan.rule.as_str(),
+            origin: ORIGIN_CREDITGUARD,
+            status: refunds::status::PENDING,
+            status_detail: Some("queued: creditguard will ask Stripe"),
+            stripe_refund_id: None,
+            credits_revoked: 0,
+            credits_shortfall: 0,
+            created_at: ctx.now,
+            updated_at: ctx.now,
+        },
+    )?;
+    let revoked = match ledger::purchase_lot(conn, &purchase.id)? {
+        Some(lot) => ledger::revoke_from_lot(
+            conn,
+            lot.id,
+            plan.credits,
+            LedgerKind::RefundRevoke,
+            &refund_id,
+            ctx.now,
+        )?,
+        None => 0,
+    };
+    Refund::set_credits(conn, &refund_id, revoked, 0)?;
+    let trace = serde_json::to_string(&crate::telemetry::current_trace_context()).ok();
+    jobs::enqueue(
+        conn,
+        JOB_STRIPE_REFUND,
+        &refund_id,
+        &json!({ "refund_id": refund_id }).to_string(),
+        trace.as_deref(),
+        ctx.now,
+    )?;
+    decide(
+        conn,
+        &purchase.id,
+        plan.rule,
+        &format!("refund:{refund_id}"),
+        explanation,
+        reference,
+        ctx,
+    )?;
+    tracing::info!(refund_id, purchase_id = purchase.id, amount = plan.amount, rule = %plan.rule, "refund decided");
+    Ok(Some(refund_id))
+}
+
+/// A refund reached a final state: settle the purchase's status, and give the credits back if
+/// the money did not go back.
+pub fn settle(
+    conn: &mut DbConnection,
+    refund: &Refund,
+    to: &str,
+    detail: Option<&str>,
+    ctx: FlowContext<'_>,
+) -> Result<bool, IngestError> {
+    Purchase::lock(conn, &refund.purchase_id, ctx.now)?;
+    if !Refund::transition(conn, &refund.id, to, detail, ctx.now)? {
+        return Ok(false);
+    }
+    match to {
+        refunds::status::FAILED | refunds::status::CANCELED => {
+            if let Some(lot) = ledger::purchase_lot(conn, &refund.purchase_id)? {
+                ledger::reinstate_to_lot(
+                    conn,
+                    lot.id,
+                    refund.credits_revoked,
+                    LedgerKind::Adjustment,
+                    &format!("{}:{to}", refund.id),
+                    ctx.now,
+                )?;
+            }
+            tracing::warn!(
+                refund_id = refund.id,
+                status = to,
+                detail,
+                "refund did not go through; credits reinstated"
+            );
+        }
+        refunds::status::SUCCEEDED => refresh_purchase_status(conn, &refund.purchase_id, ctx)?,
+        _ => {}
+    }
+    Ok(true)
+}
+
+fn refresh_purchase_status(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<(), IngestError> {
+    let Some(purchase) = Purchase::find(conn, purchase_id)? else {
+        return Ok(());
+    };
+    let refunded = Refund::succeeded_amount(conn, purchase_id)?;
+    let status = if refunded >= purchase.amount {
+        PurchaseStatus::Refunded
+    } else if refunded > 0 {
+        PurchaseStatus::PartiallyRefunded
+    } else {
+        return Ok(());
+    };
+    Purchase::set_refund_status(conn, purchase_id, status.as_str(), ctx.now)?;
+    Ok(())
+}
+
+/// `refund.created`, `refund.updated`, `refund.failed`: Stripe's word on one refund.
+pub fn apply_refund_event(
+    conn: &mut DbConnection,
+    facts: &RefundFacts,
+    event_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Applied, IngestError> {
+    let ours = match Refund::by_stripe_id(conn, &facts.stripe_refund_id)? {
+        Some(refund) => Some(refund),
+        None => match facts.creditguard_refund_id.as_deref() {
+            Some(id) => {
+                let found = Refund::find(conn, id)?;
+                if found.is_some() {
+                    Refund::set_stripe_id(conn, id, &facts.stripe_refund_id, ctx.now)?;
+                }
+                found
+            }
+            None => None,
+        },
+    };
+    if let Some(refund) = ours {
+        let to = match facts.status.as_str() {
+            "succeeded" => refunds::status::SUCCEEDED,
+            "failed" => refunds::status::FAILED,
+            "canceled" => refunds::status::CANCELED,
+            _ => refunds::status::SUBMITTED,
+        };
+        let detail = facts
+            .failure_reason
+            .as_deref()
+            .map(|r| format!("Stripe: {r}"));
+        let moved = settle(conn, &refund, to, detail.as_deref(), ctx)?;
+        return Ok(Applied::processed(format!(
+            "refund {} {}",
+            refund.id,
+            if moved {
+                format!("is now {to}")
+            } else {
+                format!("already settled as {}", refund.status)
+            }
+        )));
+    }
+    // Not ours: a refund made in Stripe's Dashboard or API (O1).
+    let Some(purchase) = find_purchase(
+        conn,
+        facts.charge_id.as_deref(),
+        facts.payment_intent_id.as_deref(),
+    )?
+    else {
+        return Ok(Applied::ignored(format!(
+            "refund {} is for no known purchase",
+            facts.stripe_refund_id
+        )));
+    };
+    if !matches!(facts.status.as_str(), "succeeded" | "pending") {
+        return Ok(Applied::processed(format!(
+            "outside refund {} is {}: no money moved",
+            facts.stripe_refund_id, facts.status
+        )));
+    }
+    Purchase::lock(conn, &purchase.id, ctx.now)?;
+    if let Some(recorded) = Refund::unnamed_outside(conn, &purchase.id, facts.amount)? {
+        Refund::set_stripe_id(conn, &recorded.id, &facts.stripe_refund_id, ctx.now)?;
+        return Ok(Applied::processed(format!(
+            "outside refund {} was recorded from charge.refunded as {}",
+            facts.stripe_refund_id, recorded.id
+        )));
+    }
+    record_outside_refund(
+        conn,
+        &purchase,
+        facts.amount,
+        Some(&facts.stripe_refund_id),
+        event_id,
+        ctx,
+    )
+}
+
+/// `charge.refunded`: Stripe's running total of money returned on a charge. What creditguard did
+/// not ask for is a refund made outside it (O1).
+pub fn apply_charge_refunded(
+    conn: &mut DbConnection,
+    facts: &ChargeRefundFacts,
+    event_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Applied, IngestError> {
+    let Some(purchase) = find_purchase(
+        conn,
+        Some(&facts.charge_id),
+        facts.payment_intent_id.as_deref(),
+    )?
+    else {
+        return Ok(Applied::ignored(format!(
+            "charge {} is no known purchase",
+            facts.charge_id
+        )));
+    };
+    // Serialises every delivery about this purchase: totals below are read after the lock.
+    Purchase::lock(conn, &purchase.id, ctx.now)?;
+    // Refunds the event lists by id are handled one by one (ours settle, others are O1).
+    for listed in &facts.refunds {
+        apply_refund_event(conn, listed, event_id, ctx)?;
+    }
+    let known = Refund::live_amount(conn, &purchase.id)?;
+    let unexplained = facts.amount_refunded.min(purchase.amount) - known;
+    let applied = if unexplained > 0 {
+        record_outside_refund(conn, &purchase, unexplained, None, event_id, ctx)?
+    } else {
+        Applied::processed(format!(
+            "charge {}: {} refunded, all of it known to creditguard",
+            facts.charge_id, facts.amount_refunded
+        ))
+    };
+    Ok(applied)
+}
+
+fn find_purchase(
+    conn: &mut DbConnection,
+    charge_id: Option<&str>,
+    payment_intent_id: Option<&str>,
+) -> Result<Option<Purchase>, IngestError> {
+    if let Some(charge) = charge_id {
+        if let Some(purchase) = Purchase::by_charge(conn, charge)? {
+            return Ok(Some(purchase));
+        }
+    }
+    match payment_intent_id {
+        Some(pi) => Ok(Purchase::by_payment_intent(conn, pi)?),
+        None => Ok(None),
+    }
+}
+
+/// O1: money went back that creditguard did not send. Revoke the same share of the purchase's
+/// credits, bounded by what is unused; record the shortfall for finance.
+fn record_outside_refund(
+    conn: &mut DbConnection,
+    purchase: &Purchase,
+    amount: i64,
+    stripe_refund_id: Option<&str>,
+    event_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Applied, IngestError> {
+    let refund_id = format!("rf_{}", uuid::Uuid::now_v7().simple());
+    Refund::insert(
+        conn,
+        &NewRefund {
+            id: &refund_id,
+            purchase_id: &purchase.id,
+            amount,
+            currency: &purchase.currency,
+            reason: "outside_creditguard",
+            rule: Rule::O1.as_str(),
+            origin: ORIGIN_STRIPE,
+            status: refunds::status::SUCCEEDED,
+            status_detail: Some("made outside creditguard (Stripe Dashboard or API)"),
+            stripe_refund_id,
+            credits_revoked: 0,
+            credits_shortfall: 0,
+            created_at: ctx.now,
+            updated_at: ctx.now,
+        },
+    )?;
+    let wanted = refunded_credits(amount, purchase.amount, purchase.credits_granted);
+    let revoked = match ledger::purchase_lot(conn, &purchase.id)? {
+        Some(lot) => ledger::revoke_from_lot(
+            conn,
+            lot.id,
+            wanted,
+            LedgerKind::RefundRevoke,
+            &refund_id,
+            ctx.now,
+        )?,
+        None => 0,
+    };
+    let shortfall = wanted - revoked;
+    Refund::set_credits(conn, &refund_id, revoked, shortfall)?;
+    refresh_purchase_status(conn, &purchase.id, ctx)?;
+    let mut explanation = format!(
+        "{amount} {} of purchase {} was refunded outside creditguard; {revoked} of the {wanted} credits it paid for were revoked",
+        purchase.currency, purchase.id
+    );
+    if shortfall > 0 {
+        explanation.push_str(&format!(
+            "; {shortfall} had already been spent (shortfall recorded for finance)"
+        ));
+    }
+    explanation.push('.');
+    decide(
+        conn,
+        &purchase.id,
+        Rule::O1,
+        &format!("revoke:{refund_id}"),
+        &explanation,
+        event_id,
+        ctx,
+    )?;
+    tracing::info!(
+        refund_id,
+        purchase_id = purchase.id,
+        amount,
+        revoked,
+        shortfall,
+        "outside refund recorded (O1)"
+    );
+    Ok(Applied::processed(format!("O1: {explanation}")))
+}

@@ -1,0 +1,114 @@
+//! Workers of the durable job queue. A worker claims a due job in one short transaction, runs
+//! it (a call to Stripe) outside any transaction, and records the outcome in another. Jobs
+//! survive restarts; on PostgreSQL several replicas share the queue (`FOR UPDATE SKIP LOCKED`),
+//! and a job whose worker died is claimed again when its lease runs out.
+
+mod refund;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use tracing::Instrument;
+
+use crate::clock::Clock;
+use crate::db::jobs::{self, Finish, Job};
+use crate::db::{db_time, write_transaction, Database};
+use crate::settings::Settings;
+use crate::stripe::client::StripeApi;
+
+pub struct JobRunner {
+    pub database: Database,
+    pub settings: Arc<Settings>,
+    pub clock: Arc<dyn Clock>,
+    pub stripe: StripeApi,
+}
+
+impl JobRunner {
+    /// Starts the configured number of worker tasks on the current runtime.
+    pub fn spawn(self: Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..self.settings.jobs.workers)
+            .map(|worker| {
+                let runner = self.clone();
+                tokio::spawn(async move { runner.work(worker).await })
+            })
+            .collect()
+    }
+
+    async fn work(self: Arc<Self>, worker: usize) {
+        let idle = Duration::from_millis(self.settings.jobs.poll_interval_millis);
+        loop {
+            match self.run_next().await {
+                Ok(true) => continue,
+                Ok(false) => tokio::time::sleep(idle).await,
+                Err(e) => {
+                    tracing::error!(worker, error = %format!("{e:#}"), "job worker error");
+                    tokio::time::sleep(idle).await;
+                }
+            }
+        }
+    }
+
+    /// Claims and runs one due job; false if none was due.
+    pub async fn run_next(&self) -> anyhow::Result<bool> {
+        let database = self.database.clone();
+        let now = db_time(self.clock.now());
+        let lease = TimeDelta::seconds(self.settings.jobs.lease_secs);
+        let claimed = tokio::task::spawn_blocking(move || {
+            database
+                .write(|conn| write_transaction(conn, |conn| jobs::claim_next(conn, now, lease)))
+        })
+        .await???;
+        let Some(job) = claimed else { return Ok(false) };
+        let span =
+            tracing::info_span!("job", job_id = job.id, kind = %job.kind, attempt = job.attempts);
+        if let Some(context) = job
+            .trace_context
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<HashMap<String, String>>(t).ok())
+        {
+            crate::telemetry::set_parent_from(&span, &context);
+        }
+        self.run(job).instrument(span).await?;
+        Ok(true)
+    }
+
+    async fn run(&self, job: Job) -> anyhow::Result<()> {
+        match job.kind.as_str() {
+            crate::flows::refund::JOB_STRIPE_REFUND => refund::run(self, &job).await,
+            other => {
+                let error = format!("unknown job kind {other:?}");
+                tracing::error!(job_id = job.id, error, "job failed");
+                self.finish(job.id, Finish::Failed { error }).await
+            }
+        }
+    }
+
+    /// Records `outcome` for the job in its own transaction.
+    async fn finish(&self, job_id: i64, outcome: Finish) -> anyhow::Result<()> {
+        let database = self.database.clone();
+        let now = db_time(self.clock.now());
+        tokio::task::spawn_blocking(move || {
+            database.write(|conn| {
+                write_transaction(conn, |conn| jobs::finish(conn, job_id, &outcome, now))
+            })
+        })
+        .await???;
+        Ok(())
+    }
+
+    /// When to try a job again after `attempts` failed runs: exponential, capped, with jitter so
+    /// that many jobs failing together do not retry together.
+    fn retry_at(&self, attempts: i64) -> chrono::NaiveDateTime {
+        let jobs = &self.settings.jobs;
+        let exponent = attempts.clamp(1, 30) as u32 - 1;
+        let base = jobs
+            .retry_base_millis
+            .saturating_mul(1u64 << exponent.min(20));
+        let capped = base.min(jobs.retry_max_secs * 1000);
+        let jitter = rand::random::<f64>() * 0.5 + 0.75; // 75 % to 125 %
+        let delay = TimeDelta::milliseconds((capped as f64 * jitter) as i64);
+        db_time(self.clock.now()) + delay
+    }
+}

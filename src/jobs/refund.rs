@@ -1,0 +1,158 @@
+//! The `stripe.refund` job: ask Stripe for a refund decided earlier, with the refund's own id as
+//! `Idempotency-Key`, so a retry or a second worker never makes a second refund.
+
+use anyhow::Context;
+
+use super::JobRunner;
+use crate::db::jobs::{Finish, Job};
+use crate::db::models::Purchase;
+use crate::db::refunds::{self, Refund};
+use crate::db::{db_time, write_transaction};
+use crate::flows::refund::settle;
+use crate::flows::webhook::IngestError;
+use crate::flows::FlowContext;
+use crate::stripe::client::{RefundRequest, StripeCallError};
+use crate::stripe::event::CREDITGUARD_REFUND_ID;
+
+#[derive(serde::Deserialize)]
+struct Payload {
+    refund_id: String,
+}
+
+/// Our reasons, as Stripe's `reason` parameter (duplicate | fraudulent | requested_by_customer).
+fn stripe_reason(reason: &str) -> &'static str {
+    match reason {
+        "duplicate" => "duplicate",
+        "fraud" | "fraudulent" | "early_fraud_warning" => "fraudulent",
+        _ => "requested_by_customer",
+    }
+}
+
+pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
+    let payload: Payload = serde_json::from_str(&job.payload).context("refund job payload")?;
+    let database = runner.database.clone();
+    let refund_id = payload.refund_id.clone();
+    let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let mut conn = database.read()?;
+        let refund = Refund::find(&mut conn, &refund_id)?.context("refund row missing")?;
+        let purchase =
+            Purchase::find(&mut conn, &refund.purchase_id)?.context("purchase missing")?;
+        Ok((refund, purchase))
+    })
+    .await??;
+    let (refund, purchase) = loaded;
+    if refund.status != refunds::status::PENDING {
+        // Settled meanwhile (Stripe's webhook came first, or it was canceled): nothing to ask.
+        return runner.finish(job.id, Finish::Succeeded).await;
+    }
+    let request = RefundRequest {
+        idempotency_key: &refund.id,
+        payment_intent: &purchase.payment_intent_id,
+        amount: refund.amount,
+        reason: stripe_reason(&refund.reason),
+        metadata: vec![
+            (CREDITGUARD_REFUND_ID, refund.id.as_str()),
+            ("creditguard_rule", refund.rule.as_str()),
+            ("creditguard_purchase_id", purchase.id.as_str()),
+        ],
+    };
+    let answer = runner.stripe.create_refund(&request).await;
+    let (outcome, settle_to, detail) = match answer {
+        Ok(created) => {
+            tracing::info!(
+                refund_id = refund.id,
+                stripe_refund_id = created.id,
+                status = created.status,
+                "Stripe accepted the refund"
+            );
+            let to = match created.status.as_str() {
+                "succeeded" => refunds::status::SUCCEEDED,
+                "failed" => refunds::status::FAILED,
+                "canceled" => refunds::status::CANCELED,
+                _ => refunds::status::SUBMITTED,
+            };
+            (Finish::Succeeded, Some((to, Some(created.id))), None)
+        }
+        Err(StripeCallError::NotConfigured) => {
+            let error = "waiting: STRIPE_SECRET_KEY is not set, so Stripe cannot be asked; the refund is decided and recorded, no money has moved".to_owned();
+            tracing::warn!(refund_id = refund.id, "{error}");
+            let at = db_time(runner.clock.now()) + chrono::TimeDelta::seconds(60);
+            (
+                Finish::RetryAt {
+                    at,
+                    error: error.clone(),
+                },
+                None,
+                Some(error),
+            )
+        }
+        Err(StripeCallError::Retryable(message))
+            if job.attempts < runner.settings.jobs.max_attempts =>
+        {
+            tracing::warn!(refund_id = refund.id, attempt = job.attempts, %message, "Stripe call failed; will retry");
+            let detail = format!("retrying after attempt {}: {message}", job.attempts);
+            (
+                Finish::RetryAt {
+                    at: runner.retry_at(job.attempts),
+                    error: message,
+                },
+                None,
+                Some(detail),
+            )
+        }
+        Err(StripeCallError::Retryable(message)) => {
+            let error = format!("gave up after {} attempts: {message}", job.attempts);
+            tracing::error!(
+                refund_id = refund.id,
+                error,
+                "refund job gave up; the refund stays pending"
+            );
+            (
+                Finish::Failed {
+                    error: error.clone(),
+                },
+                None,
+                Some(error),
+            )
+        }
+        Err(StripeCallError::Refused { status, message }) => {
+            let error = format!("Stripe refused the refund ({status}): {message}");
+            tracing::error!(refund_id = refund.id, error, "refund failed");
+            (
+                Finish::Failed {
+                    error: error.clone(),
+                },
+                Some((refunds::status::FAILED, None)),
+                Some(error),
+            )
+        }
+    };
+    let database = runner.database.clone();
+    let settings = runner.settings.clone();
+    let now = db_time(runner.clock.now());
+    let job_id = job.id;
+    tokio::task::spawn_blocking(move || {
+        database.write(|conn| {
+            write_transaction(conn, |conn| -> Result<(), IngestError> {
+                let ctx = FlowContext {
+                    now,
+                    settings: &settings,
+                };
+                match &settle_to {
+                    Some((to, stripe_id)) => {
+                        if let Some(stripe_id) = stripe_id {
+                            Refund::set_stripe_id(conn, &refund.id, stripe_id, now)?;
+                        }
+                        let detail = detail.as_deref().or(Some("accepted by Stripe"));
+                        settle(conn, &refund, to, detail, ctx)?;
+                    }
+                    None => Refund::set_detail(conn, &refund.id, detail.as_deref(), now)?,
+                }
+                crate::db::jobs::finish(conn, job_id, &outcome, now)?;
+                Ok(())
+            })
+        })
+    })
+    .await???;
+    Ok(())
+}
