@@ -198,17 +198,7 @@ pub fn start_refund(
             updated_at: ctx.now,
         },
     )?;
-    let revoked = match ledger::purchase_lot(conn, &purchase.id)? {
-        Some(lot) => ledger::revoke_from_lot(
-            conn,
-            lot.id,
-            plan.credits,
-            LedgerKind::RefundRevoke,
-            &refund_id,
-            ctx.now,
-        )?,
-        None => 0,
-    };
+    let revoked = revoke_for_refund(conn, &purchase.id, plan.credits, &refund_id, ctx)?;
     Refund::set_credits(conn, &refund_id, revoked, 0)?;
     let trace = serde_json::to_string(&crate::telemetry::current_trace_context()).ok();
     jobs::enqueue(
@@ -230,6 +220,27 @@ pub fn start_refund(
     )?;
     tracing::info!(refund_id, purchase_id = purchase.id, amount = plan.amount, rule = %plan.rule, "refund decided");
     Ok(Some(refund_id))
+}
+
+/// Revokes up to `credits` of the purchase's lot for refund `refund_id`; returns what it took.
+fn revoke_for_refund(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    credits: i64,
+    refund_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<i64, IngestError> {
+    Ok(match ledger::purchase_lot(conn, purchase_id)? {
+        Some(lot) => ledger::revoke_from_lot(
+            conn,
+            lot.id,
+            credits,
+            LedgerKind::RefundRevoke,
+            refund_id,
+            ctx.now,
+        )?,
+        None => 0,
+    })
 }
 
 /// A refund reached a final state: settle the purchase's status, and give the credits back if
@@ -453,17 +464,7 @@ fn record_outside_refund(
         },
     )?;
     let wanted = refunded_credits(amount, purchase.amount, purchase.credits_granted);
-    let revoked = match ledger::purchase_lot(conn, &purchase.id)? {
-        Some(lot) => ledger::revoke_from_lot(
-            conn,
-            lot.id,
-            wanted,
-            LedgerKind::RefundRevoke,
-            &refund_id,
-            ctx.now,
-        )?,
-        None => 0,
-    };
+    let revoked = revoke_for_refund(conn, &purchase.id, wanted, &refund_id, ctx)?;
     let shortfall = wanted - revoked;
     Refund::set_credits(conn, &refund_id, revoked, shortfall)?;
     refresh_purchase_status(conn, &purchase.id, ctx)?;

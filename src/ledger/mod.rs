@@ -490,6 +490,25 @@ pub fn lock_account(
         .ok_or_else(|| LedgerError::AccountNotFound(account_id.to_owned()))
 }
 
+/// The lot, read after its account's row lock is held (its owner never changes, so it can be
+/// read before the lock).
+fn locked_lot(
+    conn: &mut DbConnection,
+    lot_id: i64,
+    now: NaiveDateTime,
+) -> Result<(String, Lot), LedgerError> {
+    let account_id: String = credit_lots::table
+        .find(lot_id)
+        .select(credit_lots::account_id)
+        .first(conn)?;
+    lock_account(conn, &account_id, now)?;
+    let lot: Lot = credit_lots::table
+        .find(lot_id)
+        .select(Lot::as_select())
+        .first(conn)?;
+    Ok((account_id, lot))
+}
+
 /// Takes up to `at_most` credits out of the lot, never below zero; returns what was taken.
 /// Used by refunds and revocations: the credits cannot be spent from then on.
 pub fn revoke_from_lot(
@@ -500,15 +519,7 @@ pub fn revoke_from_lot(
     reference: &str,
     now: NaiveDateTime,
 ) -> Result<i64, LedgerError> {
-    let account_id: String = credit_lots::table
-        .find(lot_id)
-        .select(credit_lots::account_id)
-        .first(conn)?;
-    lock_account(conn, &account_id, now)?;
-    let lot: Lot = credit_lots::table
-        .find(lot_id)
-        .select(Lot::as_select())
-        .first(conn)?;
+    let (account_id, lot) = locked_lot(conn, lot_id, now)?;
     let take = lot.remaining.min(at_most.max(0));
     if take == 0 {
         return Ok(0);
@@ -554,15 +565,7 @@ pub fn reinstate_to_lot(
     if credits <= 0 {
         return Ok(0);
     }
-    let account_id: String = credit_lots::table
-        .find(lot_id)
-        .select(credit_lots::account_id)
-        .first(conn)?;
-    lock_account(conn, &account_id, now)?;
-    let lot: Lot = credit_lots::table
-        .find(lot_id)
-        .select(Lot::as_select())
-        .first(conn)?;
+    let (account_id, lot) = locked_lot(conn, lot_id, now)?;
     let give = credits.min(lot.granted - lot.remaining);
     if give <= 0 {
         return Ok(0);
