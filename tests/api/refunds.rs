@@ -616,3 +616,49 @@ async fn two_instances_on_one_database_run_each_job_once() {
     keys.dedup();
     assert_eq!((before, keys.len()), (6, 6), "each job ran once");
 }
+
+#[tokio::test]
+async fn with_automatic_refunds_off_a_duplicate_waits_for_a_person() {
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_refund("succeeded"))
+        .mount(&stripe)
+        .await;
+    let uri = stripe.uri();
+    let app = spawn_app_with(move |s| {
+        configure_stripe(s, &uri);
+        s.policy.automatic_refunds = false;
+    })
+    .await;
+    purchase_at(&app, "user_manual", 0).await;
+    let duplicate = purchase_at(&app, "user_manual", 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(refunds(&app).await.is_empty());
+    assert!(refund_requests(&stripe).await.is_empty());
+    assert_eq!(
+        app.balance("user_manual").await,
+        200,
+        "nothing revoked until a person decides"
+    );
+    let purchases = app
+        .get_json("/v1/purchases?account_id=user_manual", &app.support_token)
+        .await;
+    let held = purchases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["payment_intent"] == duplicate.as_str())
+        .unwrap();
+    let decision = held["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["rule"] == "D1")
+        .expect("a D1 decision");
+    assert_eq!(decision["action"], "duplicate_awaiting_review");
+    assert!(decision["explanation"]
+        .as_str()
+        .unwrap()
+        .contains("waiting for a person"));
+}
