@@ -17,6 +17,17 @@ pub mod status {
     /// Counted as money going back to the customer.
     pub const LIVE: [&str; 3] = [PENDING, SUBMITTED, SUCCEEDED];
     pub const ALL: [&str; 5] = [PENDING, SUBMITTED, SUCCEEDED, FAILED, CANCELED];
+
+    /// A Stripe Refund's `status` as ours: its final states map one to one; anything else
+    /// (`pending`, `requires_action`) means Stripe has it and will confirm.
+    pub fn from_stripe(stripe_status: &str) -> &'static str {
+        match stripe_status {
+            "succeeded" => SUCCEEDED,
+            "failed" => FAILED,
+            "canceled" => CANCELED,
+            _ => SUBMITTED,
+        }
+    }
 }
 
 pub const ORIGIN_CREDITGUARD: &str = "creditguard";

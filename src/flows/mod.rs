@@ -20,3 +20,29 @@ pub struct FlowContext<'a> {
 
 /// Who made a decision: the service itself, or a named person (later: support).
 pub const DECIDED_BY_POLICY: &str = "creditguard";
+
+/// Stores an automatic decision on a purchase with the rule that made it, so support and
+/// finance can read why.
+pub fn record_purchase_decision(
+    conn: &mut crate::db::DbConnection,
+    purchase_id: &str,
+    rule: crate::policy::Rule,
+    action: &str,
+    explanation: &str,
+    reference: &str,
+    ctx: FlowContext<'_>,
+) -> diesel::QueryResult<()> {
+    crate::db::models::DecisionRow::insert(
+        conn,
+        &crate::db::models::NewDecision {
+            subject_type: "purchase",
+            subject_id: purchase_id,
+            rule: rule.as_str(),
+            action,
+            explanation,
+            reference,
+            decided_by: DECIDED_BY_POLICY,
+            created_at: ctx.now,
+        },
+    )
+}

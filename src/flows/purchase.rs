@@ -4,9 +4,9 @@
 //! (a real Checkout Session does not copy `client_reference_id` onto its PaymentIntent), credits it.
 
 use super::webhook::{Applied, IngestError};
-use super::{FlowContext, DECIDED_BY_POLICY};
+use super::FlowContext;
 use crate::db::db_time;
-use crate::db::models::{Account, DecisionRow, NewDecision, NewPurchase, Purchase, StripeCharge};
+use crate::db::models::{Account, NewPurchase, Purchase, StripeCharge};
 use crate::db::DbConnection;
 use crate::domain::{AccountId, AccountStatus, Credits, LedgerKind, PurchaseStatus};
 use crate::ledger::{self, LedgerError};
@@ -232,18 +232,14 @@ fn record_decision(
         PurchaseAction::Grant { .. } => "grant".to_owned(),
         PurchaseAction::HoldUndelivered { reason } => format!("hold_undelivered:{}", reason.code()),
     };
-    DecisionRow::insert(
+    super::record_purchase_decision(
         conn,
-        &NewDecision {
-            subject_type: "purchase",
-            subject_id: purchase_id,
-            rule: decision.rule.as_str(),
-            action: &action,
-            explanation: &decision.explanation,
-            reference: event_id,
-            decided_by: DECIDED_BY_POLICY,
-            created_at: ctx.now,
-        },
+        purchase_id,
+        decision.rule,
+        &action,
+        &decision.explanation,
+        event_id,
+        ctx,
     )?;
     Ok(())
 }

@@ -6,9 +6,9 @@ use chrono::TimeDelta;
 use serde_json::json;
 
 use super::webhook::{Applied, IngestError};
-use super::{FlowContext, DECIDED_BY_POLICY};
+use super::FlowContext;
 use crate::db::jobs;
-use crate::db::models::{DecisionRow, NewDecision, Purchase};
+use crate::db::models::Purchase;
 use crate::db::refunds::{self, NewRefund, Refund, ORIGIN_CREDITGUARD, ORIGIN_STRIPE};
 use crate::db::DbConnection;
 use crate::domain::{LedgerKind, PurchaseStatus};
@@ -31,20 +31,15 @@ fn decide(
     reference: &str,
     ctx: FlowContext<'_>,
 ) -> Result<(), IngestError> {
-    DecisionRow::insert(
+    Ok(super::record_purchase_decision(
         conn,
-        &NewDecision {
-            subject_type: "purchase",
-            subject_id: purchase_id,
-            rule: rule.as_str(),
-            action,
-            explanation,
-            reference,
-            decided_by: DECIDED_BY_POLICY,
-            created_at: ctx.now,
-        },
-    )?;
-    Ok(())
+        purchase_id,
+        rule,
+        action,
+        explanation,
+        reference,
+        ctx,
+    )?)
 }
 
 /// Rule D1, run in the transaction that credited `purchase_id`.
@@ -322,12 +317,7 @@ pub fn apply_refund_event(
         },
     };
     if let Some(refund) = ours {
-        let to = match facts.status.as_str() {
-            "succeeded" => refunds::status::SUCCEEDED,
-            "failed" => refunds::status::FAILED,
-            "canceled" => refunds::status::CANCELED,
-            _ => refunds::status::SUBMITTED,
-        };
+        let to = refunds::status::from_stripe(facts.status.as_str());
         let detail = facts
             .failure_reason
             .as_deref()

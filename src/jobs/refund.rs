@@ -65,12 +65,7 @@ pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
                 status = created.status,
                 "Stripe accepted the refund"
             );
-            let to = match created.status.as_str() {
-                "succeeded" => refunds::status::SUCCEEDED,
-                "failed" => refunds::status::FAILED,
-                "canceled" => refunds::status::CANCELED,
-                _ => refunds::status::SUBMITTED,
-            };
+            let to = refunds::status::from_stripe(created.status.as_str());
             (Finish::Succeeded, Some((to, Some(created.id))), None)
         }
         Err(StripeCallError::NotConfigured) => {
