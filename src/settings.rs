@@ -82,6 +82,9 @@ pub struct WebhookSettings {
     pub secret: Option<SecretString>,
     pub tolerance_secs: u64,
     pub body_limit_bytes: usize,
+    /// An event that refers to something not known yet (a dispute before its purchase) is
+    /// applied again with backoff (the `[jobs]` retry settings) this many times, then `failed`.
+    pub deferred_max_attempts: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,6 +109,9 @@ pub struct PolicySettings {
     pub misdelivery_refund_after_secs: i64,
     /// Off: refund decisions are recorded and wait for a person instead of going to Stripe.
     pub automatic_refunds: bool,
+    /// CB4: this many disputes of one account within `dispute_lookback_days` terminate it.
+    pub max_disputes: i64,
+    pub dispute_lookback_days: i64,
 }
 
 /// A package of the catalog.
@@ -148,6 +154,7 @@ impl Default for WebhookSettings {
             secret: None,
             tolerance_secs: 300,
             body_limit_bytes: 1024 * 1024,
+            deferred_max_attempts: 20,
         }
     }
 }
@@ -169,6 +176,8 @@ impl Default for PolicySettings {
             duplicate_unused_share: 0.9,
             misdelivery_refund_after_secs: 72 * 3600,
             automatic_refunds: true,
+            max_disputes: 2,
+            dispute_lookback_days: 365,
         }
     }
 }
@@ -288,6 +297,21 @@ impl Settings {
         }
         if self.policy.duplicate_window_secs < 0 || self.policy.misdelivery_refund_after_secs < 0 {
             return Err(invalid("policy", "durations must not be negative"));
+        }
+        if self.policy.max_disputes < 1 {
+            return Err(invalid("policy.max_disputes", "must be at least 1"));
+        }
+        if !(1..=3650).contains(&self.policy.dispute_lookback_days) {
+            return Err(invalid(
+                "policy.dispute_lookback_days",
+                "must be between 1 and 3650",
+            ));
+        }
+        if self.webhook.deferred_max_attempts < 1 {
+            return Err(invalid(
+                "webhook.deferred_max_attempts",
+                "must be at least 1",
+            ));
         }
         if self.packages.is_empty() {
             return Err(invalid(

@@ -5,6 +5,7 @@
 //! flows turn those into their own errors; the HTTP edge maps to problem+json.
 
 pub mod connection;
+pub mod disputes;
 pub mod jobs;
 pub mod models;
 pub mod refunds;

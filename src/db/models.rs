@@ -81,6 +81,56 @@ impl Account {
         Ok(inserted == 1)
     }
 
+    /// Moves the account to `to` (with `reason`) if its status is one of `from`; true only for
+    /// the call that moved it, so the effects of a transition happen once. Takes the account's
+    /// row lock on PostgreSQL, like every balance change.
+    pub fn change_status(
+        conn: &mut DbConnection,
+        id: &str,
+        from: &[crate::domain::AccountStatus],
+        to: crate::domain::AccountStatus,
+        reason: Option<&str>,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let changed = diesel::update(
+            accounts::table
+                .find(id)
+                .filter(accounts::status.eq_any(from)),
+        )
+        .set((
+            accounts::status.eq(to.as_str()),
+            accounts::status_reason.eq(reason),
+            accounts::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+        Ok(changed == 1)
+    }
+
+    /// Lifts a suspension, but only one imposed for `reason`: a dispute's end does not undo a
+    /// suspension that support or a fraud warning imposed.
+    pub fn lift_suspension(
+        conn: &mut DbConnection,
+        id: &str,
+        reason: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        use crate::domain::AccountStatus;
+        let changed = diesel::update(
+            accounts::table
+                .find(id)
+                .filter(accounts::status.eq(AccountStatus::Suspended.as_str()))
+                .filter(accounts::status_reason.eq(reason)),
+        )
+        .set((
+            accounts::status.eq(AccountStatus::Active.as_str()),
+            accounts::status_reason.eq(None::<String>),
+            accounts::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+        Ok(changed == 1)
+    }
+
     /// Sets the contact fields that were given; leaves the others as they are.
     pub fn update_contact(
         conn: &mut DbConnection,
@@ -248,6 +298,19 @@ impl Purchase {
     pub fn lock(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<()> {
         diesel::update(purchases::table.find(id))
             .set(purchases::updated_at.eq(now))
+            .execute(conn)?;
+        Ok(())
+    }
+
+    /// Sets the status a dispute gives (`disputed`) or gives back when it is won.
+    pub fn set_status(
+        conn: &mut DbConnection,
+        id: &str,
+        status: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<()> {
+        diesel::update(purchases::table.find(id))
+            .set((purchases::status.eq(status), purchases::updated_at.eq(now)))
             .execute(conn)?;
         Ok(())
     }
@@ -463,6 +526,22 @@ impl WebhookEventRow {
                 webhook_events::status.eq(status),
                 webhook_events::detail.eq(detail),
                 webhook_events::processed_at.eq(Some(now)),
+            ))
+            .execute(conn)?;
+        Ok(())
+    }
+
+    /// Records another attempt at a deferred event and why it still waits.
+    pub fn record_attempt(
+        conn: &mut DbConnection,
+        id: &str,
+        attempts: i64,
+        last_error: Option<&str>,
+    ) -> QueryResult<()> {
+        diesel::update(webhook_events::table.find(id))
+            .set((
+                webhook_events::attempts.eq(attempts),
+                webhook_events::last_error.eq(last_error),
             ))
             .execute(conn)?;
         Ok(())

@@ -71,6 +71,30 @@ diesel::table! {
 }
 
 diesel::table! {
+    disputes (id) {
+        id -> Text,
+        purchase_id -> Text,
+        account_id -> Nullable<Text>,
+        charge_id -> Nullable<Text>,
+        reason -> Text,
+        amount -> Int8,
+        currency -> Text,
+        status -> Text,
+        outcome -> Nullable<Text>,
+        credits_revoked -> Int8,
+        credits_reinstated -> Int8,
+        funds_withdrawn -> Int8,
+        fees_withdrawn -> Int8,
+        funds_reinstated -> Int8,
+        fees_reinstated -> Int8,
+        opened_at -> Timestamp,
+        closed_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     jobs (id) {
         id -> Int8,
         kind -> Text,
@@ -172,6 +196,8 @@ diesel::joinable!(consumption_draws -> credit_lots (lot_id));
 diesel::joinable!(consumptions -> accounts (account_id));
 diesel::joinable!(credit_lots -> accounts (account_id));
 diesel::joinable!(credit_lots -> purchases (purchase_id));
+diesel::joinable!(disputes -> accounts (account_id));
+diesel::joinable!(disputes -> purchases (purchase_id));
 diesel::joinable!(ledger_entries -> accounts (account_id));
 diesel::joinable!(ledger_entries -> credit_lots (lot_id));
 diesel::joinable!(purchases -> accounts (account_id));
@@ -184,6 +210,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     consumptions,
     credit_lots,
     decisions,
+    disputes,
     jobs,
     ledger_entries,
     purchases,

@@ -7,4 +7,6 @@ mod status;
 
 pub use ids::{AccountId, GenerationId, IdError};
 pub use money::{Credits, CreditsError, Currency, CurrencyError};
-pub use status::{AccountStatus, ConsumptionStatus, EventStatus, LedgerKind, PurchaseStatus, Role};
+pub use status::{
+    AccountStatus, ConsumptionStatus, EventStatus, LedgerKind, PurchaseStatus, Role, SupportReason,
+};

@@ -82,6 +82,11 @@ text_enum!(
     EventStatus { Processed => "processed", Deferred => "deferred", Ignored => "ignored", Failed => "failed" }
 );
 
+text_enum!(
+    /// Why support suspends or terminates an account (V1; API.md, "Account actions").
+    SupportReason { PolicyViolation => "policy_violation", Fraud => "fraud", Other => "other" }
+);
+
 impl Role {
     pub fn allows(self, wanted: &[Role]) -> bool {
         self == Role::Admin || wanted.contains(&self)

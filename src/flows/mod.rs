@@ -1,7 +1,10 @@
 //! One fact, one transaction: each flow records what happened and applies its ledger effects
 //! atomically. Flows never call Stripe (that is a job, later) and never see HTTP.
 
+pub mod account;
 pub mod credits;
+pub mod dispute;
+pub mod fraud;
 pub mod purchase;
 pub mod refund;
 pub mod webhook;

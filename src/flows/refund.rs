@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::webhook::{Applied, IngestError};
 use super::FlowContext;
+use crate::db::disputes::Dispute;
 use crate::db::jobs;
 use crate::db::models::Purchase;
 use crate::db::refunds::{self, NewRefund, Refund, ORIGIN_CREDITGUARD, ORIGIN_STRIPE};
@@ -253,7 +254,22 @@ pub fn settle(
     }
     match to {
         refunds::status::FAILED | refunds::status::CANCELED => {
-            if let Some(lot) = ledger::purchase_lot(conn, &refund.purchase_id)? {
+            // A dispute opened meanwhile (Stripe refuses to refund a disputed charge): the
+            // credits stay out and are the dispute's to give back if it is won (CB2).
+            if let Some(dispute) = Dispute::open_of_purchase(conn, &refund.purchase_id)? {
+                Dispute::add_credits_revoked(conn, &dispute.id, refund.credits_revoked, ctx.now)?;
+                tracing::warn!(
+                    refund_id = refund.id,
+                    dispute_id = dispute.id,
+                    "refund of a disputed purchase did not go through; its credits now wait on the dispute"
+                );
+            } else if purchase_account_terminated(conn, &refund.purchase_id)? {
+                // CB4 or V1 revoked everything; a terminated account gets nothing back.
+                tracing::warn!(
+                    refund_id = refund.id,
+                    "refund did not go through; the account is terminated, credits stay revoked"
+                );
+            } else if let Some(lot) = ledger::purchase_lot(conn, &refund.purchase_id)? {
                 ledger::reinstate_to_lot(
                     conn,
                     lot.id,
@@ -274,6 +290,18 @@ pub fn settle(
         _ => {}
     }
     Ok(true)
+}
+
+fn purchase_account_terminated(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+) -> Result<bool, IngestError> {
+    let account_id = Purchase::find(conn, purchase_id)?.and_then(|p| p.account_id);
+    Ok(match account_id {
+        Some(id) => crate::db::models::Account::find(conn, &id)?
+            .is_some_and(|a| a.status == crate::domain::AccountStatus::Terminated.as_str()),
+        None => false,
+    })
 }
 
 fn refresh_purchase_status(
@@ -407,7 +435,8 @@ pub fn apply_charge_refunded(
     Ok(applied)
 }
 
-fn find_purchase(
+/// The purchase an event names by charge (preferred) or PaymentIntent.
+pub(crate) fn find_purchase(
     conn: &mut DbConnection,
     charge_id: Option<&str>,
     payment_intent_id: Option<&str>,

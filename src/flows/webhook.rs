@@ -41,6 +41,13 @@ impl Applied {
             detail: Some(detail.into()),
         }
     }
+    /// Refers to something not known yet: kept, and retried by a worker (DESIGN.md).
+    pub fn deferred(detail: impl Into<String>) -> Self {
+        Self {
+            status: EventStatus::Deferred,
+            detail: Some(detail.into()),
+        }
+    }
     pub fn ignored(detail: impl Into<String>) -> Self {
         Self {
             status: EventStatus::Ignored,
@@ -107,6 +114,9 @@ pub fn ingest(
             applied.detail.as_deref(),
             ctx.now,
         )?;
+        if applied.status == EventStatus::Deferred {
+            defer(conn, &event.id, ctx)?;
+        }
         let outcome = match applied.status {
             EventStatus::Processed => Outcome::Processed,
             EventStatus::Deferred => Outcome::Deferred,
@@ -120,7 +130,8 @@ pub fn ingest(
     })
 }
 
-fn apply(
+/// Applies a verified event (on arrival, or again by the deferred-event worker).
+pub(crate) fn apply(
     conn: &mut DbConnection,
     event: &VerifiedEvent,
     ctx: FlowContext<'_>,
@@ -148,6 +159,12 @@ fn apply(
         StripeFact::ChargeRefunded(charge) => {
             super::refund::apply_charge_refunded(conn, &charge, &event.id, ctx)
         }
+        StripeFact::Dispute(dispute) => {
+            super::dispute::apply_dispute_event(conn, &dispute, &event.id, ctx)
+        }
+        StripeFact::EarlyFraudWarning(warning) => {
+            super::fraud::apply_early_fraud_warning(conn, &warning, &event.id, ctx)
+        }
         StripeFact::CheckoutAwaitingPayment { session_id } => Ok(Applied::ignored(format!(
             "checkout session {session_id} is not paid yet; checkout.session.async_payment_succeeded will credit it"
         ))),
@@ -156,4 +173,24 @@ fn apply(
             event.event_type
         ))),
     }
+}
+
+/// The job that applies a deferred event again, with backoff, until what it refers to exists.
+pub const JOB_DEFERRED_EVENT: &str = "webhook.deferred";
+
+fn defer(conn: &mut DbConnection, event_id: &str, ctx: FlowContext<'_>) -> Result<(), IngestError> {
+    let trace = serde_json::to_string(&crate::telemetry::current_trace_context()).ok();
+    crate::db::jobs::enqueue(
+        conn,
+        JOB_DEFERRED_EVENT,
+        &format!("deferred:{event_id}"),
+        &serde_json::json!({ "event_id": event_id }).to_string(),
+        trace.as_deref(),
+        ctx.now,
+    )?;
+    tracing::info!(
+        event_id,
+        "event deferred: it refers to something not known yet"
+    );
+    Ok(())
 }

@@ -3,6 +3,7 @@
 //! survive restarts; on PostgreSQL several replicas share the queue (`FOR UPDATE SKIP LOCKED`),
 //! and a job whose worker died is claimed again when its lease runs out.
 
+mod deferred;
 mod refund;
 
 use std::collections::HashMap;
@@ -77,6 +78,7 @@ impl JobRunner {
     async fn run(&self, job: Job) -> anyhow::Result<()> {
         match job.kind.as_str() {
             crate::flows::refund::JOB_STRIPE_REFUND => refund::run(self, &job).await,
+            crate::flows::webhook::JOB_DEFERRED_EVENT => deferred::run(self, &job).await,
             other => {
                 let error = format!("unknown job kind {other:?}");
                 tracing::error!(job_id = job.id, error, "job failed");

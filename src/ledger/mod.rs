@@ -552,6 +552,29 @@ pub fn revoke_from_lot(
     Ok(take)
 }
 
+/// Takes every unused credit of the account out of its lots (CB4 and V1 termination); returns
+/// how many were taken. Repeating it with the same reference takes nothing more.
+pub fn revoke_all_unused(
+    conn: &mut DbConnection,
+    account_id: &str,
+    kind: LedgerKind,
+    reference: &str,
+    now: NaiveDateTime,
+) -> Result<i64, LedgerError> {
+    lock_account(conn, account_id, now)?;
+    let lots: Vec<i64> = credit_lots::table
+        .filter(credit_lots::account_id.eq(account_id))
+        .filter(credit_lots::remaining.gt(0))
+        .order(credit_lots::id.asc())
+        .select(credit_lots::id)
+        .load(conn)?;
+    let mut revoked = 0;
+    for lot_id in lots {
+        revoked += revoke_from_lot(conn, lot_id, i64::MAX, kind, reference, now)?;
+    }
+    Ok(revoked)
+}
+
 /// Puts `credits` back into the lot they were revoked from (a refund Stripe failed or canceled),
 /// never above the lot's grant; returns what was put back.
 pub fn reinstate_to_lot(

@@ -2,6 +2,9 @@
 //! id that made it and a sentence a support agent can read. No I/O here; thresholds come in as
 //! arguments (from configuration); every decision is stored with its rule.
 
+pub mod account;
+pub mod dispute;
+pub mod fraud;
 pub mod purchase;
 pub mod refund;
 

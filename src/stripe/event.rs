@@ -138,12 +138,77 @@ impl EventEnvelope {
                     .transpose()?
                     .unwrap_or_default(),
             })),
+            "charge.dispute.created"
+            | "charge.dispute.updated"
+            | "charge.dispute.closed"
+            | "charge.dispute.funds_withdrawn"
+            | "charge.dispute.funds_reinstated" => Ok(StripeFact::Dispute(self.dispute_facts()?)),
+            "radar.early_fraud_warning.created" => {
+                Ok(StripeFact::EarlyFraudWarning(FraudWarningFacts {
+                    warning_id: text(object, "id")
+                        .ok_or_else(|| missing("early fraud warning without id"))?,
+                    charge_id: expandable_id(object, "charge"),
+                    payment_intent_id: expandable_id(object, "payment_intent"),
+                    actionable: object
+                        .get("actionable")
+                        .and_then(Value::as_bool)
+                        .ok_or_else(|| missing("early fraud warning without actionable"))?,
+                    fraud_type: text(object, "fraud_type"),
+                }))
+            }
             "charge.succeeded" => Ok(StripeFact::ChargeSucceeded {
                 charge_id: text(object, "id").ok_or_else(|| missing("charge without id"))?,
                 payment_intent_id: expandable_id(object, "payment_intent"),
             }),
             _ => Ok(StripeFact::Unhandled),
         }
+    }
+}
+
+impl EventEnvelope {
+    fn dispute_facts(&self) -> Result<DisputeFacts, MalformedEvent> {
+        let object = self.object();
+        let event = match self.event_type.as_str() {
+            "charge.dispute.created" => DisputeEvent::Created,
+            "charge.dispute.closed" => DisputeEvent::Closed,
+            "charge.dispute.funds_withdrawn" => DisputeEvent::FundsWithdrawn,
+            "charge.dispute.funds_reinstated" => DisputeEvent::FundsReinstated,
+            _ => DisputeEvent::Updated,
+        };
+        let charge_id = expandable_id(object, "charge");
+        let payment_intent_id = expandable_id(object, "payment_intent");
+        if charge_id.is_none() && payment_intent_id.is_none() {
+            return Err(missing(
+                "dispute names neither a charge nor a payment_intent",
+            ));
+        }
+        Ok(DisputeFacts {
+            event,
+            dispute_id: text(object, "id").ok_or_else(|| missing("dispute without id"))?,
+            charge_id,
+            payment_intent_id,
+            amount: integer(object, "amount").ok_or_else(|| missing("dispute without amount"))?,
+            currency: text(object, "currency")
+                .ok_or_else(|| missing("dispute without currency"))?
+                .to_ascii_lowercase(),
+            reason: text(object, "reason").unwrap_or_else(|| "general".to_owned()),
+            status: text(object, "status").ok_or_else(|| missing("dispute without status"))?,
+            // Ids alone (not expanded) carry no amounts and are left out.
+            balance_transactions: object
+                .get("balance_transactions")
+                .and_then(Value::as_array)
+                .map(|list| {
+                    list.iter()
+                        .filter_map(Value::as_object)
+                        .map(|bt| BalanceTransaction {
+                            amount: integer(bt, "amount").unwrap_or(0),
+                            fee: integer(bt, "fee").unwrap_or(0),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            at: self.created_at().unwrap_or_default(),
+        })
     }
 }
 
@@ -181,6 +246,10 @@ pub enum StripeFact {
     RefundChanged(RefundFacts),
     /// Stripe's running total of money refunded on a charge.
     ChargeRefunded(ChargeRefundFacts),
+    /// A chargeback opened, changed, closed or moved money (CB1–CB4).
+    Dispute(DisputeFacts),
+    /// Radar's early fraud warning on a charge (E1).
+    EarlyFraudWarning(FraudWarningFacts),
     /// A Checkout Session completed with a delayed payment method: nothing is paid yet.
     CheckoutAwaitingPayment { session_id: String },
     /// Stored, not acted on.
@@ -210,6 +279,48 @@ pub struct RefundFacts {
     /// Set when creditguard made the refund (its metadata).
     pub creditguard_refund_id: Option<String>,
     pub failure_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisputeEvent {
+    Created,
+    Updated,
+    Closed,
+    FundsWithdrawn,
+    FundsReinstated,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisputeFacts {
+    pub event: DisputeEvent,
+    pub dispute_id: String,
+    pub charge_id: Option<String>,
+    pub payment_intent_id: Option<String>,
+    pub amount: i64,
+    pub currency: String,
+    /// Stripe's dispute reason (`fraudulent`, `product_not_received`, …).
+    pub reason: String,
+    /// Stripe's dispute status (`needs_response`, `won`, `lost`, `warning_closed`, …).
+    pub status: String,
+    /// The money movements Stripe lists (expanded): negative when withdrawn.
+    pub balance_transactions: Vec<BalanceTransaction>,
+    /// When Stripe sent the event: a dispute is dated by the event that opens it.
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BalanceTransaction {
+    pub amount: i64,
+    pub fee: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FraudWarningFacts {
+    pub warning_id: String,
+    pub charge_id: Option<String>,
+    pub payment_intent_id: Option<String>,
+    pub actionable: bool,
+    pub fraud_type: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,6 +401,55 @@ mod tests {
             Some("ch_3QfxA2B7WZ01zgkW0v8ZrT2c")
         );
         assert_eq!(facts.amount, 2000);
+    }
+
+    #[test]
+    fn disputes_name_charge_reason_status_and_money() {
+        let StripeFact::Dispute(created) = fixture("charge.dispute.created").fact().unwrap() else {
+            panic!("expected a dispute")
+        };
+        assert_eq!(created.event, DisputeEvent::Created);
+        assert_eq!(created.dispute_id, "dp_1Pgc71B7WZ01zgkWMevJiAUx");
+        assert_eq!(
+            created.charge_id.as_deref(),
+            Some("ch_3QfxA2B7WZ01zgkW0v8ZrT2c")
+        );
+        assert_eq!(
+            (created.reason.as_str(), created.status.as_str()),
+            ("fraudulent", "needs_response")
+        );
+        assert_eq!((created.amount, created.currency.as_str()), (2000, "usd"));
+        let StripeFact::Dispute(closed) = fixture("charge.dispute.closed").fact().unwrap() else {
+            panic!("expected a dispute")
+        };
+        assert_eq!(
+            (closed.event, closed.status.as_str()),
+            (DisputeEvent::Closed, "lost")
+        );
+        let StripeFact::Dispute(funds) = fixture("charge.dispute.funds_withdrawn").fact().unwrap()
+        else {
+            panic!("expected a dispute")
+        };
+        assert_eq!(funds.event, DisputeEvent::FundsWithdrawn);
+        assert!(funds.balance_transactions.is_empty());
+    }
+
+    #[test]
+    fn early_fraud_warnings_say_whether_they_are_actionable() {
+        let StripeFact::EarlyFraudWarning(warning) =
+            fixture("radar.early_fraud_warning.created").fact().unwrap()
+        else {
+            panic!("expected an early fraud warning")
+        };
+        assert!(warning.actionable);
+        assert_eq!(
+            warning.payment_intent_id.as_deref(),
+            Some("pi_3QfxA2B7WZ01zgkW0x1mQ9sY")
+        );
+        assert_eq!(
+            warning.fraud_type.as_deref(),
+            Some("unauthorized_use_of_card")
+        );
     }
 
     #[test]

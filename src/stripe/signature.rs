@@ -23,6 +23,11 @@ impl<T> Verified<T> {
     pub fn get(&self) -> &T {
         &self.0
     }
+    /// A value read back from the webhook table, where only verified bodies are ever stored
+    /// (the deferred-event worker applies them again).
+    pub(crate) fn stored(value: T) -> Self {
+        Verified(value)
+    }
     /// Transforms the verified value, keeping the proof.
     pub fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Verified<U>, E> {
         f(self.0).map(Verified)

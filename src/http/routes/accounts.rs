@@ -2,12 +2,16 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::db::models::Account;
-use crate::domain::{AccountId, Credits, GenerationId, Role};
+use crate::db::models::{Account, DecisionRow};
+use crate::db::DbConnection;
+use crate::domain::{AccountId, Credits, GenerationId, Role, SupportReason};
+use crate::flows::account::{support_action, AccountActionError};
 use crate::flows::credits;
 use crate::http::auth::Caller;
+use crate::http::routes::purchases::decision_json;
 use crate::http::{page_limit, rfc3339, ApiError, AppState};
 use crate::ledger::{self, ConsumeOutcome};
+use crate::policy::account::SupportAction;
 
 const READERS: &[Role] = &[Role::Service, Role::Support, Role::Finance];
 
@@ -15,7 +19,14 @@ fn account_id(raw: &str) -> Result<AccountId, ApiError> {
     AccountId::parse(raw).map_err(|e| ApiError::invalid("account_id", e))
 }
 
-fn account_json(account: &Account, lots: &[ledger::Lot]) -> Value {
+/// The account with its lots and the decisions on it (CB1–CB4, E1, V1), as API.md shows it.
+fn account_view(conn: &mut DbConnection, account: &Account) -> Result<Value, ApiError> {
+    let lots = ledger::account_lots(conn, &account.id)?;
+    let decisions = DecisionRow::for_subject(conn, "account", &account.id)?;
+    Ok(account_json(account, &lots, &decisions))
+}
+
+fn account_json(account: &Account, lots: &[ledger::Lot], decisions: &[DecisionRow]) -> Value {
     json!({
         "id": account.id,
         "status": account.status,
@@ -31,6 +42,7 @@ fn account_json(account: &Account, lots: &[ledger::Lot]) -> Value {
             "remaining": lot.remaining,
             "granted_at": rfc3339(lot.created_at),
         })).collect::<Vec<_>>(),
+        "decisions": decisions.iter().map(decision_json).collect::<Vec<_>>(),
     })
 }
 
@@ -64,7 +76,7 @@ pub async fn put_account(
             ));
         }
     }
-    let (account, lots, created) = state
+    let (view, created) = state
         .db_write(move |conn, ctx| {
             let (account, created) = credits::upsert_account(
                 conn,
@@ -73,8 +85,7 @@ pub async fn put_account(
                 body.stripe_customer_id.as_deref(),
                 ctx,
             )?;
-            let lots = ledger::account_lots(conn, &account.id)?;
-            Ok((account, lots, created))
+            Ok((account_view(conn, &account)?, created))
         })
         .await?;
     let mut response = if created {
@@ -82,7 +93,7 @@ pub async fn put_account(
     } else {
         HttpResponse::Ok()
     };
-    Ok(response.json(account_json(&account, &lots)))
+    Ok(response.json(view))
 }
 
 /// `GET /v1/accounts/{id}`: balance and lots.
@@ -93,14 +104,13 @@ pub async fn get_account(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
     let id = account_id(&path)?;
-    let (account, lots) = state
+    let view = state
         .db(move |conn, _| {
             let account = Account::find(conn, id.as_str())?.ok_or_else(|| not_found(&id))?;
-            let lots = ledger::account_lots(conn, &account.id)?;
-            Ok((account, lots))
+            account_view(conn, &account)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(account_json(&account, &lots)))
+    Ok(HttpResponse::Ok().json(view))
 }
 
 fn not_found(id: &AccountId) -> ApiError {
@@ -224,4 +234,98 @@ pub async fn post_failure(
         "already_restored": restoration.already_restored,
         "rule": "T1",
     })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    reason: Option<String>,
+    note: Option<String>,
+}
+
+impl ActionBody {
+    /// Why a person acts is part of the record: a note is required.
+    fn note(&self) -> Result<String, ApiError> {
+        match self.note.as_deref().map(str::trim) {
+            Some(note) if !note.is_empty() && note.len() <= 2000 => Ok(note.to_owned()),
+            _ => Err(ApiError::invalid(
+                "note",
+                "a note of 1 to 2000 characters saying why is required",
+            )),
+        }
+    }
+
+    fn reason(&self) -> Result<SupportReason, ApiError> {
+        self.reason
+            .as_deref()
+            .ok_or_else(|| ApiError::invalid("reason", "is required"))?
+            .parse()
+            .map_err(|e| ApiError::invalid("reason", e))
+    }
+}
+
+/// Rule V1: a support action, recorded with who did it, when and why.
+async fn act(
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<ActionBody>,
+    state: web::Data<AppState>,
+    action: impl FnOnce(&ActionBody) -> Result<SupportAction, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Support])?;
+    let id = account_id(&path)?;
+    let body = body.into_inner();
+    let action = action(&body)?;
+    let note = body.note()?;
+    let actor = format!("{}:{}", caller.role, caller.token_id);
+    let view = state
+        .db_write(move |conn, ctx| {
+            let account =
+                support_action(conn, &id, action, &note, &actor, ctx).map_err(|e| match e {
+                    AccountActionError::NotFound(_) => not_found(&id),
+                    e @ AccountActionError::Refused(_) => {
+                        ApiError::Conflict("account-terminated", e.to_string())
+                    }
+                    AccountActionError::Ledger(e) => e.into(),
+                })?;
+            account_view(conn, &account)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `POST /v1/accounts/{id}/suspend {reason, note}`.
+pub async fn suspend(
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<ActionBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    act(caller, path, body, state, |b| {
+        Ok(SupportAction::Suspend(b.reason()?))
+    })
+    .await
+}
+
+/// `POST /v1/accounts/{id}/reinstate {note}`.
+pub async fn reinstate(
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<ActionBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    act(caller, path, body, state, |_| Ok(SupportAction::Reinstate)).await
+}
+
+/// `POST /v1/accounts/{id}/terminate {reason, note}`: revokes all unused credits.
+pub async fn terminate(
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<ActionBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    act(caller, path, body, state, |b| {
+        Ok(SupportAction::Terminate(b.reason()?))
+    })
+    .await
 }

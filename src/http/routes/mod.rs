@@ -1,4 +1,5 @@
 mod accounts;
+mod disputes;
 mod ops;
 mod purchases;
 mod refunds;
@@ -31,11 +32,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::post().to(accounts::post_consumption),
                 )
                 .route(
+                    "/accounts/{account_id}/suspend",
+                    web::post().to(accounts::suspend),
+                )
+                .route(
+                    "/accounts/{account_id}/reinstate",
+                    web::post().to(accounts::reinstate),
+                )
+                .route(
+                    "/accounts/{account_id}/terminate",
+                    web::post().to(accounts::terminate),
+                )
+                .route(
                     "/consumptions/{generation_id}/failure",
                     web::post().to(accounts::post_failure),
                 )
                 .route("/purchases", web::get().to(purchases::list))
                 .route("/purchases/{purchase_id}", web::get().to(purchases::get))
-                .route("/refunds", web::get().to(refunds::list)),
+                .route("/refunds", web::get().to(refunds::list))
+                .route("/disputes", web::get().to(disputes::list)),
         );
 }

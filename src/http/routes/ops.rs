@@ -1,6 +1,7 @@
 use actix_web::{http::header, web, HttpResponse};
 use serde_json::json;
 
+use crate::db::disputes::Dispute;
 use crate::db::{has_pending_migrations, models::WebhookEventRow};
 use crate::domain::EventStatus;
 use crate::http::{ApiError, AppState};
@@ -30,12 +31,13 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Prometheus text format. Gauges are read from the database at scrape time, so they are right
 /// across replicas.
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let counts = state
+    let (counts, open_disputes) = state
         .db(|conn, _| {
-            EventStatus::ALL
+            let counts = EventStatus::ALL
                 .iter()
                 .map(|s| Ok((*s, WebhookEventRow::count_by_status(conn, s.as_str())?)))
-                .collect::<Result<Vec<_>, ApiError>>()
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            Ok((counts, Dispute::count_open(conn)?))
         })
         .await?;
     let mut text = String::from(
@@ -47,6 +49,11 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
             "creditguard_webhook_events{{status=\"{status}\"}} {n}\n"
         ));
     }
+    text.push_str(&format!(
+        "# HELP creditguard_disputes_open Disputes not closed yet (CB1: their accounts are suspended).\n\
+         # TYPE creditguard_disputes_open gauge\n\
+         creditguard_disputes_open {open_disputes}\n"
+    ));
     let pool = state.database.pool().state();
     text.push_str(&format!(
         "# HELP creditguard_db_connections Database pool connections.\n\

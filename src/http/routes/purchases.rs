@@ -26,13 +26,18 @@ fn purchase_json(purchase: &Purchase, remaining: i64, decisions: &[DecisionRow])
         "credits_granted": purchase.credits_granted,
         "credits_remaining": remaining,
         "paid_at": rfc3339(purchase.paid_at),
-        "decisions": decisions.iter().map(|d| json!({
-            "rule": d.rule,
-            "action": d.action,
-            "explanation": d.explanation,
-            "decided_by": d.decided_by,
-            "at": rfc3339(d.created_at),
-        })).collect::<Vec<_>>(),
+        "decisions": decisions.iter().map(decision_json).collect::<Vec<_>>(),
+    })
+}
+
+/// A stored decision: the rule that made it, what it did and why, and who decided.
+pub(crate) fn decision_json(d: &DecisionRow) -> Value {
+    json!({
+        "rule": d.rule,
+        "action": d.action,
+        "explanation": d.explanation,
+        "decided_by": d.decided_by,
+        "at": rfc3339(d.created_at),
     })
 }
 

@@ -1,0 +1,412 @@
+//! Chargebacks (CB1–CB4) inside the event's transaction. Whichever event of a dispute arrives
+//! first creates its row and applies CB1; `closed` applies CB2 or CB3 once; the `funds_*`
+//! events record the money for finance. A dispute whose purchase is not known yet is deferred.
+
+use chrono::TimeDelta;
+
+use super::account::{record_account_decision, suspend_automatically, terminate};
+use super::refund::find_purchase;
+use super::webhook::{Applied, IngestError};
+use super::{record_purchase_decision, FlowContext, DECIDED_BY_POLICY};
+use crate::db::db_time;
+use crate::db::disputes::{Dispute, Funds, NewDispute};
+use crate::db::models::{Account, Purchase};
+use crate::db::refunds::Refund;
+use crate::db::DbConnection;
+use crate::domain::{AccountStatus, LedgerKind, PurchaseStatus};
+use crate::ledger;
+use crate::policy::dispute::{
+    decide_closed, decide_opened, decide_termination, AccountState, CloseAction, ClosedDispute,
+    DisputePolicy, OpenedDispute, TerminationTrigger, SUSPENDED_FOR_DISPUTE,
+};
+use crate::stripe::event::{BalanceTransaction, DisputeEvent, DisputeFacts};
+
+pub fn apply_dispute_event(
+    conn: &mut DbConnection,
+    facts: &DisputeFacts,
+    event_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Applied, IngestError> {
+    let Some(purchase) = find_purchase(
+        conn,
+        facts.charge_id.as_deref(),
+        facts.payment_intent_id.as_deref(),
+    )?
+    else {
+        return Ok(Applied::deferred(format!(
+            "dispute {} is for charge {} / payment intent {}, which no purchase has yet; retried until the purchase arrives",
+            facts.dispute_id,
+            facts.charge_id.as_deref().unwrap_or("-"),
+            facts.payment_intent_id.as_deref().unwrap_or("-"),
+        )));
+    };
+    // Every delivery about this purchase is serialised from here (refund flows take it too).
+    Purchase::lock(conn, &purchase.id, ctx.now)?;
+    let opened = open_once(conn, &purchase, facts, event_id, ctx)?;
+    let dispute = Dispute::find(conn, &facts.dispute_id)?.ok_or(diesel::result::Error::NotFound)?;
+    let detail = match facts.event {
+        DisputeEvent::Created | DisputeEvent::Updated => {
+            Dispute::set_status(conn, &dispute.id, &facts.status, ctx.now)?;
+            opened.unwrap_or_else(|| format!("dispute {} is now {}", dispute.id, facts.status))
+        }
+        DisputeEvent::Closed => close(conn, &dispute, &purchase, facts, event_id, ctx)?,
+        DisputeEvent::FundsWithdrawn => {
+            let funds = withdrawn(&facts.balance_transactions, facts.amount);
+            Dispute::set_funds_withdrawn(conn, &dispute.id, funds, ctx.now)?;
+            format!(
+                "dispute {}: {} {} withdrawn, {} in fees",
+                dispute.id, funds.amount, dispute.currency, funds.fees
+            )
+        }
+        DisputeEvent::FundsReinstated => {
+            let funds = reinstated(&facts.balance_transactions, facts.amount);
+            Dispute::set_funds_reinstated(conn, &dispute.id, funds, ctx.now)?;
+            format!(
+                "dispute {}: {} {} reinstated, {} in fees returned",
+                dispute.id, funds.amount, dispute.currency, funds.fees
+            )
+        }
+    };
+    Ok(Applied::processed(detail))
+}
+
+/// The money a `funds_withdrawn` event took: its negative balance transactions, or the
+/// dispute's amount when Stripe listed none.
+fn withdrawn(transactions: &[BalanceTransaction], dispute_amount: i64) -> Funds {
+    let taken: Vec<_> = transactions.iter().filter(|t| t.amount < 0).collect();
+    if taken.is_empty() {
+        return Funds {
+            amount: dispute_amount,
+            fees: 0,
+        };
+    }
+    Funds {
+        amount: taken.iter().map(|t| -t.amount).sum(),
+        fees: taken.iter().map(|t| t.fee).sum(),
+    }
+}
+
+/// The money a `funds_reinstated` event gave back: its positive balance transactions (fees come
+/// back as negative fees), or the dispute's amount when Stripe listed none.
+fn reinstated(transactions: &[BalanceTransaction], dispute_amount: i64) -> Funds {
+    let given: Vec<_> = transactions.iter().filter(|t| t.amount > 0).collect();
+    if given.is_empty() {
+        return Funds {
+            amount: dispute_amount,
+            fees: 0,
+        };
+    }
+    Funds {
+        amount: given.iter().map(|t| t.amount).sum(),
+        fees: given.iter().map(|t| -t.fee).sum(),
+    }
+}
+
+fn account_state(account: &Account) -> AccountState<'_> {
+    AccountState {
+        id: &account.id,
+        status: account.status.parse().unwrap_or(AccountStatus::Active),
+        status_reason: account.status_reason.as_deref(),
+    }
+}
+
+fn policy(ctx: FlowContext<'_>) -> DisputePolicy {
+    DisputePolicy {
+        max_disputes: ctx.settings.policy.max_disputes,
+        lookback: TimeDelta::days(ctx.settings.policy.dispute_lookback_days),
+    }
+}
+
+/// Creates the dispute's row if it is new and applies CB1 (and CB4 if the account reached its
+/// limit); returns what it did, or None if the dispute was known.
+fn open_once(
+    conn: &mut DbConnection,
+    purchase: &Purchase,
+    facts: &DisputeFacts,
+    event_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Option<String>, IngestError> {
+    let opened_at = db_time(facts.at);
+    let created = Dispute::insert_once(
+        conn,
+        &NewDispute {
+            id: &facts.dispute_id,
+            purchase_id: &purchase.id,
+            account_id: purchase.account_id.as_deref(),
+            charge_id: facts.charge_id.as_deref().or(purchase.charge_id.as_deref()),
+            reason: &facts.reason,
+            amount: facts.amount,
+            currency: &facts.currency,
+            status: &facts.status,
+            opened_at,
+            created_at: ctx.now,
+            updated_at: ctx.now,
+        },
+    )?;
+    if !created {
+        return Ok(None);
+    }
+    let account = match &purchase.account_id {
+        Some(id) => Account::find(conn, id)?,
+        None => None,
+    };
+    let lot = ledger::purchase_lot(conn, &purchase.id)?;
+    let decision = decide_opened(&OpenedDispute {
+        dispute_id: &facts.dispute_id,
+        reason: &facts.reason,
+        purchase_id: &purchase.id,
+        account: account.as_ref().map(account_state),
+        unused_credits: lot.as_ref().map_or(0, |l| l.remaining),
+    });
+    Purchase::set_status(
+        conn,
+        &purchase.id,
+        PurchaseStatus::Disputed.as_str(),
+        ctx.now,
+    )?;
+    let revoked = match &lot {
+        Some(lot) => ledger::revoke_from_lot(
+            conn,
+            lot.id,
+            decision.action.revoke_credits,
+            LedgerKind::DisputeRevoke,
+            &facts.dispute_id,
+            ctx.now,
+        )?,
+        None => 0,
+    };
+    Dispute::add_credits_revoked(conn, &facts.dispute_id, revoked, ctx.now)?;
+    record_purchase_decision(
+        conn,
+        &purchase.id,
+        decision.rule,
+        &format!("dispute:{}", facts.dispute_id),
+        &decision.explanation,
+        event_id,
+        ctx,
+    )?;
+    tracing::warn!(
+        dispute_id = facts.dispute_id,
+        purchase_id = purchase.id,
+        revoked,
+        reason = facts.reason,
+        "dispute opened (CB1)"
+    );
+    let Some(account) = account else {
+        return Ok(Some(decision.explanation));
+    };
+    if decision.action.suspend_account {
+        suspend_automatically(
+            conn,
+            &account.id,
+            SUSPENDED_FOR_DISPUTE,
+            &decision,
+            event_id,
+            ctx,
+        )?;
+    }
+    // CB4 counts the disputes opened within the lookback on either side of this one, so a late
+    // delivery of an older dispute is judged as it happened.
+    let policy = policy(ctx);
+    let disputes = Dispute::count_opened_between(
+        conn,
+        &account.id,
+        opened_at - policy.lookback,
+        opened_at + policy.lookback,
+    )?;
+    let account = Account::find(conn, &account.id)?.ok_or(diesel::result::Error::NotFound)?;
+    if let Some(termination) = decide_termination(
+        account_state(&account),
+        TerminationTrigger::RepeatedDisputes { disputes },
+        policy,
+    ) {
+        terminate(
+            conn,
+            &account.id,
+            termination.action.reason,
+            LedgerKind::FraudRevoke,
+            &termination,
+            &facts.dispute_id,
+            DECIDED_BY_POLICY,
+            ctx,
+        )?;
+        return Ok(Some(format!(
+            "{} {}",
+            decision.explanation, termination.explanation
+        )));
+    }
+    Ok(Some(decision.explanation))
+}
+
+/// CB2 or CB3 (and CB4 for a lost fraudulent dispute), once per dispute.
+fn close(
+    conn: &mut DbConnection,
+    dispute: &Dispute,
+    purchase: &Purchase,
+    facts: &DisputeFacts,
+    event_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<String, IngestError> {
+    if !Dispute::close(conn, &dispute.id, &facts.status, db_time(facts.at), ctx.now)? {
+        return Ok(format!(
+            "dispute {} was already closed as {}",
+            dispute.id,
+            dispute.outcome.as_deref().unwrap_or("?")
+        ));
+    }
+    let account = match &dispute.account_id {
+        Some(id) => {
+            ledger::lock_account(conn, id, ctx.now)?;
+            Account::find(conn, id)?
+        }
+        None => None,
+    };
+    let other_open_disputes = match &account {
+        Some(a) => Dispute::others_open(conn, &a.id, &dispute.id)?,
+        None => 0,
+    };
+    let decision = decide_closed(&ClosedDispute {
+        dispute_id: &dispute.id,
+        status: &facts.status,
+        reason: &dispute.reason,
+        credits_revoked: dispute.credits_revoked,
+        account: account.as_ref().map(account_state),
+        other_open_disputes,
+    });
+    record_purchase_decision(
+        conn,
+        &purchase.id,
+        decision.rule,
+        &format!("dispute_{}:{}", facts.status, dispute.id),
+        &decision.explanation,
+        event_id,
+        ctx,
+    )?;
+    let lift = match decision.action {
+        CloseAction::Reinstate {
+            credits,
+            lift_suspension,
+        } => {
+            let given = match ledger::purchase_lot(conn, &purchase.id)? {
+                Some(lot) => ledger::reinstate_to_lot(
+                    conn,
+                    lot.id,
+                    credits,
+                    LedgerKind::DisputeReinstate,
+                    &dispute.id,
+                    ctx.now,
+                )?,
+                None => 0,
+            };
+            Dispute::set_credits_reinstated(conn, &dispute.id, given, ctx.now)?;
+            let status = undisputed_status(conn, purchase)?;
+            Purchase::set_status(conn, &purchase.id, status, ctx.now)?;
+            lift_suspension
+        }
+        CloseAction::KeepRevoked { lift_suspension } => lift_suspension,
+        CloseAction::KeepRevokedAndTerminate => {
+            if let Some(account) = &account {
+                if let Some(termination) = decide_termination(
+                    account_state(account),
+                    TerminationTrigger::FraudulentDisputeLost {
+                        dispute_id: &dispute.id,
+                    },
+                    policy(ctx),
+                ) {
+                    terminate(
+                        conn,
+                        &account.id,
+                        termination.action.reason,
+                        LedgerKind::FraudRevoke,
+                        &termination,
+                        &dispute.id,
+                        DECIDED_BY_POLICY,
+                        ctx,
+                    )?;
+                }
+            }
+            false
+        }
+        CloseAction::Unknown => {
+            tracing::warn!(
+                dispute_id = dispute.id,
+                status = facts.status,
+                "dispute closed with an unknown status"
+            );
+            false
+        }
+    };
+    if let (true, Some(account)) = (lift, &account) {
+        if Account::lift_suspension(conn, &account.id, SUSPENDED_FOR_DISPUTE, ctx.now)? {
+            record_account_decision(
+                conn,
+                &account.id,
+                decision.rule,
+                "lift_suspension",
+                &decision.explanation,
+                event_id,
+                DECIDED_BY_POLICY,
+                ctx,
+            )?;
+        }
+    }
+    tracing::info!(dispute_id = dispute.id, status = facts.status, rule = %decision.rule, "dispute closed");
+    Ok(format!("{}: {}", decision.rule, decision.explanation))
+}
+
+/// The status a purchase goes back to when its dispute is won: what its refunds made it.
+fn undisputed_status(
+    conn: &mut DbConnection,
+    purchase: &Purchase,
+) -> Result<&'static str, IngestError> {
+    if purchase.undelivered_reason.is_some() {
+        return Ok(PurchaseStatus::Undelivered.as_str());
+    }
+    let refunded = Refund::succeeded_amount(conn, &purchase.id)?;
+    Ok(if refunded >= purchase.amount {
+        PurchaseStatus::Refunded
+    } else if refunded > 0 {
+        PurchaseStatus::PartiallyRefunded
+    } else {
+        PurchaseStatus::Credited
+    }
+    .as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn funds_come_from_the_balance_transactions_or_the_dispute_amount() {
+        assert_eq!(
+            withdrawn(&[], 2000),
+            Funds {
+                amount: 2000,
+                fees: 0
+            }
+        );
+        let out = [BalanceTransaction {
+            amount: -2000,
+            fee: 1500,
+        }];
+        assert_eq!(
+            withdrawn(&out, 2000),
+            Funds {
+                amount: 2000,
+                fees: 1500
+            }
+        );
+        let back = [BalanceTransaction {
+            amount: 2000,
+            fee: -1500,
+        }];
+        assert_eq!(
+            reinstated(&back, 2000),
+            Funds {
+                amount: 2000,
+                fees: 1500
+            }
+        );
+    }
+}
