@@ -33,13 +33,14 @@ pub struct Job {
     pub updated_at: NaiveDateTime,
 }
 
-/// Queues a job unless one with this idempotency key exists; true if queued.
+/// Queues a job, due at `run_after`, unless one with this idempotency key exists; true if queued.
 pub fn enqueue(
     conn: &mut DbConnection,
     kind: &str,
     idempotency_key: &str,
     payload: &str,
     trace_context: Option<&str>,
+    run_after: NaiveDateTime,
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
     let inserted = per_backend!(conn, |c| diesel::insert_into(jobs::table)
@@ -49,7 +50,7 @@ pub fn enqueue(
             jobs::idempotency_key.eq(idempotency_key),
             jobs::status.eq(status::QUEUED),
             jobs::attempts.eq(0),
-            jobs::run_after.eq(now),
+            jobs::run_after.eq(run_after),
             jobs::trace_context.eq(trace_context),
             jobs::created_at.eq(now),
             jobs::updated_at.eq(now),

@@ -146,6 +146,18 @@ impl Refund {
         Ok(amounts.into_iter().sum())
     }
 
+    /// Live refunds of the purchase whose credits could not all be revoked (O1 shortfalls),
+    /// oldest first.
+    pub fn with_shortfall(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<Vec<Refund>> {
+        refunds::table
+            .filter(refunds::purchase_id.eq(purchase_id))
+            .filter(refunds::credits_shortfall.gt(0))
+            .filter(refunds::status.eq_any(status::LIVE))
+            .order((refunds::created_at.asc(), refunds::id.asc()))
+            .select(Refund::as_select())
+            .load(conn)
+    }
+
     /// An outside refund recorded from `charge.refunded` before Stripe told us its id.
     pub fn unnamed_outside(
         conn: &mut DbConnection,

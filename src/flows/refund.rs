@@ -204,6 +204,7 @@ pub fn start_refund(
         &json!({ "refund_id": refund_id }).to_string(),
         trace.as_deref(),
         ctx.now,
+        ctx.now,
     )?;
     decide(
         conn,
@@ -278,6 +279,7 @@ pub fn settle(
                     &format!("{}:{to}", refund.id),
                     ctx.now,
                 )?;
+                cover_outside_shortfalls(conn, refund, lot.id, ctx)?;
             }
             tracing::warn!(
                 refund_id = refund.id,
@@ -290,6 +292,44 @@ pub fn settle(
         _ => {}
     }
     Ok(true)
+}
+
+/// Credits that come back from a failed refund first cover what a refund made outside
+/// creditguard (O1) could not revoke because ours held them: that money went back, so those
+/// credits must not return to the account. (Stripe refuses ours with `charge_already_refunded`
+/// exactly when the Dashboard refund came first.)
+fn cover_outside_shortfalls(
+    conn: &mut DbConnection,
+    failed: &Refund,
+    lot_id: i64,
+    ctx: FlowContext<'_>,
+) -> Result<(), IngestError> {
+    for outside in Refund::with_shortfall(conn, &failed.purchase_id)? {
+        let taken = ledger::revoke_from_lot(
+            conn,
+            lot_id,
+            outside.credits_shortfall,
+            LedgerKind::RefundRevoke,
+            &format!("{}:after:{}", outside.id, failed.id),
+            ctx.now,
+        )?;
+        if taken == 0 {
+            break;
+        }
+        Refund::set_credits(
+            conn,
+            &outside.id,
+            outside.credits_revoked + taken,
+            outside.credits_shortfall - taken,
+        )?;
+        tracing::info!(
+            refund_id = outside.id,
+            failed_refund_id = failed.id,
+            taken,
+            "credits of a failed refund cover an outside refund's shortfall (O1)"
+        );
+    }
+    Ok(())
 }
 
 fn purchase_account_terminated(

@@ -186,6 +186,8 @@ fn defer(conn: &mut DbConnection, event_id: &str, ctx: FlowContext<'_>) -> Resul
         &format!("deferred:{event_id}"),
         &serde_json::json!({ "event_id": event_id }).to_string(),
         trace.as_deref(),
+        // Not at once: what it waits for rarely arrives within the same second.
+        ctx.now + chrono::TimeDelta::milliseconds(ctx.settings.jobs.retry_base_millis as i64),
         ctx.now,
     )?;
     tracing::info!(

@@ -392,3 +392,178 @@ pub fn payment_intent_succeeded(pi: &str, metadata: Value, amount: i64) -> Value
     object["latest_charge"] = json!(new_id("ch"));
     event
 }
+
+// ---- Chargebacks, early fraud warnings and account actions (CB1–CB4, E1, V1) ----
+
+/// `charge.dispute.<kind>` built from the `charge.dispute.created` fixture, under a new event id.
+/// `charge: None` gives the dispute a fresh `ch_…` id (the purchase is then found by its
+/// PaymentIntent). `created` is the dispute's time (CB4 counts by it): the envelope's `created`
+/// and the dispute object's.
+#[allow(clippy::too_many_arguments)]
+pub fn dispute_event(
+    kind: &str,
+    dispute_id: &str,
+    payment_intent: &str,
+    charge: Option<&str>,
+    status: &str,
+    reason: &str,
+    amount: i64,
+    created: i64,
+) -> Value {
+    let mut event = fixture("charge.dispute.created");
+    event["id"] = json!(new_id("evt"));
+    event["type"] = json!(format!("charge.dispute.{kind}"));
+    event["created"] = json!(created);
+    let object = &mut event["data"]["object"];
+    object["id"] = json!(dispute_id);
+    object["created"] = json!(created);
+    object["payment_intent"] = json!(payment_intent);
+    object["charge"] = json!(charge.map(str::to_owned).unwrap_or_else(|| new_id("ch")));
+    object["status"] = json!(status);
+    object["reason"] = json!(reason);
+    object["amount"] = json!(amount);
+    event
+}
+
+/// `radar.early_fraud_warning.created` built from the fixture: new event and `issfr_` ids, a
+/// fresh charge id, the given PaymentIntent.
+pub fn early_fraud_warning(payment_intent: &str, actionable: bool) -> Value {
+    let mut event = fixture("radar.early_fraud_warning.created");
+    event["id"] = json!(new_id("evt"));
+    let object = &mut event["data"]["object"];
+    object["id"] = json!(new_id("issfr"));
+    object["payment_intent"] = json!(payment_intent);
+    object["charge"] = json!(new_id("ch"));
+    object["actionable"] = json!(actionable);
+    event
+}
+
+/// `charge.refunded` built from the fixture: `amount_refunded` of the charge of `payment_intent`
+/// refunded from outside creditguard (no refund objects listed).
+pub fn charge_refunded(payment_intent: &str, charge: &str, amount_refunded: i64) -> Value {
+    let mut event = fixture("charge.refunded");
+    event["id"] = json!(new_id("evt"));
+    let object = &mut event["data"]["object"];
+    object["id"] = json!(charge);
+    object["payment_intent"] = json!(payment_intent);
+    object["amount_refunded"] = json!(amount_refunded);
+    object["refunds"]["data"] = json!([]);
+    event
+}
+
+/// Polls `check` until it holds, advancing the test clock by 2 s between tries (so that
+/// background retries come due); panics naming `what` after about 200 tries.
+pub async fn eventually<F, Fut>(app: &TestApp, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        app.advance(chrono::TimeDelta::seconds(2));
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+impl TestApp {
+    /// `GET /v1/disputes` (all of them), as finance.
+    pub async fn disputes(&self) -> Vec<Value> {
+        self.get_json("/v1/disputes", &self.finance_token)
+            .await
+            .as_array()
+            .expect("a JSON array of disputes")
+            .clone()
+    }
+
+    /// The dispute `id` from `GET /v1/disputes`, if listed.
+    pub async fn find_dispute(&self, id: &str) -> Option<Value> {
+        self.disputes().await.into_iter().find(|d| d["id"] == id)
+    }
+
+    pub async fn dispute(&self, id: &str) -> Value {
+        self.find_dispute(id)
+            .await
+            .unwrap_or_else(|| panic!("dispute {id} not listed"))
+    }
+
+    /// The purchase of `account` paid through `payment_intent`, from `GET /v1/purchases`.
+    pub async fn purchase_of(&self, account: &str, payment_intent: &str) -> Value {
+        let list = self
+            .get_json(
+                &format!("/v1/purchases?account_id={account}"),
+                &self.support_token,
+            )
+            .await;
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["payment_intent"] == payment_intent)
+            .unwrap_or_else(|| panic!("no purchase {payment_intent} for {account}: {list}"))
+            .clone()
+    }
+
+    /// Every ledger entry of `account`, oldest first.
+    pub async fn ledger(&self, account: &str) -> Vec<Value> {
+        self.get_json(
+            &format!("/v1/accounts/{account}/ledger?limit=1000"),
+            &self.support_token,
+        )
+        .await["entries"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// (number of entries, sum of deltas) of the ledger entries of `kind` of `account`.
+    pub async fn ledger_kind(&self, account: &str, kind: &str) -> (usize, i64) {
+        let entries: Vec<Value> = self
+            .ledger(account)
+            .await
+            .into_iter()
+            .filter(|e| e["kind"] == kind)
+            .collect();
+        let sum = entries.iter().map(|e| e["delta"].as_i64().unwrap()).sum();
+        (entries.len(), sum)
+    }
+}
+
+/// The decisions of an account or purchase view with `rule`.
+pub fn decisions_with_rule(view: &Value, rule: &str) -> Vec<Value> {
+    view["decisions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no decisions array in {view}"))
+        .iter()
+        .filter(|d| d["rule"] == rule)
+        .cloned()
+        .collect()
+}
+
+/// The `remaining` of the lot granted by `purchase_id`, from an account view.
+pub fn lot_remaining(account: &Value, purchase_id: &Value) -> i64 {
+    account["lots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| &l["purchase_id"] == purchase_id)
+        .unwrap_or_else(|| panic!("no lot of purchase {purchase_id} in {account}"))["remaining"]
+        .as_i64()
+        .unwrap()
+}
+
+/// Asserts a problem+json answer with `status` and `type`; returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16, problem: &str) -> Value {
+    let code = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(code, status, "{body}");
+    assert_eq!(content_type, "application/problem+json", "{body}");
+    assert_eq!(body["type"], problem, "{body}");
+    body
+}

@@ -1,8 +1,11 @@
 //! Black-box tests through HTTP. Default: SQLite. With `DATABASE_URL=postgres://…`: the same
 //! tests on PostgreSQL, each in a database of its own.
 
+mod account_actions;
 mod auth;
 mod consumptions;
+mod disputes;
+mod fraud;
 mod helpers;
 mod ops;
 mod purchases;

@@ -10,13 +10,13 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
 
-async fn fake_stripe() -> MockServer {
+pub(crate) async fn fake_stripe() -> MockServer {
     MockServer::start().await
 }
 
 /// Answers like Stripe's Refunds API: a refund object whose id is the same for the same
 /// `Idempotency-Key` (a repeated request returns the first refund) and different otherwise.
-struct StripeRefunds {
+pub(crate) struct StripeRefunds {
     status: &'static str,
     delay: Duration,
 }
@@ -42,7 +42,7 @@ impl wiremock::Respond for StripeRefunds {
     }
 }
 
-fn stripe_refund(status: &'static str) -> StripeRefunds {
+pub(crate) fn stripe_refund(status: &'static str) -> StripeRefunds {
     StripeRefunds {
         status,
         delay: Duration::ZERO,
@@ -54,7 +54,7 @@ async fn app_with_stripe(stripe: &MockServer) -> TestApp {
     spawn_app_with(move |s| configure_stripe(s, &uri)).await
 }
 
-fn configure_stripe(s: &mut creditguard::Settings, uri: &str) {
+pub(crate) fn configure_stripe(s: &mut creditguard::Settings, uri: &str) {
     s.stripe.api_base = uri.to_owned();
     s.stripe.secret_key = Some("sk_test_fake".into());
     s.stripe.timeout_secs = 1;
@@ -72,7 +72,7 @@ async fn purchase_at(app: &TestApp, account: &str, minute: i64) -> String {
     pi
 }
 
-async fn refunds(app: &TestApp) -> Vec<Value> {
+pub(crate) async fn refunds(app: &TestApp) -> Vec<Value> {
     app.get_json("/v1/refunds", &app.finance_token)
         .await
         .as_array()
@@ -81,7 +81,11 @@ async fn refunds(app: &TestApp) -> Vec<Value> {
 }
 
 /// Waits (advancing the test clock, so retries come due) until `done` holds for the refunds.
-async fn wait_for(app: &TestApp, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub(crate) async fn wait_for(
+    app: &TestApp,
+    what: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     for _ in 0..200 {
         let list = refunds(app).await;
         if done(&list) {
@@ -111,7 +115,7 @@ async fn wait_for(app: &TestApp, what: &str, done: impl Fn(&[Value]) -> bool) ->
     );
 }
 
-async fn refund_requests(stripe: &MockServer) -> Vec<wiremock::Request> {
+pub(crate) async fn refund_requests(stripe: &MockServer) -> Vec<wiremock::Request> {
     stripe
         .received_requests()
         .await
@@ -127,7 +131,7 @@ fn form(request: &wiremock::Request) -> Vec<(String, String)> {
         .collect()
 }
 
-fn field(request: &wiremock::Request, key: &str) -> Option<String> {
+pub(crate) fn field(request: &wiremock::Request, key: &str) -> Option<String> {
     form(request)
         .into_iter()
         .find(|(k, _)| k == key)
@@ -363,6 +367,69 @@ async fn a_refusal_fails_the_refund_and_reinstates_its_credits() {
         .contains("charge_already_refunded"));
     assert_eq!(refund_requests(&stripe).await.len(), 1, "no retry on a 400");
     assert_eq!(app.balance("user_refused").await, 200, "credits reinstated");
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
+async fn o1_a_dashboard_refund_before_ours_fails_keeps_the_credits_revoked() {
+    // Ours is decided (D1) but Stripe is down; meanwhile the duplicate is refunded in the
+    // Dashboard, whose O1 finds the credits already revoked by ours. Then Stripe refuses ours
+    // (charge_already_refunded): its credits must not come back, the money went back once.
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&stripe)
+        .await;
+    let app = app_with_stripe(&stripe).await;
+    purchase_at(&app, "user_race", 0).await;
+    let duplicate = purchase_at(&app, "user_race", 1).await;
+    wait_for(&app, "our refund to be tried", |l| {
+        l.len() == 1
+            && l[0]["status_detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("retrying"))
+    })
+    .await;
+    assert_eq!(
+        app.deliver(&refund_updated(
+            &duplicate,
+            "ch_race",
+            "re_dash_race",
+            2000,
+            json!({})
+        ))
+        .await,
+        "processed"
+    );
+    let outside = refunds(&app)
+        .await
+        .into_iter()
+        .find(|r| r["rule"] == "O1")
+        .unwrap();
+    assert_eq!(outside["credits_shortfall"], 100, "{outside}");
+
+    stripe.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "error": { "type": "invalid_request_error", "code": "charge_already_refunded", "message": "Charge has already been refunded." }
+        })))
+        .mount(&stripe)
+        .await;
+    let list = wait_for(&app, "our refund to fail", |l| {
+        l.iter()
+            .any(|r| r["rule"] == "D1" && r["status"] == "failed")
+    })
+    .await;
+    let outside = list.iter().find(|r| r["rule"] == "O1").unwrap();
+    assert_eq!(outside["credits_revoked"], 100, "{outside}");
+    assert_eq!(outside["credits_shortfall"], 0, "{outside}");
+    assert_eq!(
+        app.balance("user_race").await,
+        100,
+        "only the first pack's credits"
+    );
     app.assert_ledger_ok();
 }
 

@@ -147,12 +147,15 @@ fn expected_outcome(file: &str) -> &'static str {
         "refund.updated.json" => "processed",
         // Delivered before its purchase exists: remembered, linked when the purchase arrives.
         "charge.succeeded.json" => "processed",
-        // Stored, not acted on yet (refund and dispute flows are later work).
+        // Delivered before the story's purchase exists: kept, and retried by a worker (the test
+        // clock stands still, so they stay deferred here).
         "charge.dispute.closed.json"
         | "charge.dispute.created.json"
-        | "charge.dispute.funds_withdrawn.json"
-        | "invoice.paid.json"
-        | "radar.early_fraud_warning.created.json" => "ignored",
+        | "charge.dispute.funds_withdrawn.json" => "deferred",
+        // E1 on the story's purchase (found by its charge): its unused share is refunded.
+        "radar.early_fraud_warning.created.json" => "processed",
+        // Subscriptions are later work.
+        "invoice.paid.json" => "ignored",
         other => panic!("no expected outcome for fixture {other}"),
     }
 }
@@ -180,9 +183,14 @@ async fn every_stripe_fixture_is_accepted_with_its_expected_outcome() {
         assert_eq!(app.deliver(&event).await, "duplicate", "{file}");
     }
     assert_eq!(app.count("webhook_events"), files.len() as i64);
-    // The story's 100 credits were revoked by the Dashboard refund (O1), the duplicate's 100 by
-    // D1 (its refund waits for STRIPE_SECRET_KEY).
+    // The story's 100 credits were revoked by the early fraud warning's refund (E1), so the
+    // Dashboard refund (O1) found none left; the duplicate's 100 by D1. Our refunds wait for
+    // STRIPE_SECRET_KEY.
     assert_eq!(app.balance("user_42").await, 0);
+    assert_eq!(
+        app.account("user_42").await["status_reason"],
+        "early_fraud_warning"
+    );
     let refunds = app.get_json("/v1/refunds", &app.finance_token).await;
     let mut rules: Vec<&str> = refunds
         .as_array()
@@ -191,7 +199,7 @@ async fn every_stripe_fixture_is_accepted_with_its_expected_outcome() {
         .map(|r| r["rule"].as_str().unwrap())
         .collect();
     rules.sort();
-    assert_eq!(rules, vec!["D1", "O1"]);
+    assert_eq!(rules, vec!["D1", "E1", "O1"]);
     // charge.succeeded came first (file order); its charge is linked to the story's purchase
     // when that arrives, and not to pi_1Pga…, whose latest_charge names the same charge.
     let purchases = app
