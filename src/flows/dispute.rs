@@ -5,7 +5,7 @@
 use chrono::TimeDelta;
 
 use super::account::{record_account_decision, suspend_automatically, terminate};
-use super::refund::find_purchase;
+use super::refund::{find_purchase, until_purchase_arrives};
 use super::webhook::{Applied, IngestError};
 use super::{record_purchase_decision, FlowContext, DECIDED_BY_POLICY};
 use crate::db::db_time;
@@ -33,12 +33,11 @@ pub fn apply_dispute_event(
         facts.payment_intent_id.as_deref(),
     )?
     else {
-        return Ok(Applied::deferred(format!(
-            "dispute {} is for charge {} / payment intent {}, which no purchase has yet; retried until the purchase arrives",
-            facts.dispute_id,
-            facts.charge_id.as_deref().unwrap_or("-"),
-            facts.payment_intent_id.as_deref().unwrap_or("-"),
-        )));
+        return Ok(until_purchase_arrives(
+            &format!("dispute {}", facts.dispute_id),
+            facts.charge_id.as_deref(),
+            facts.payment_intent_id.as_deref(),
+        ));
     };
     // Every delivery about this purchase is serialised from here (refund flows take it too).
     Purchase::lock(conn, &purchase.id, ctx.now)?;

@@ -3,7 +3,7 @@
 //! pending review. A warning whose purchase is not known yet is deferred.
 
 use super::account::suspend_automatically;
-use super::refund::{find_purchase, start_refund, RefundPlan};
+use super::refund::{find_purchase, start_refund, until_purchase_arrives, RefundPlan};
 use super::webhook::{Applied, IngestError};
 use super::{record_purchase_decision, FlowContext};
 use crate::db::disputes::Dispute;
@@ -32,12 +32,11 @@ pub fn apply_early_fraud_warning(
         facts.payment_intent_id.as_deref(),
     )?
     else {
-        return Ok(Applied::deferred(format!(
-            "early fraud warning {} is for charge {} / payment intent {}, which no purchase has yet; retried until the purchase arrives",
-            facts.warning_id,
-            facts.charge_id.as_deref().unwrap_or("-"),
-            facts.payment_intent_id.as_deref().unwrap_or("-"),
-        )));
+        return Ok(until_purchase_arrives(
+            &format!("early fraud warning {}", facts.warning_id),
+            facts.charge_id.as_deref(),
+            facts.payment_intent_id.as_deref(),
+        ));
     };
     Purchase::lock(conn, &purchase.id, ctx.now)?;
     let lot = ledger::purchase_lot(conn, &purchase.id)?;

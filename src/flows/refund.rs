@@ -475,6 +475,20 @@ pub fn apply_charge_refunded(
     Ok(applied)
 }
 
+/// The answer for an event about a purchase not known yet (a dispute or fraud warning that
+/// outran the purchase): kept `deferred` and retried by a worker.
+pub(crate) fn until_purchase_arrives(
+    what: &str,
+    charge_id: Option<&str>,
+    payment_intent_id: Option<&str>,
+) -> Applied {
+    Applied::deferred(format!(
+        "{what} is for charge {} / payment intent {}, which no purchase has yet; retried until the purchase arrives",
+        charge_id.unwrap_or("-"),
+        payment_intent_id.unwrap_or("-"),
+    ))
+}
+
 /// The purchase an event names by charge (preferred) or PaymentIntent.
 pub(crate) fn find_purchase(
     conn: &mut DbConnection,

@@ -27,6 +27,7 @@ pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
     let retry_at = runner.retry_at(job.attempts);
     let (job_id, attempts) = (job.id, job.attempts);
     let max_attempts = settings.webhook.deferred_max_attempts;
+    let event_id = payload.event_id.clone();
     let result = tokio::task::spawn_blocking(move || {
         database.write(|conn| {
             write_transaction(conn, |conn| -> Result<EventStatus, IngestError> {
@@ -111,32 +112,27 @@ pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
             })
         })
     })
-    .await?;
+    .await?
+    .map_err(anyhow::Error::from)
+    .and_then(|applied| applied.map_err(anyhow::Error::from));
     match result {
-        Ok(Ok(EventStatus::Deferred)) => {
-            tracing::info!(event_id = %job.idempotency_key, attempt = attempts, "deferred event still waits");
+        Ok(EventStatus::Deferred) => {
+            tracing::info!(event_id, attempt = attempts, "deferred event still waits");
             Ok(())
         }
-        Ok(Ok(EventStatus::Failed)) => {
-            tracing::error!(event_id = %job.idempotency_key, attempt = attempts, "deferred event failed: gave up waiting");
+        Ok(EventStatus::Failed) => {
+            tracing::error!(
+                event_id,
+                attempt = attempts,
+                "deferred event failed: gave up waiting"
+            );
             Ok(())
         }
-        Ok(Ok(status)) => {
-            tracing::info!(event_id = %job.idempotency_key, %status, "deferred event applied");
+        Ok(status) => {
+            tracing::info!(event_id, %status, "deferred event applied");
             Ok(())
         }
-        // The transaction rolled back: try again later rather than wait for the lease.
-        Ok(Err(e)) => {
-            runner
-                .finish(
-                    job.id,
-                    Finish::RetryAt {
-                        at: retry_at,
-                        error: format!("{e:#}"),
-                    },
-                )
-                .await
-        }
+        // The transaction rolled back (or no connection): try again later, not after the lease.
         Err(e) => {
             runner
                 .finish(
