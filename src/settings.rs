@@ -83,7 +83,9 @@ pub struct WebhookSettings {
     pub tolerance_secs: u64,
     pub body_limit_bytes: usize,
     /// An event that refers to something not known yet (a dispute before its purchase) is
-    /// applied again with backoff (the `[jobs]` retry settings) this many times, then `failed`.
+    /// applied again with backoff (the `[jobs]` retry settings) this many times, then `failed`;
+    /// the default (with the 10-minute backoff cap) outlasts Stripe's 3 days of retries. The
+    /// purchase's arrival wakes it at once, even after it failed.
     pub deferred_max_attempts: i64,
 }
 
@@ -154,7 +156,7 @@ impl Default for WebhookSettings {
             secret: None,
             tolerance_secs: 300,
             body_limit_bytes: 1024 * 1024,
-            deferred_max_attempts: 20,
+            deferred_max_attempts: 450,
         }
     }
 }

@@ -132,6 +132,19 @@ impl Dispute {
             .get_result(conn)
     }
 
+    /// The purchase's latest dispute, open or closed.
+    pub fn latest_of_purchase(
+        conn: &mut DbConnection,
+        purchase_id: &str,
+    ) -> QueryResult<Option<Dispute>> {
+        disputes::table
+            .filter(disputes::purchase_id.eq(purchase_id))
+            .order((disputes::opened_at.desc(), disputes::id.desc()))
+            .select(Dispute::as_select())
+            .first(conn)
+            .optional()
+    }
+
     /// The purchase's open dispute, if any.
     pub fn open_of_purchase(
         conn: &mut DbConnection,

@@ -5,7 +5,7 @@
 use chrono::{NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
 
-use super::schema::jobs;
+use super::schema::{jobs, webhook_events};
 use super::DbConnection;
 use crate::per_backend;
 
@@ -162,4 +162,47 @@ pub fn by_key(conn: &mut DbConnection, idempotency_key: &str) -> QueryResult<Opt
         .select(Job::as_select())
         .first(conn)
         .optional()
+}
+
+/// Deferred events (and those that gave up waiting) whose payload names one of `stripe_ids`
+/// are made due now: what they waited for (a purchase, by PaymentIntent or charge) has just
+/// arrived. Returns how many were woken. Only events with a deferred-event job qualify, so an
+/// event that failed for another reason stays failed.
+pub fn wake_deferred_events(
+    conn: &mut DbConnection,
+    job_key_prefix: &str,
+    stripe_ids: &[&str],
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    let mut woken = 0;
+    for id in stripe_ids {
+        let events: Vec<String> = webhook_events::table
+            .filter(webhook_events::status.eq_any(["deferred", "failed"]))
+            // The id as a JSON string; `_` in ids is LIKE's one-character wildcard, which can
+            // only wake an event too many (it is deferred again).
+            .filter(webhook_events::payload.like(format!("%\"{id}\"%")))
+            .select(webhook_events::id)
+            .load(conn)?;
+        for event_id in events {
+            let rearmed = diesel::update(
+                jobs::table
+                    .filter(jobs::idempotency_key.eq(format!("{job_key_prefix}{event_id}")))
+                    .filter(jobs::status.eq_any([status::QUEUED, status::FAILED])),
+            )
+            .set((
+                jobs::status.eq(status::QUEUED),
+                jobs::run_after.eq(now),
+                jobs::attempts.eq(0),
+                jobs::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+            if rearmed == 1 {
+                diesel::update(webhook_events::table.find(&event_id))
+                    .set(webhook_events::status.eq("deferred"))
+                    .execute(conn)?;
+                woken += 1;
+            }
+        }
+    }
+    Ok(woken)
 }

@@ -16,8 +16,9 @@ use crate::db::DbConnection;
 use crate::domain::{AccountStatus, LedgerKind, PurchaseStatus};
 use crate::ledger;
 use crate::policy::dispute::{
-    decide_closed, decide_opened, decide_termination, AccountState, CloseAction, ClosedDispute,
-    DisputePolicy, OpenedDispute, TerminationTrigger, SUSPENDED_FOR_DISPUTE,
+    decide_closed, decide_opened, decide_returning_credits, decide_termination, AccountState,
+    CloseAction, ClosedDispute, DisputePolicy, DisputeState, OpenedDispute, ReturningCredits,
+    TerminationTrigger, SUSPENDED_FOR_DISPUTE,
 };
 use crate::stripe::event::{BalanceTransaction, DisputeEvent, DisputeFacts};
 
@@ -39,8 +40,7 @@ pub fn apply_dispute_event(
             facts.payment_intent_id.as_deref(),
         ));
     };
-    // Every delivery about this purchase is serialised from here (refund flows take it too).
-    Purchase::lock(conn, &purchase.id, ctx.now)?;
+    let purchase = lock_purchase_and_account(conn, &purchase.id, ctx)?;
     let opened = open_once(conn, &purchase, facts, event_id, ctx)?;
     let dispute = Dispute::find(conn, &facts.dispute_id)?.ok_or(diesel::result::Error::NotFound)?;
     let detail = match facts.event {
@@ -67,6 +67,22 @@ pub fn apply_dispute_event(
         }
     };
     Ok(Applied::processed(detail))
+}
+
+/// Serialises every delivery about the purchase (refund flows take the same lock), then takes
+/// its account's row lock, in that order (README, "Lock order"), and reads the purchase again
+/// under them: decisions below read lots and statuses that concurrent transactions change.
+pub(crate) fn lock_purchase_and_account(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Purchase, IngestError> {
+    Purchase::lock(conn, purchase_id, ctx.now)?;
+    let purchase = Purchase::find(conn, purchase_id)?.ok_or(diesel::result::Error::NotFound)?;
+    if let Some(account_id) = &purchase.account_id {
+        ledger::lock_account(conn, account_id, ctx.now)?;
+    }
+    Ok(purchase)
 }
 
 /// The money a `funds_withdrawn` event took: its negative balance transactions, or the
@@ -125,7 +141,7 @@ fn open_once(
     event_id: &str,
     ctx: FlowContext<'_>,
 ) -> Result<Option<String>, IngestError> {
-    let opened_at = db_time(facts.at);
+    let opened_at = db_time(facts.opened_at.unwrap_or(facts.at));
     let created = Dispute::insert_once(
         conn,
         &NewDispute {
@@ -253,11 +269,9 @@ fn close(
             dispute.outcome.as_deref().unwrap_or("?")
         ));
     }
+    // The account's row lock is held since `lock_purchase_and_account`.
     let account = match &dispute.account_id {
-        Some(id) => {
-            ledger::lock_account(conn, id, ctx.now)?;
-            Account::find(conn, id)?
-        }
+        Some(id) => Account::find(conn, id)?,
         None => None,
     };
     let other_open_disputes = match &account {
@@ -351,6 +365,50 @@ fn close(
     }
     tracing::info!(dispute_id = dispute.id, status = facts.status, rule = %decision.rule, "dispute closed");
     Ok(format!("{}: {}", decision.rule, decision.explanation))
+}
+
+/// Credits of a purchase about to come back to its account (a refund Stripe refused, a T1
+/// restore): if the purchase has an open or lost dispute they stay out, held by an open one
+/// (CB1) or for good (CB3), and the decision is recorded. Returns the id of the dispute that
+/// keeps them, or None when the credits may come back.
+pub(crate) fn claim_returning_credits(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    credits: i64,
+    cause: &str,
+    reference: &str,
+    ctx: FlowContext<'_>,
+) -> diesel::QueryResult<Option<String>> {
+    let Some(dispute) = Dispute::latest_of_purchase(conn, purchase_id)? else {
+        return Ok(None);
+    };
+    let state = DisputeState {
+        id: &dispute.id,
+        outcome: dispute.outcome.as_deref(),
+    };
+    let Some(decision) = decide_returning_credits(purchase_id, credits, Some(state), cause) else {
+        return Ok(None);
+    };
+    if decision.action == ReturningCredits::HoldForOpenDispute {
+        Dispute::add_credits_revoked(conn, &dispute.id, credits, ctx.now)?;
+    }
+    record_purchase_decision(
+        conn,
+        purchase_id,
+        decision.rule,
+        &format!("credits_held:{}", dispute.id),
+        &decision.explanation,
+        reference,
+        ctx,
+    )?;
+    tracing::warn!(
+        purchase_id,
+        dispute_id = dispute.id,
+        credits,
+        cause,
+        "credits stay with the dispute"
+    );
+    Ok(Some(dispute.id))
 }
 
 /// The status a purchase goes back to when its dispute is won: what its refunds made it.

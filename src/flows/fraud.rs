@@ -3,11 +3,11 @@
 //! pending review. A warning whose purchase is not known yet is deferred.
 
 use super::account::suspend_automatically;
+use super::dispute::lock_purchase_and_account;
 use super::refund::{find_purchase, start_refund, until_purchase_arrives, RefundPlan};
 use super::webhook::{Applied, IngestError};
 use super::{record_purchase_decision, FlowContext};
 use crate::db::disputes::Dispute;
-use crate::db::models::Purchase;
 use crate::db::refunds::Refund;
 use crate::db::DbConnection;
 use crate::domain::PurchaseStatus;
@@ -38,12 +38,13 @@ pub fn apply_early_fraud_warning(
             facts.payment_intent_id.as_deref(),
         ));
     };
-    Purchase::lock(conn, &purchase.id, ctx.now)?;
+    let purchase = lock_purchase_and_account(conn, &purchase.id, ctx)?;
     let lot = ledger::purchase_lot(conn, &purchase.id)?;
     let disputed = purchase.status == PurchaseStatus::Disputed.as_str()
         || Dispute::open_of_purchase(conn, &purchase.id)?.is_some();
     let decision = decide_early_fraud_warning(&FraudWarning {
         warning_id: &facts.warning_id,
+        fraud_type: facts.fraud_type.as_deref(),
         actionable: facts.actionable,
         purchase_id: &purchase.id,
         amount: purchase.amount,

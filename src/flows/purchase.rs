@@ -77,6 +77,9 @@ pub fn apply_payment(
         grant(conn, &account.id, &purchase_id, *credits, ctx)?;
         super::refund::check_duplicate(conn, &purchase_id, event_id, ctx)?;
     }
+    let mut ids = vec![payment.payment_intent_id.as_str()];
+    ids.extend(charge_id);
+    super::webhook::wake_deferred(conn, &ids, ctx)?;
     tracing::info!(
         purchase_id,
         payment_intent = payment.payment_intent_id,
@@ -261,6 +264,7 @@ pub fn link_charge(
     match Purchase::by_payment_intent(conn, payment_intent_id)? {
         Some(purchase) => {
             fill_ids(conn, &purchase, Some(charge_id), None, ctx)?;
+            super::webhook::wake_deferred(conn, &[charge_id], ctx)?;
             Ok(Applied::processed(format!("charge {charge_id} belongs to purchase {}", purchase.id)))
         }
         None => Ok(Applied::processed(format!(

@@ -7,7 +7,6 @@ use serde_json::json;
 
 use super::webhook::{Applied, IngestError};
 use super::FlowContext;
-use crate::db::disputes::Dispute;
 use crate::db::jobs;
 use crate::db::models::Purchase;
 use crate::db::refunds::{self, NewRefund, Refund, ORIGIN_CREDITGUARD, ORIGIN_STRIPE};
@@ -255,23 +254,20 @@ pub fn settle(
     }
     match to {
         refunds::status::FAILED | refunds::status::CANCELED => {
-            // A dispute opened meanwhile (Stripe refuses to refund a disputed charge): the
-            // credits stay out and are the dispute's to give back if it is won (CB2).
-            if let Some(dispute) = Dispute::open_of_purchase(conn, &refund.purchase_id)? {
-                Dispute::add_credits_revoked(conn, &dispute.id, refund.credits_revoked, ctx.now)?;
-                tracing::warn!(
-                    refund_id = refund.id,
-                    dispute_id = dispute.id,
-                    "refund of a disputed purchase did not go through; its credits now wait on the dispute"
-                );
-            } else if purchase_account_terminated(conn, &refund.purchase_id)? {
-                // CB4 or V1 revoked everything; a terminated account gets nothing back.
-                tracing::warn!(
-                    refund_id = refund.id,
-                    "refund did not go through; the account is terminated, credits stay revoked"
-                );
-            } else if let Some(lot) = ledger::purchase_lot(conn, &refund.purchase_id)? {
-                ledger::reinstate_to_lot(
+            // A purchase disputed meanwhile (Stripe refuses to refund a disputed charge): the
+            // credits follow the dispute instead (CB1 while open, CB3 once lost).
+            let cause = format!("refund {} {to}", refund.id);
+            let held = super::dispute::claim_returning_credits(
+                conn,
+                &refund.purchase_id,
+                refund.credits_revoked,
+                &cause,
+                &refund.id,
+                ctx,
+            )?;
+            if let (None, Some(lot)) = (held, ledger::purchase_lot(conn, &refund.purchase_id)?) {
+                // 0 for a terminated account: CB4 or V1 revoked its credits for good.
+                let given = ledger::reinstate_to_lot(
                     conn,
                     lot.id,
                     refund.credits_revoked,
@@ -280,13 +276,29 @@ pub fn settle(
                     ctx.now,
                 )?;
                 cover_outside_shortfalls(conn, refund, lot.id, ctx)?;
+                let rule = refund.rule.parse().unwrap_or(Rule::U1);
+                decide(
+                    conn,
+                    &refund.purchase_id,
+                    rule,
+                    "credits_reinstated",
+                    &format!(
+                        "Refund {} is {to} ({}): no money went back, so {given} of its {} revoked credits are back on the account.",
+                        refund.id,
+                        detail.unwrap_or("no detail"),
+                        refund.credits_revoked
+                    ),
+                    &refund.id,
+                    ctx,
+                )?;
+                tracing::warn!(
+                    refund_id = refund.id,
+                    status = to,
+                    detail,
+                    given,
+                    "refund did not go through; credits reinstated"
+                );
             }
-            tracing::warn!(
-                refund_id = refund.id,
-                status = to,
-                detail,
-                "refund did not go through; credits reinstated"
-            );
         }
         refunds::status::SUCCEEDED => refresh_purchase_status(conn, &refund.purchase_id, ctx)?,
         _ => {}
@@ -330,18 +342,6 @@ fn cover_outside_shortfalls(
         );
     }
     Ok(())
-}
-
-fn purchase_account_terminated(
-    conn: &mut DbConnection,
-    purchase_id: &str,
-) -> Result<bool, IngestError> {
-    let account_id = Purchase::find(conn, purchase_id)?.and_then(|p| p.account_id);
-    Ok(match account_id {
-        Some(id) => crate::db::models::Account::find(conn, &id)?
-            .is_some_and(|a| a.status == crate::domain::AccountStatus::Terminated.as_str()),
-        None => false,
-    })
 }
 
 fn refresh_purchase_status(

@@ -178,12 +178,33 @@ pub(crate) fn apply(
 /// The job that applies a deferred event again, with backoff, until what it refers to exists.
 pub const JOB_DEFERRED_EVENT: &str = "webhook.deferred";
 
+/// What a deferred event may wait for has arrived (a purchase, by its PaymentIntent or charge):
+/// its job runs now instead of at its next backoff, and one that gave up waiting tries again.
+pub fn wake_deferred(
+    conn: &mut DbConnection,
+    stripe_ids: &[&str],
+    ctx: FlowContext<'_>,
+) -> Result<(), IngestError> {
+    let woken =
+        crate::db::jobs::wake_deferred_events(conn, DEFERRED_KEY_PREFIX, stripe_ids, ctx.now)?;
+    if woken > 0 {
+        tracing::info!(
+            woken,
+            ?stripe_ids,
+            "deferred events woken by what they waited for"
+        );
+    }
+    Ok(())
+}
+
+const DEFERRED_KEY_PREFIX: &str = "deferred:";
+
 fn defer(conn: &mut DbConnection, event_id: &str, ctx: FlowContext<'_>) -> Result<(), IngestError> {
     let trace = serde_json::to_string(&crate::telemetry::current_trace_context()).ok();
     crate::db::jobs::enqueue(
         conn,
         JOB_DEFERRED_EVENT,
-        &format!("deferred:{event_id}"),
+        &format!("{DEFERRED_KEY_PREFIX}{event_id}"),
         &serde_json::json!({ "event_id": event_id }).to_string(),
         trace.as_deref(),
         // Not at once: what it waits for rarely arrives within the same second.

@@ -26,7 +26,7 @@ pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
     let now = db_time(runner.clock.now());
     let retry_at = runner.retry_at(job.attempts);
     let (job_id, attempts) = (job.id, job.attempts);
-    let max_attempts = settings.webhook.deferred_max_attempts;
+    let max_attempts = runner.settings.webhook.deferred_max_attempts;
     let event_id = payload.event_id.clone();
     let result = tokio::task::spawn_blocking(move || {
         database.write(|conn| {
@@ -132,8 +132,10 @@ pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
             tracing::info!(event_id, %status, "deferred event applied");
             Ok(())
         }
-        // The transaction rolled back (or no connection): try again later, not after the lease.
-        Err(e) => {
+        // The transaction rolled back (or no connection): try again later, not after the lease;
+        // after the last attempt the event is `failed`, with the error, for a person to see.
+        Err(e) if attempts < max_attempts => {
+            tracing::warn!(event_id, attempt = attempts, error = %format!("{e:#}"), "applying a deferred event failed; will retry");
             runner
                 .finish(
                     job.id,
@@ -143,6 +145,34 @@ pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
                     },
                 )
                 .await
+        }
+        Err(e) => {
+            let error = format!("gave up after {attempts} attempts: {e:#}");
+            tracing::error!(event_id, error, "deferred event failed");
+            let database = runner.database.clone();
+            tokio::task::spawn_blocking(move || {
+                database.write(|conn| {
+                    write_transaction(conn, |conn| {
+                        WebhookEventRow::set_outcome(
+                            conn,
+                            &event_id,
+                            EventStatus::Failed.as_str(),
+                            Some(&error),
+                            now,
+                        )?;
+                        jobs::finish(
+                            conn,
+                            job_id,
+                            &Finish::Failed {
+                                error: error.clone(),
+                            },
+                            now,
+                        )
+                    })
+                })
+            })
+            .await???;
+            Ok(())
         }
     }
 }

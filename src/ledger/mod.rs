@@ -333,6 +333,8 @@ pub struct Restoration {
     pub balance: i64,
     /// True when the generation had been restored before and nothing changed now.
     pub already_restored: bool,
+    /// What went back to each lot now: (lot id, its purchase, credits).
+    pub lots: Vec<(i64, Option<String>, i64)>,
 }
 
 /// Rule T1: returns a failed generation's credits to the lots they were drawn from.
@@ -380,6 +382,7 @@ pub fn restore_failed_generation(
             restored,
             balance,
             already_restored: true,
+            lots: Vec::new(),
         });
     };
 
@@ -400,6 +403,7 @@ pub fn restore_failed_generation(
         ))
         .load(conn)?;
     let mut balance_after = balance - credits;
+    let mut lots = Vec::with_capacity(draws.len());
     for (lot_id, drawn, purchase_id) in draws {
         // Never above the lot's grant: a revoked lot must not get credits back this way.
         let updated = diesel::update(
@@ -427,6 +431,7 @@ pub fn restore_failed_generation(
                 created_at: now,
             })
             .execute(conn)?;
+        lots.push((lot_id, purchase_id, drawn));
     }
     if balance_after != balance {
         return Err(LedgerError::Invariant(format!(
@@ -438,6 +443,7 @@ pub fn restore_failed_generation(
         restored: credits,
         balance,
         already_restored: false,
+        lots,
     })
 }
 
@@ -575,8 +581,9 @@ pub fn revoke_all_unused(
     Ok(revoked)
 }
 
-/// Puts `credits` back into the lot they were revoked from (a refund Stripe failed or canceled),
-/// never above the lot's grant; returns what was put back.
+/// Puts `credits` back into the lot they were revoked from (a refund Stripe failed or canceled,
+/// a dispute won), never above the lot's grant; returns what was put back. A terminated account
+/// gets nothing back (0): its credits were revoked for good.
 pub fn reinstate_to_lot(
     conn: &mut DbConnection,
     lot_id: i64,
@@ -593,11 +600,16 @@ pub fn reinstate_to_lot(
     if give <= 0 {
         return Ok(0);
     }
+    let Some(balance) = adjust_balance(conn, &account_id, give, StatusGuard::NotTerminated, now)?
+    else {
+        return match refusal(conn, &account_id, give) {
+            LedgerError::AccountTerminated(_) => Ok(0),
+            other => Err(other),
+        };
+    };
     diesel::update(credit_lots::table.find(lot_id))
         .set(credit_lots::remaining.eq(credit_lots::remaining + give))
         .execute(conn)?;
-    let balance = adjust_balance(conn, &account_id, give, StatusGuard::Any, now)?
-        .ok_or_else(|| LedgerError::AccountNotFound(account_id.clone()))?;
     diesel::insert_into(ledger_entries::table)
         .values(&NewEntry {
             account_id: &account_id,

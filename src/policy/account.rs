@@ -23,11 +23,10 @@ impl SupportAction {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
-    /// Set the account's status (and reason); `revoke_all` takes every unused credit.
+    /// Set the account's status (and reason); a termination also revokes every unused credit.
     To {
         status: AccountStatus,
         reason: Option<&'static str>,
-        revoke_all: bool,
     },
     /// Already so: nothing changes and nothing is recorded.
     Unchanged,
@@ -72,9 +71,7 @@ pub fn decide_support_action(
         (_, SupportAction::Suspend(reason)) => decision(
             Transition::To {
                 status: AccountStatus::Suspended,
-                reason: Some(reason.as_str()),
-                revoke_all: false,
-            },
+                reason: Some(reason.as_str()) },
             format!(
                 "{actor} suspended account {account_id} for {reason}: {note}. It cannot spend credits and its refund requests are denied until it is reinstated."
             ),
@@ -86,9 +83,7 @@ pub fn decide_support_action(
         (AccountStatus::Suspended, SupportAction::Reinstate) => decision(
             Transition::To {
                 status: AccountStatus::Active,
-                reason: None,
-                revoke_all: false,
-            },
+                reason: None },
             format!(
                 "{actor} reinstated account {account_id} (suspended for {}): {note}.",
                 current_reason.unwrap_or("no reason given")
@@ -97,9 +92,7 @@ pub fn decide_support_action(
         (_, SupportAction::Terminate(reason)) => decision(
             Transition::To {
                 status: AccountStatus::Terminated,
-                reason: Some(reason.as_str()),
-                revoke_all: true,
-            },
+                reason: Some(reason.as_str()) },
             format!(
                 "{actor} terminated account {account_id} for {reason}: {note}. All its unused credits are revoked, its refund requests are denied and later purchases are not credited."
             ),
@@ -139,8 +132,7 @@ mod tests {
             suspend.action,
             Transition::To {
                 status: AccountStatus::Suspended,
-                reason: Some("policy_violation"),
-                revoke_all: false
+                reason: Some("policy_violation")
             }
         );
         assert!(suspend.explanation.contains("support:tok_1"));
@@ -155,8 +147,7 @@ mod tests {
             reinstate.action,
             Transition::To {
                 status: AccountStatus::Active,
-                reason: None,
-                revoke_all: false
+                reason: None
             }
         );
     }
@@ -173,8 +164,7 @@ mod tests {
             terminate.action,
             Transition::To {
                 status: AccountStatus::Terminated,
-                reason: Some("fraud"),
-                revoke_all: true
+                reason: Some("fraud")
             }
         );
         assert_eq!(

@@ -9,6 +9,8 @@ pub const SUSPENDED_FOR_FRAUD_WARNING: &str = "early_fraud_warning";
 #[derive(Debug, Clone)]
 pub struct FraudWarning<'a> {
     pub warning_id: &'a str,
+    /// Radar's classification (`unauthorized_use_of_card`, …), quoted in the explanation.
+    pub fraud_type: Option<&'a str>,
     pub actionable: bool,
     pub purchase_id: &'a str,
     pub amount: i64,
@@ -64,8 +66,10 @@ pub fn decide_early_fraud_warning(facts: &FraudWarning<'_>) -> Decision<WarningA
         explanation,
     };
     let subject = format!(
-        "Early fraud warning {} on purchase {}",
-        facts.warning_id, facts.purchase_id
+        "Early fraud warning {} ({}) on purchase {}",
+        facts.warning_id,
+        facts.fraud_type.unwrap_or("no fraud type given"),
+        facts.purchase_id
     );
     if !facts.actionable {
         return nothing(
@@ -121,6 +125,7 @@ mod tests {
     fn warning() -> FraudWarning<'static> {
         FraudWarning {
             warning_id: "issfr_1",
+            fraud_type: Some("unauthorized_use_of_card"),
             actionable: true,
             purchase_id: "pur_1",
             amount: 2000,

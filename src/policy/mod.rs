@@ -35,6 +35,28 @@ pub enum Rule {
 }
 
 impl Rule {
+    pub const ALL: [Rule; 19] = [
+        Rule::P1,
+        Rule::D1,
+        Rule::M1,
+        Rule::M2,
+        Rule::T1,
+        Rule::T2,
+        Rule::U1,
+        Rule::C1,
+        Rule::Q1,
+        Rule::L1,
+        Rule::R1,
+        Rule::V1,
+        Rule::CB1,
+        Rule::CB2,
+        Rule::CB3,
+        Rule::CB4,
+        Rule::E1,
+        Rule::O1,
+        Rule::S1,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::P1 => "P1",
@@ -57,6 +79,17 @@ impl Rule {
             Rule::O1 => "O1",
             Rule::S1 => "S1",
         }
+    }
+}
+
+impl std::str::FromStr for Rule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Rule::ALL
+            .iter()
+            .copied()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown rule {s:?}"))
     }
 }
 

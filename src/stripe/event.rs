@@ -207,6 +207,9 @@ impl EventEnvelope {
                         .collect()
                 })
                 .unwrap_or_default(),
+            opened_at: integer(object, "created")
+                .filter(|t| *t > 0)
+                .and_then(|t| DateTime::from_timestamp(t, 0)),
             at: self.created_at().unwrap_or_default(),
         })
     }
@@ -304,7 +307,9 @@ pub struct DisputeFacts {
     pub status: String,
     /// The money movements Stripe lists (expanded): negative when withdrawn.
     pub balance_transactions: Vec<BalanceTransaction>,
-    /// When Stripe sent the event: a dispute is dated by the event that opens it.
+    /// When the dispute was opened (the object's `created`), whichever event tells it.
+    pub opened_at: Option<DateTime<Utc>>,
+    /// When Stripe sent the event (a `closed` event's time is the dispute's end).
     pub at: DateTime<Utc>,
 }
 

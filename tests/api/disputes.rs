@@ -644,18 +644,19 @@ async fn a_dispute_before_its_purchase_is_deferred_and_applied_when_the_purchase
 }
 
 #[tokio::test]
-async fn a_deferred_event_whose_purchase_never_arrives_fails_after_its_attempts() {
+async fn a_deferred_event_fails_after_its_attempts_and_wakes_when_its_purchase_arrives() {
     let app = spawn_app_with(|s| {
         s.jobs.poll_interval_millis = 20;
         s.jobs.retry_base_millis = 10;
         s.webhook.deferred_max_attempts = 3;
     })
     .await;
+    let pi = new_id("pi");
     let event = dispute(
         &app,
         "created",
         &new_id("dp"),
-        &new_id("pi"),
+        &pi,
         "needs_response",
         "fraudulent",
     );
@@ -695,6 +696,23 @@ async fn a_deferred_event_whose_purchase_never_arrives_fails_after_its_attempts(
         "{metrics}"
     );
     assert!(app.disputes().await.is_empty());
+
+    // The purchase arrives at last (Stripe retries for days): it wakes the event, which is
+    // applied at once, with the clock standing still (no backoff to wait out).
+    let purchase = checkout_paid(&pi, Some("user_late_purchase"), "pack_100", 2000);
+    assert_eq!(app.deliver(&purchase).await, "processed");
+    for _ in 0..200 {
+        if row(&app).0 == "processed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(row(&app).0, "processed");
+    assert_eq!(app.disputes().await.len(), 1);
+    assert_eq!(
+        app.account("user_late_purchase").await["status"],
+        "suspended"
+    );
     app.assert_ledger_ok();
 }
 
@@ -728,4 +746,149 @@ async fn a_dispute_opening_and_closing_while_the_account_spends_keeps_the_ledger
     assert_eq!(account["status"], "active");
     assert_eq!(account["balance"], 200 - spent, "{account}");
     app.assert_ledger_ok();
+}
+
+fn refund_failed(pi: &str, ours: &str) -> Value {
+    let mut event = fixture("refund.updated");
+    event["id"] = json!(new_id("evt"));
+    let object = &mut event["data"]["object"];
+    object["id"] = json!(new_id("re"));
+    object["charge"] = json!(new_id("ch"));
+    object["payment_intent"] = json!(pi);
+    object["amount"] = json!(2000);
+    object["status"] = json!("failed");
+    object["failure_reason"] = json!("charge_disputed");
+    object["metadata"] = json!({ "creditguard_refund_id": ours });
+    event
+}
+
+/// A paid checkout of pack_100 by `account`, dated `minute` minutes into the story (two within
+/// 15 minutes are a D1 duplicate).
+async fn purchase_at(app: &TestApp, account: &str, minute: i64) -> String {
+    let pi = new_id("pi");
+    let mut event = checkout_paid(&pi, Some(account), "pack_100", 2000);
+    event["created"] = json!(1_795_000_000 + minute * 60);
+    assert_eq!(app.deliver(&event).await, "processed");
+    pi
+}
+
+#[tokio::test]
+async fn cb3_a_refund_refused_after_a_lost_dispute_gives_no_credits_back() {
+    // D1 decides a refund (no Stripe key: it waits); the duplicate is disputed and lost, so the
+    // cardholder has the money back; then Stripe refuses our refund. The credits stay revoked.
+    let app = spawn_app().await;
+    purchase_at(&app, "user_lost_refund", 0).await;
+    let duplicate = purchase_at(&app, "user_lost_refund", 1).await;
+    let ours = app.get_json("/v1/refunds", &app.finance_token).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dp = new_id("dp");
+    open_dispute(&app, &dp, &duplicate, "product_not_received").await;
+    close_dispute(&app, &dp, &duplicate, "lost", "product_not_received").await;
+    assert_eq!(
+        app.deliver(&refund_failed(&duplicate, &ours)).await,
+        "processed"
+    );
+
+    let account = app.account("user_lost_refund").await;
+    assert_eq!(account["status"], "active");
+    assert_eq!(account["balance"], 100, "only the first pack: {account}");
+    let purchase = app.purchase_of("user_lost_refund", &duplicate).await;
+    assert!(
+        decisions_with_rule(&purchase, "CB3")
+            .iter()
+            .any(|d| d["action"].as_str().unwrap().starts_with("credits_held")),
+        "{purchase}"
+    );
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
+async fn cb1_a_refund_refused_during_a_dispute_leaves_its_credits_to_the_dispute() {
+    let app = spawn_app().await;
+    purchase_at(&app, "user_open_refund", 0).await;
+    let duplicate = purchase_at(&app, "user_open_refund", 1).await;
+    let ours = app.get_json("/v1/refunds", &app.finance_token).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dp = new_id("dp");
+    open_dispute(&app, &dp, &duplicate, "product_not_received").await;
+    assert_eq!(
+        app.deliver(&refund_failed(&duplicate, &ours)).await,
+        "processed"
+    );
+    assert_eq!(app.balance("user_open_refund").await, 100);
+    assert_eq!(
+        app.dispute(&dp).await["credits_revoked"],
+        100,
+        "the refund's credits"
+    );
+    // Won: the merchant keeps the money, and the credits the refund had taken come back.
+    close_dispute(&app, &dp, &duplicate, "won", "product_not_received").await;
+    assert_eq!(app.balance("user_open_refund").await, 200);
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
+async fn cb3_credits_restored_by_t1_into_a_disputed_lot_stay_with_the_dispute() {
+    let app = spawn_app().await;
+    let pi = app.buy("user_t1_dispute").await;
+    assert_eq!(
+        app.consume("user_t1_dispute", "gen-t1-dp", 30)
+            .await
+            .status(),
+        201
+    );
+    let dp = new_id("dp");
+    open_dispute(&app, &dp, &pi, "product_not_received").await;
+    let restored = app
+        .post_json(
+            "/v1/consumptions/gen-t1-dp/failure",
+            &app.service_token,
+            json!({ "reason": "gpu out of memory" }),
+        )
+        .await;
+    assert_eq!(restored.status(), 200);
+    let restored: Value = restored.json().await.unwrap();
+    assert_eq!(restored["balance"], 0, "{restored}");
+    assert_eq!(app.dispute(&dp).await["credits_revoked"], 100);
+    close_dispute(&app, &dp, &pi, "lost", "product_not_received").await;
+    let account = app.account("user_t1_dispute").await;
+    assert_eq!(account["status"], "active");
+    assert_eq!(
+        account["balance"], 0,
+        "a charged-back purchase's credits: {account}"
+    );
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
+async fn a_failed_refund_settled_while_the_account_is_being_terminated_gives_nothing_back() {
+    // Another transaction terminates the account (revoking everything) and holds its lock while
+    // Stripe's "failed" arrives for a refund; the refund's credits must not come back.
+    let app = spawn_app().await;
+    purchase_at(&app, "user_term_race", 0).await;
+    let duplicate = purchase_at(&app, "user_term_race", 1).await;
+    let ours = app.get_json("/v1/refunds", &app.finance_token).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let blocker = hold_write_lock(
+        &app,
+        vec![
+            "UPDATE accounts SET balance = 0, status = 'terminated', status_reason = 'fraud' WHERE id = 'user_term_race'".into(),
+            "UPDATE credit_lots SET remaining = 0 WHERE account_id = 'user_term_race'".into(),
+        ],
+        std::time::Duration::from_millis(800),
+    );
+    assert_eq!(
+        app.deliver(&refund_failed(&duplicate, &ours)).await,
+        "processed"
+    );
+    blocker.join().unwrap();
+    let account = app.account("user_term_race").await;
+    assert_eq!(account["status"], "terminated");
+    assert_eq!(account["balance"], 0, "{account}");
 }

@@ -187,3 +187,31 @@ async fn e1_a_warning_before_its_purchase_is_deferred_and_applied_later() {
     assert_eq!(account["balance"], 0);
     app.assert_ledger_ok();
 }
+
+#[tokio::test]
+async fn e1_refunds_only_what_is_unused_when_the_account_spends_meanwhile() {
+    // A consumption of 60 holds the account's lock while the warning arrives: E1 must judge the
+    // lot after it (U1: 40 unused → 800), not the 100 it would have read before.
+    let (app, _stripe) = app_and_stripe().await;
+    let pi = app.buy("user_e1_race").await;
+    let purchase_id = app.purchase_of("user_e1_race", &pi).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let blocker = hold_write_lock(
+        &app,
+        vec![
+            "UPDATE accounts SET balance = balance - 60 WHERE id = 'user_e1_race'".into(),
+            format!("UPDATE credit_lots SET remaining = remaining - 60 WHERE purchase_id = '{purchase_id}'"),
+        ],
+        std::time::Duration::from_millis(800),
+    );
+    assert_eq!(
+        app.deliver(&early_fraud_warning(&pi, true)).await,
+        "processed"
+    );
+    blocker.join().unwrap();
+    let list = app.get_json("/v1/refunds", &app.finance_token).await;
+    assert_eq!(list[0]["credits_revoked"], 40, "{list}");
+    assert_eq!(list[0]["amount"], 800, "U1: floor(2000 × 40 / 100): {list}");
+}

@@ -567,3 +567,42 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, problem: &
     assert_eq!(body["type"], problem, "{body}");
     body
 }
+
+/// Another writer holding the database's write lock (on PostgreSQL: the rows `statements` touch)
+/// for `hold`, as a concurrent transaction of the service would. Returns once it holds it.
+pub fn hold_write_lock(
+    app: &TestApp,
+    statements: Vec<String>,
+    hold: std::time::Duration,
+) -> std::thread::JoinHandle<()> {
+    let url = app.database_url.clone();
+    let (held, wait) = std::sync::mpsc::channel();
+    let blocker = std::thread::spawn(move || {
+        let run = |conn: &mut dyn FnMut(&str)| {
+            for statement in &statements {
+                conn(statement);
+            }
+            held.send(()).unwrap();
+            std::thread::sleep(hold);
+            conn("COMMIT");
+        };
+        if TestDatabase::is_postgres() {
+            let mut c = diesel::PgConnection::establish(&url).unwrap();
+            diesel::sql_query("BEGIN").execute(&mut c).unwrap();
+            run(&mut |sql| {
+                diesel::sql_query(sql).execute(&mut c).unwrap();
+            });
+        } else {
+            let path = url.trim_start_matches("sqlite://");
+            let mut c = diesel::SqliteConnection::establish(path).unwrap();
+            diesel::sql_query("BEGIN IMMEDIATE")
+                .execute(&mut c)
+                .unwrap();
+            run(&mut |sql| {
+                diesel::sql_query(sql).execute(&mut c).unwrap();
+            });
+        }
+    });
+    wait.recv().unwrap();
+    blocker
+}

@@ -247,7 +247,7 @@ impl ActionBody {
     /// Why a person acts is part of the record: a note is required.
     fn note(&self) -> Result<String, ApiError> {
         match self.note.as_deref().map(str::trim) {
-            Some(note) if !note.is_empty() && note.len() <= 2000 => Ok(note.to_owned()),
+            Some(note) if !note.is_empty() && note.chars().count() <= 2000 => Ok(note.to_owned()),
             _ => Err(ApiError::invalid(
                 "note",
                 "a note of 1 to 2000 characters saying why is required",
