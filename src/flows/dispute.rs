@@ -28,19 +28,16 @@ pub fn apply_dispute_event(
     event_id: &str,
     ctx: FlowContext<'_>,
 ) -> Result<Applied, IngestError> {
-    let Some(purchase) = find_purchase(
+    let purchase = match locked_purchase(
         conn,
+        &format!("dispute {}", facts.dispute_id),
         facts.charge_id.as_deref(),
         facts.payment_intent_id.as_deref(),
-    )?
-    else {
-        return Ok(until_purchase_arrives(
-            &format!("dispute {}", facts.dispute_id),
-            facts.charge_id.as_deref(),
-            facts.payment_intent_id.as_deref(),
-        ));
+        ctx,
+    )? {
+        Ok(purchase) => purchase,
+        Err(deferred) => return Ok(deferred),
     };
-    let purchase = lock_purchase_and_account(conn, &purchase.id, ctx)?;
     let opened = open_once(conn, &purchase, facts, event_id, ctx)?;
     let dispute = Dispute::find(conn, &facts.dispute_id)?.ok_or(diesel::result::Error::NotFound)?;
     let detail = match facts.event {
@@ -69,20 +66,31 @@ pub fn apply_dispute_event(
     Ok(Applied::processed(detail))
 }
 
-/// Serialises every delivery about the purchase (refund flows take the same lock), then takes
-/// its account's row lock, in that order (README, "Lock order"), and reads the purchase again
-/// under them: decisions below read lots and statuses that concurrent transactions change.
-pub(crate) fn lock_purchase_and_account(
+/// The purchase an event (`what`) names by charge or PaymentIntent, locked: every delivery about
+/// it is serialised (refund flows take the same lock), then its account's row lock is taken, in
+/// that order (README, "Lock order"), and the purchase is read again under them, since the
+/// decisions that follow read lots and statuses that concurrent transactions change. An unknown
+/// purchase gives the `deferred` answer instead.
+pub(crate) fn locked_purchase(
     conn: &mut DbConnection,
-    purchase_id: &str,
+    what: &str,
+    charge_id: Option<&str>,
+    payment_intent_id: Option<&str>,
     ctx: FlowContext<'_>,
-) -> Result<Purchase, IngestError> {
-    Purchase::lock(conn, purchase_id, ctx.now)?;
-    let purchase = Purchase::find(conn, purchase_id)?.ok_or(diesel::result::Error::NotFound)?;
+) -> Result<Result<Purchase, Applied>, IngestError> {
+    let Some(found) = find_purchase(conn, charge_id, payment_intent_id)? else {
+        return Ok(Err(until_purchase_arrives(
+            what,
+            charge_id,
+            payment_intent_id,
+        )));
+    };
+    Purchase::lock(conn, &found.id, ctx.now)?;
+    let purchase = Purchase::find(conn, &found.id)?.ok_or(diesel::result::Error::NotFound)?;
     if let Some(account_id) = &purchase.account_id {
         ledger::lock_account(conn, account_id, ctx.now)?;
     }
-    Ok(purchase)
+    Ok(Ok(purchase))
 }
 
 /// The money a `funds_withdrawn` event took: its negative balance transactions, or the

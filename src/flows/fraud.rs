@@ -3,8 +3,8 @@
 //! pending review. A warning whose purchase is not known yet is deferred.
 
 use super::account::suspend_automatically;
-use super::dispute::lock_purchase_and_account;
-use super::refund::{find_purchase, start_refund, until_purchase_arrives, RefundPlan};
+use super::dispute::locked_purchase;
+use super::refund::{start_refund, RefundPlan};
 use super::webhook::{Applied, IngestError};
 use super::{record_purchase_decision, FlowContext};
 use crate::db::disputes::Dispute;
@@ -26,19 +26,16 @@ pub fn apply_early_fraud_warning(
     event_id: &str,
     ctx: FlowContext<'_>,
 ) -> Result<Applied, IngestError> {
-    let Some(purchase) = find_purchase(
+    let purchase = match locked_purchase(
         conn,
+        &format!("early fraud warning {}", facts.warning_id),
         facts.charge_id.as_deref(),
         facts.payment_intent_id.as_deref(),
-    )?
-    else {
-        return Ok(until_purchase_arrives(
-            &format!("early fraud warning {}", facts.warning_id),
-            facts.charge_id.as_deref(),
-            facts.payment_intent_id.as_deref(),
-        ));
+        ctx,
+    )? {
+        Ok(purchase) => purchase,
+        Err(deferred) => return Ok(deferred),
     };
-    let purchase = lock_purchase_and_account(conn, &purchase.id, ctx)?;
     let lot = ledger::purchase_lot(conn, &purchase.id)?;
     let disputed = purchase.status == PurchaseStatus::Disputed.as_str()
         || Dispute::open_of_purchase(conn, &purchase.id)?.is_some();

@@ -762,6 +762,12 @@ fn refund_failed(pi: &str, ours: &str) -> Value {
     event
 }
 
+async fn only_refund_id(app: &TestApp) -> String {
+    let list = app.get_json("/v1/refunds", &app.finance_token).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    list[0]["id"].as_str().unwrap().to_owned()
+}
+
 /// A paid checkout of pack_100 by `account`, dated `minute` minutes into the story (two within
 /// 15 minutes are a D1 duplicate).
 async fn purchase_at(app: &TestApp, account: &str, minute: i64) -> String {
@@ -779,10 +785,7 @@ async fn cb3_a_refund_refused_after_a_lost_dispute_gives_no_credits_back() {
     let app = spawn_app().await;
     purchase_at(&app, "user_lost_refund", 0).await;
     let duplicate = purchase_at(&app, "user_lost_refund", 1).await;
-    let ours = app.get_json("/v1/refunds", &app.finance_token).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ours = only_refund_id(&app).await;
     let dp = new_id("dp");
     open_dispute(&app, &dp, &duplicate, "product_not_received").await;
     close_dispute(&app, &dp, &duplicate, "lost", "product_not_received").await;
@@ -809,10 +812,7 @@ async fn cb1_a_refund_refused_during_a_dispute_leaves_its_credits_to_the_dispute
     let app = spawn_app().await;
     purchase_at(&app, "user_open_refund", 0).await;
     let duplicate = purchase_at(&app, "user_open_refund", 1).await;
-    let ours = app.get_json("/v1/refunds", &app.finance_token).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ours = only_refund_id(&app).await;
     let dp = new_id("dp");
     open_dispute(&app, &dp, &duplicate, "product_not_received").await;
     assert_eq!(
@@ -871,10 +871,7 @@ async fn a_failed_refund_settled_while_the_account_is_being_terminated_gives_not
     let app = spawn_app().await;
     purchase_at(&app, "user_term_race", 0).await;
     let duplicate = purchase_at(&app, "user_term_race", 1).await;
-    let ours = app.get_json("/v1/refunds", &app.finance_token).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ours = only_refund_id(&app).await;
     let blocker = hold_write_lock(
         &app,
         vec![
