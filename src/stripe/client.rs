@@ -1,14 +1,19 @@
-//! Outbound calls to Stripe's API (only ever from jobs, never inside a database transaction).
+//! Outbound calls to Stripe's API (only ever from jobs, never inside a database transaction),
+//! through async-stripe (`::stripe`, `::stripe_core`).
 //!
 //! `POST /v1/refunds` per Stripe's API reference: form-encoded `payment_intent`, `amount`,
 //! `reason` (duplicate | fraudulent | requested_by_customer), `metadata[key]`; the
 //! `Idempotency-Key` header makes a repeated request return the first refund instead of making
-//! a second one.
+//! a second one. The client itself never retries (`RequestStrategy::Once`, or `Idempotent`,
+//! which also runs once): the durable job queue decides when to try again.
 
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use ::stripe::{
+    Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest,
+};
+use ::stripe_core::refund::{CreateRefund, CreateRefundReason};
+use secrecy::ExposeSecret;
 
 use crate::settings::StripeSettings;
 
@@ -20,7 +25,7 @@ pub struct RefundRequest<'a> {
     pub metadata: Vec<(&'a str, &'a str)>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct CreatedRefund {
     pub id: String,
     pub status: String,
@@ -38,98 +43,256 @@ pub enum StripeCallError {
     Refused { status: u16, message: String },
 }
 
-#[derive(Deserialize)]
-struct StripeErrorBody {
-    error: StripeErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct StripeErrorDetail {
-    message: Option<String>,
-    code: Option<String>,
+/// The part of Stripe's Refund object we read. async-stripe's own `Refund` requires every
+/// field of the API version it pins (`created`, `currency`, …); a refund Stripe made must never
+/// be taken for a failed call because a field we do not use is missing, so the answer is read
+/// leniently (unknown fields ignored, like the webhook envelope).
+#[derive(miniserde::Deserialize)]
+struct RefundAnswer {
+    id: String,
+    status: Option<String>,
 }
 
 pub struct StripeApi {
-    http: reqwest::Client,
-    base: String,
-    secret_key: Option<SecretString>,
+    /// None when no secret key is configured.
+    client: Option<Client>,
+    timeout: Duration,
 }
 
 impl StripeApi {
     pub fn new(settings: &StripeSettings) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(settings.timeout_secs))
-            .connect_timeout(Duration::from_secs(settings.timeout_secs.min(10)))
-            .user_agent(concat!("creditguard/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self {
-            http,
-            base: settings.api_base.trim_end_matches('/').to_owned(),
-            secret_key: settings.secret_key.clone(),
-        })
+        let timeout = Duration::from_secs(settings.timeout_secs);
+        let client = match &settings.secret_key {
+            None => None,
+            Some(key) => Some(
+                ClientBuilder::new(key.expose_secret())
+                    // async-stripe appends `v1/…` to the base as written, so it must end in '/'.
+                    .url(format!("{}/", settings.api_base.trim_end_matches('/')))
+                    // Per attempt, connecting and reading the body included.
+                    .timeout(timeout)
+                    .request_strategy(RequestStrategy::Once)
+                    .app_info(
+                        "creditguard",
+                        Some(env!("CARGO_PKG_VERSION").to_owned()),
+                        None,
+                    )
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("Stripe client: {e}"))?,
+            ),
+        };
+        Ok(Self { client, timeout })
     }
 
     pub fn is_configured(&self) -> bool {
-        self.secret_key.is_some()
+        self.client.is_some()
     }
 
     pub async fn create_refund(
         &self,
         request: &RefundRequest<'_>,
     ) -> Result<CreatedRefund, StripeCallError> {
-        let key = self
-            .secret_key
-            .as_ref()
-            .ok_or(StripeCallError::NotConfigured)?;
-        let mut form: Vec<(String, String)> = vec![
-            ("payment_intent".into(), request.payment_intent.into()),
-            ("amount".into(), request.amount.to_string()),
-            ("reason".into(), request.reason.into()),
-        ];
-        form.extend(
-            request
-                .metadata
-                .iter()
-                .map(|(k, v)| (format!("metadata[{k}]"), (*v).to_owned())),
-        );
-        let body = serde_urlencoded::to_string(&form)
-            .map_err(|e| StripeCallError::Retryable(e.to_string()))?;
-        let response = self
-            .http
-            .post(format!("{}/v1/refunds", self.base))
-            .bearer_auth(key.expose_secret())
-            .header("Idempotency-Key", request.idempotency_key)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
+        let client = self.client.as_ref().ok_or(StripeCallError::NotConfigured)?;
+        let key = IdempotencyKey::new(request.idempotency_key)
+            .map_err(|e| StripeCallError::Retryable(format!("idempotency key: {e}")))?;
+        // FromStr is infallible: a value outside Stripe's three goes out as written and Stripe
+        // refuses it (400), as before.
+        let reason: CreateRefundReason = request.reason.parse().unwrap_or_else(|e| match e {});
+        let metadata = request
+            .metadata
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<std::collections::HashMap<_, _>>();
+        let answer = CreateRefund::new()
+            .payment_intent(request.payment_intent)
+            .amount(request.amount)
+            .reason(reason)
+            .metadata(metadata)
+            .build()
+            .customize::<RefundAnswer>()
+            .request_strategy(RequestStrategy::Idempotent(key))
+            .timeout(self.timeout)
+            .send(client)
             .await
-            .map_err(|e| StripeCallError::Retryable(format!("calling Stripe failed: {e}")))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| {
-            StripeCallError::Retryable(format!("reading Stripe's answer failed: {e}"))
-        })?;
-        if status.is_success() {
-            return serde_json::from_str(&text).map_err(|e| {
-                StripeCallError::Retryable(format!("unexpected answer from Stripe: {e}"))
-            });
+            .map_err(|e| classify(e, self.timeout))?;
+        Ok(CreatedRefund {
+            id: answer.id,
+            // Nullable in Stripe's schema; a refund without a status has not settled yet.
+            status: answer.status.unwrap_or_else(|| "pending".to_owned()),
+        })
+    }
+}
+
+/// Maps async-stripe's error onto ours: only an answer from Stripe that it will repeat (a 4xx
+/// other than 409 and 429) refuses the refund; everything else is tried again later.
+fn classify(error: StripeError, timeout: Duration) -> StripeCallError {
+    match error {
+        StripeError::Stripe(detail, status) => {
+            let message = match (detail.code.as_ref(), detail.message.as_deref()) {
+                (Some(code), Some(message)) => format!("{}: {message}", code.as_str()),
+                (None, Some(message)) => message.to_owned(),
+                (Some(code), None) => code.as_str().to_owned(),
+                (None, None) => detail.type_.as_str().to_owned(),
+            };
+            if status == 429 || status == 409 || status >= 500 {
+                StripeCallError::Retryable(format!("Stripe answered {status}: {message}"))
+            } else {
+                StripeCallError::Refused { status, message }
+            }
         }
-        let message = serde_json::from_str::<StripeErrorBody>(&text)
-            .map(|b| match (b.error.code, b.error.message) {
-                (Some(code), Some(message)) => format!("{code}: {message}"),
-                (_, Some(message)) => message,
-                (Some(code), None) => code,
-                (None, None) => text.clone(),
-            })
-            .unwrap_or_else(|_| text.chars().take(300).collect());
-        if status.as_u16() == 429 || status.as_u16() == 409 || status.is_server_error() {
-            Err(StripeCallError::Retryable(format!(
-                "Stripe answered {status}: {message}"
-            )))
-        } else {
-            Err(StripeCallError::Refused {
-                status: status.as_u16(),
-                message,
-            })
+        StripeError::Timeout => StripeCallError::Retryable(format!(
+            "Stripe did not answer within {} s",
+            timeout.as_secs()
+        )),
+        StripeError::ClientError(message) => {
+            StripeCallError::Retryable(format!("calling Stripe failed: {message}"))
         }
+        // async-stripe keeps no status when an error body is not Stripe's JSON (a proxy's 502
+        // page, say), so this is retried: the refund stays pending rather than failing on a
+        // guess.
+        StripeError::JSONDeserialize(message) => {
+            StripeCallError::Retryable(format!("unexpected answer from Stripe: {message}"))
+        }
+        StripeError::ConfigError(message) => {
+            StripeCallError::Retryable(format!("Stripe client configuration: {message}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use super::*;
+
+    fn api(base: &str) -> StripeApi {
+        StripeApi::new(&StripeSettings {
+            secret_key: Some("sk_test_unit".into()),
+            api_base: base.to_owned(),
+            timeout_secs: 1,
+        })
+        .unwrap()
+    }
+
+    fn request() -> RefundRequest<'static> {
+        RefundRequest {
+            idempotency_key: "rf_unit",
+            payment_intent: "pi_unit",
+            amount: 1400,
+            reason: "requested_by_customer",
+            metadata: vec![("creditguard_refund_id", "rf_unit"), ("note", "a&b c")],
+        }
+    }
+
+    async fn stripe_answering(answer: ResponseTemplate, at: &str) -> MockServer {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(at))
+            .respond_with(answer)
+            .mount(&server)
+            .await;
+        server
+    }
+
+    #[tokio::test]
+    async fn sends_stripes_form_and_headers_and_reads_the_answer_leniently() {
+        let answer = ResponseTemplate::new(200).set_body_json(json!({ "id": "re_1", "new": [1] }));
+        let server = stripe_answering(answer, "/proxy/v1/refunds").await;
+        for base in [
+            format!("{}/proxy", server.uri()),
+            format!("{}/proxy/", server.uri()),
+        ] {
+            let created = api(&base).create_refund(&request()).await.unwrap();
+            assert_eq!(
+                (created.id.as_str(), created.status.as_str()),
+                ("re_1", "pending")
+            );
+        }
+        let sent = &server.received_requests().await.unwrap()[0];
+        let mut form: Vec<(String, String)> = url::form_urlencoded::parse(&sent.body)
+            .into_owned()
+            .collect();
+        form.sort();
+        assert_eq!(
+            form,
+            [
+                ("amount", "1400"),
+                ("metadata[creditguard_refund_id]", "rf_unit"),
+                ("metadata[note]", "a&b c"),
+                ("payment_intent", "pi_unit"),
+                ("reason", "requested_by_customer"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        let header = |name: &str| sent.headers[name].to_str().unwrap().to_owned();
+        assert_eq!(header("authorization"), "Bearer sk_test_unit");
+        assert_eq!(header("idempotency-key"), "rf_unit");
+        assert_eq!(header("content-type"), "application/x-www-form-urlencoded");
+        assert!(
+            header("user-agent").contains("creditguard/"),
+            "{}",
+            header("user-agent")
+        );
+        assert!(!header("stripe-version").is_empty());
+    }
+
+    #[tokio::test]
+    async fn answers_map_onto_refused_and_retryable() {
+        let refusal = ResponseTemplate::new(400).set_body_json(json!({ "error": {
+            "type": "invalid_request_error",
+            "code": "charge_already_refunded",
+            "message": "Already.",
+        } }));
+        let server = stripe_answering(refusal, "/v1/refunds").await;
+        assert_eq!(
+            api(&server.uri())
+                .create_refund(&request())
+                .await
+                .unwrap_err(),
+            StripeCallError::Refused {
+                status: 400,
+                message: "charge_already_refunded: Already.".into()
+            }
+        );
+        for answer in [
+            ResponseTemplate::new(409).set_body_json(
+                json!({ "error": { "type": "idempotency_error", "message": "in flight" } }),
+            ),
+            ResponseTemplate::new(429)
+                .set_body_json(json!({ "error": { "type": "api_error", "message": "slow down" } })),
+            ResponseTemplate::new(502).set_body_string("<html>bad gateway</html>"),
+            ResponseTemplate::new(200).set_body_string("not json"),
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "id": "re_late" }))
+                .set_delay(Duration::from_millis(1500)),
+        ] {
+            let server = stripe_answering(answer, "/v1/refunds").await;
+            let error = api(&server.uri())
+                .create_refund(&request())
+                .await
+                .unwrap_err();
+            assert!(matches!(error, StripeCallError::Retryable(_)), "{error:?}");
+            assert_eq!(
+                server.received_requests().await.unwrap().len(),
+                1,
+                "no retry inside"
+            );
+        }
+        let closed = api("http://127.0.0.1:9").create_refund(&request()).await;
+        assert!(
+            matches!(closed, Err(StripeCallError::Retryable(_))),
+            "{closed:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_key_nothing_is_sent() {
+        let api = StripeApi::new(&StripeSettings::default()).unwrap();
+        assert!(!api.is_configured());
+        assert_eq!(
+            api.create_refund(&request()).await.unwrap_err(),
+            StripeCallError::NotConfigured
+        );
     }
 }
