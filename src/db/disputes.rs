@@ -55,6 +55,15 @@ pub struct Funds {
     pub fees: i64,
 }
 
+/// Which way a dispute's money moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FundsMovement {
+    /// `charge.dispute.funds_withdrawn`: taken from the merchant's balance.
+    Withdrawn,
+    /// `charge.dispute.funds_reinstated`: given back.
+    Reinstated,
+}
+
 /// Which list `GET /v1/disputes?status` asks for.
 #[derive(Debug, Clone, Copy)]
 pub enum DisputeFilter<'a> {
@@ -237,37 +246,32 @@ impl Dispute {
         Ok(())
     }
 
-    /// Records what `charge.dispute.funds_withdrawn` reports. Set, not added: Stripe sends one
-    /// such event per dispute, and a redelivery never reaches here (events are stored once).
-    pub fn set_funds_withdrawn(
+    /// Records what a `charge.dispute.funds_*` event reports. Set, not added: Stripe sends one
+    /// such event per direction, and a redelivery never reaches here (events are stored once).
+    pub fn record_funds(
         conn: &mut DbConnection,
         id: &str,
+        movement: FundsMovement,
         funds: Funds,
         now: NaiveDateTime,
     ) -> QueryResult<()> {
-        diesel::update(disputes::table.find(id))
-            .set((
-                disputes::funds_withdrawn.eq(funds.amount),
-                disputes::fees_withdrawn.eq(funds.fees),
-                disputes::updated_at.eq(now),
-            ))
-            .execute(conn)?;
-        Ok(())
-    }
-
-    pub fn set_funds_reinstated(
-        conn: &mut DbConnection,
-        id: &str,
-        funds: Funds,
-        now: NaiveDateTime,
-    ) -> QueryResult<()> {
-        diesel::update(disputes::table.find(id))
-            .set((
-                disputes::funds_reinstated.eq(funds.amount),
-                disputes::fees_reinstated.eq(funds.fees),
-                disputes::updated_at.eq(now),
-            ))
-            .execute(conn)?;
+        let target = disputes::table.find(id);
+        match movement {
+            FundsMovement::Withdrawn => diesel::update(target)
+                .set((
+                    disputes::funds_withdrawn.eq(funds.amount),
+                    disputes::fees_withdrawn.eq(funds.fees),
+                    disputes::updated_at.eq(now),
+                ))
+                .execute(conn)?,
+            FundsMovement::Reinstated => diesel::update(target)
+                .set((
+                    disputes::funds_reinstated.eq(funds.amount),
+                    disputes::fees_reinstated.eq(funds.fees),
+                    disputes::updated_at.eq(now),
+                ))
+                .execute(conn)?,
+        };
         Ok(())
     }
 }

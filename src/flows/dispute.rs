@@ -5,13 +5,12 @@
 use chrono::TimeDelta;
 
 use super::account::{record_account_decision, suspend_automatically, terminate};
-use super::refund::{find_purchase, until_purchase_arrives};
+use super::refund::{find_purchase, status_from_refunds, until_purchase_arrives};
 use super::webhook::{Applied, IngestError};
 use super::{record_purchase_decision, FlowContext, DECIDED_BY_POLICY};
 use crate::db::db_time;
-use crate::db::disputes::{Dispute, Funds, NewDispute};
+use crate::db::disputes::{Dispute, Funds, FundsMovement, NewDispute};
 use crate::db::models::{Account, Purchase};
-use crate::db::refunds::Refund;
 use crate::db::DbConnection;
 use crate::domain::{AccountStatus, LedgerKind, PurchaseStatus};
 use crate::ledger;
@@ -46,19 +45,16 @@ pub fn apply_dispute_event(
             opened.unwrap_or_else(|| format!("dispute {} is now {}", dispute.id, facts.status))
         }
         DisputeEvent::Closed => close(conn, &dispute, &purchase, facts, event_id, ctx)?,
-        DisputeEvent::FundsWithdrawn => {
-            let funds = withdrawn(&facts.balance_transactions, facts.amount);
-            Dispute::set_funds_withdrawn(conn, &dispute.id, funds, ctx.now)?;
+        DisputeEvent::FundsWithdrawn | DisputeEvent::FundsReinstated => {
+            let movement = if facts.event == DisputeEvent::FundsWithdrawn {
+                FundsMovement::Withdrawn
+            } else {
+                FundsMovement::Reinstated
+            };
+            let funds = funds_moved(movement, &facts.balance_transactions, facts.amount);
+            Dispute::record_funds(conn, &dispute.id, movement, funds, ctx.now)?;
             format!(
-                "dispute {}: {} {} withdrawn, {} in fees",
-                dispute.id, funds.amount, dispute.currency, funds.fees
-            )
-        }
-        DisputeEvent::FundsReinstated => {
-            let funds = reinstated(&facts.balance_transactions, facts.amount);
-            Dispute::set_funds_reinstated(conn, &dispute.id, funds, ctx.now)?;
-            format!(
-                "dispute {}: {} {} reinstated, {} in fees returned",
+                "dispute {}: {} {} {movement:?}, {} in fees",
                 dispute.id, funds.amount, dispute.currency, funds.fees
             )
         }
@@ -93,35 +89,31 @@ pub(crate) fn locked_purchase(
     Ok(Ok(purchase))
 }
 
-/// The money a `funds_withdrawn` event took: its negative balance transactions, or the
+/// The money a `funds_*` event moved: its balance transactions in that direction (negative
+/// amounts are withdrawn, positive ones reinstated; a fee comes back as a negative fee), or the
 /// dispute's amount when Stripe listed none.
-fn withdrawn(transactions: &[BalanceTransaction], dispute_amount: i64) -> Funds {
-    let taken: Vec<_> = transactions.iter().filter(|t| t.amount < 0).collect();
-    if taken.is_empty() {
+fn funds_moved(
+    movement: FundsMovement,
+    transactions: &[BalanceTransaction],
+    dispute_amount: i64,
+) -> Funds {
+    let sign = match movement {
+        FundsMovement::Withdrawn => -1,
+        FundsMovement::Reinstated => 1,
+    };
+    let moved: Vec<_> = transactions
+        .iter()
+        .filter(|t| sign * t.amount > 0)
+        .collect();
+    if moved.is_empty() {
         return Funds {
             amount: dispute_amount,
             fees: 0,
         };
     }
     Funds {
-        amount: taken.iter().map(|t| -t.amount).sum(),
-        fees: taken.iter().map(|t| t.fee).sum(),
-    }
-}
-
-/// The money a `funds_reinstated` event gave back: its positive balance transactions (fees come
-/// back as negative fees), or the dispute's amount when Stripe listed none.
-fn reinstated(transactions: &[BalanceTransaction], dispute_amount: i64) -> Funds {
-    let given: Vec<_> = transactions.iter().filter(|t| t.amount > 0).collect();
-    if given.is_empty() {
-        return Funds {
-            amount: dispute_amount,
-            fees: 0,
-        };
-    }
-    Funds {
-        amount: given.iter().map(|t| t.amount).sum(),
-        fees: given.iter().map(|t| -t.fee).sum(),
+        amount: moved.iter().map(|t| sign * t.amount).sum(),
+        fees: moved.iter().map(|t| -sign * t.fee).sum(),
     }
 }
 
@@ -427,15 +419,9 @@ fn undisputed_status(
     if purchase.undelivered_reason.is_some() {
         return Ok(PurchaseStatus::Undelivered.as_str());
     }
-    let refunded = Refund::succeeded_amount(conn, &purchase.id)?;
-    Ok(if refunded >= purchase.amount {
-        PurchaseStatus::Refunded
-    } else if refunded > 0 {
-        PurchaseStatus::PartiallyRefunded
-    } else {
-        PurchaseStatus::Credited
-    }
-    .as_str())
+    Ok(status_from_refunds(conn, purchase)?
+        .unwrap_or(PurchaseStatus::Credited)
+        .as_str())
 }
 
 #[cfg(test)]
@@ -445,7 +431,7 @@ mod tests {
     #[test]
     fn funds_come_from_the_balance_transactions_or_the_dispute_amount() {
         assert_eq!(
-            withdrawn(&[], 2000),
+            funds_moved(FundsMovement::Withdrawn, &[], 2000),
             Funds {
                 amount: 2000,
                 fees: 0
@@ -456,7 +442,7 @@ mod tests {
             fee: 1500,
         }];
         assert_eq!(
-            withdrawn(&out, 2000),
+            funds_moved(FundsMovement::Withdrawn, &out, 2000),
             Funds {
                 amount: 2000,
                 fees: 1500
@@ -467,7 +453,7 @@ mod tests {
             fee: -1500,
         }];
         assert_eq!(
-            reinstated(&back, 2000),
+            funds_moved(FundsMovement::Reinstated, &back, 2000),
             Funds {
                 amount: 2000,
                 fees: 1500

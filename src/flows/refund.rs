@@ -352,16 +352,25 @@ fn refresh_purchase_status(
     let Some(purchase) = Purchase::find(conn, purchase_id)? else {
         return Ok(());
     };
-    let refunded = Refund::succeeded_amount(conn, purchase_id)?;
-    let status = if refunded >= purchase.amount {
-        PurchaseStatus::Refunded
-    } else if refunded > 0 {
-        PurchaseStatus::PartiallyRefunded
-    } else {
-        return Ok(());
-    };
-    Purchase::set_refund_status(conn, purchase_id, status.as_str(), ctx.now)?;
+    if let Some(status) = status_from_refunds(conn, &purchase)? {
+        Purchase::set_refund_status(conn, purchase_id, status.as_str(), ctx.now)?;
+    }
     Ok(())
+}
+
+/// What the purchase's succeeded refunds make it: `refunded`, `partially_refunded`, or None.
+pub(crate) fn status_from_refunds(
+    conn: &mut DbConnection,
+    purchase: &Purchase,
+) -> Result<Option<PurchaseStatus>, IngestError> {
+    let refunded = Refund::succeeded_amount(conn, &purchase.id)?;
+    Ok(if refunded >= purchase.amount {
+        Some(PurchaseStatus::Refunded)
+    } else if refunded > 0 {
+        Some(PurchaseStatus::PartiallyRefunded)
+    } else {
+        None
+    })
 }
 
 /// `refund.created`, `refund.updated`, `refund.failed`: Stripe's word on one refund.
