@@ -140,7 +140,7 @@ impl Application {
             tracing::warn!(
                 secret_file = %path.display(),
                 "STRIPE_WEBHOOK_SECRET is not set: using the development webhook secret kept in {}. \
-                 Send a signed test event with: cargo run -- dev send-event ../shared/stripe-fixtures/checkout.session.completed.json",
+                 Send a signed test event with: cargo run -- dev send-event tests/fixtures/stripe/checkout.session.completed.json",
                 path.display()
             );
         }

@@ -60,7 +60,7 @@ pub enum TokenCommand {
 pub enum DevCommand {
     /// Sign a Stripe event file with the configured webhook secret and post it to the service.
     SendEvent {
-        /// A Stripe event envelope, e.g. ../shared/stripe-fixtures/checkout.session.completed.json
+        /// A Stripe event envelope, e.g. tests/fixtures/stripe/checkout.session.completed.json
         file: PathBuf,
         /// The service's base URL (default: http://<CREDITGUARD_BIND>).
         #[arg(long)]

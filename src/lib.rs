@@ -1,5 +1,5 @@
 //! creditguard: the payments back office of a business selling prepaid credit packages through
-//! Stripe. See README.md and ../shared/DESIGN.md.
+//! Stripe. See README.md and docs/.
 
 pub mod app;
 pub mod cli;

@@ -1,5 +1,5 @@
 //! Configuration: compiled-in defaults, then `creditguard.toml` (path in `CREDITGUARD_CONFIG`),
-//! then environment variables. The variable names of API.md are fixed; anything else can be set
+//! then environment variables. The variable names of docs/configuration.md are fixed; anything else can be set
 //! as `CREDITGUARD_<SECTION>__<KEY>` (e.g. `CREDITGUARD_POLICY__DUPLICATE_WINDOW_SECS=600`).
 //! `validate` turns a bad setting into a start-up error that names it.
 
@@ -99,7 +99,7 @@ pub struct StripeSettings {
     pub timeout_secs: u64,
 }
 
-/// Thresholds of the policy table (DESIGN.md), by rule.
+/// Thresholds of the policy table (docs/policy.md), by rule.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct PolicySettings {

@@ -1,4 +1,4 @@
-//! One diesel codebase, two backends (STORAGE.md). The backend is chosen strictly by the URL's
+//! One diesel codebase, two backends (docs/architecture.md, "Storage"). The backend is chosen strictly by the URL's
 //! scheme by our own r2d2 manager: the derive's `establish` tries each variant in turn, hides the
 //! real error behind "Invalid connection url" and can silently create a SQLite file named after
 //! a libpq keyword string.

@@ -93,7 +93,7 @@ pub fn claim_next(
             jobs::updated_at.eq(now),
         ))
         .execute(conn)?;
-    // RETURNING a Selectable does not compile through the backend enum (STORAGE.md).
+    // RETURNING a Selectable does not compile through the backend enum (docs/architecture.md, "Storage").
     jobs::table
         .find(id)
         .select(Job::as_select())

@@ -62,7 +62,7 @@ text_enum!(ConsumptionStatus {
     ReturnedByReview => "returned_by_review",
 });
 text_enum!(
-    /// Kinds of ledger entry (DESIGN.md, "Ledger entry").
+    /// Kinds of ledger entry (docs/architecture.md).
     LedgerKind {
         Grant => "grant",
         Consume => "consume",
@@ -83,7 +83,7 @@ text_enum!(
 );
 
 text_enum!(
-    /// Why support suspends or terminates an account (V1; API.md, "Account actions").
+    /// Why support suspends or terminates an account (V1; docs/openapi.json).
     SupportReason { PolicyViolation => "policy_violation", Fraud => "fraud", Other => "other" }
 );
 

@@ -10,7 +10,7 @@ use crate::domain::EventStatus;
 use crate::ledger::LedgerError;
 use crate::stripe::{StripeFact, VerifiedEvent};
 
-/// The answer to Stripe (API.md): `processed`, `duplicate`, `deferred` or `ignored`.
+/// The answer to Stripe (docs/openapi.json): `processed`, `duplicate`, `deferred` or `ignored`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
@@ -41,7 +41,7 @@ impl Applied {
             detail: Some(detail.into()),
         }
     }
-    /// Refers to something not known yet: kept, and retried by a worker (DESIGN.md).
+    /// Refers to something not known yet: kept, and retried by a worker (docs/policy.md).
     pub fn deferred(detail: impl Into<String>) -> Self {
         Self {
             status: EventStatus::Deferred,

@@ -10,7 +10,7 @@ pub use state::AppState;
 
 use chrono::{NaiveDateTime, SecondsFormat};
 
-/// RFC 3339 UTC, as API.md promises.
+/// RFC 3339 UTC, as the API promises.
 pub fn rfc3339(t: NaiveDateTime) -> String {
     t.and_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }

@@ -52,7 +52,7 @@ struct Count {
 }
 
 // Each query names the rows that break one invariant. SUMs are cast to BIGINT: PostgreSQL's
-// SUM(bigint) is NUMERIC (STORAGE.md).
+// SUM(bigint) is NUMERIC (docs/architecture.md, "Storage").
 const INVARIANTS: &[&str] = &[
     // Every balance equals the sum of its entries.
     "SELECT 'account balance = sum of its entries' AS invariant, a.id AS subject,

@@ -1,6 +1,6 @@
 //! The credit ledger: lots, entries, FIFO consumption, restoration and the invariants.
 //!
-//! Locking rule (STORAGE.md): every change to an account's credits starts with one guarded
+//! Locking rule (docs/architecture.md, "Storage"): every change to an account's credits starts with one guarded
 //! `UPDATE accounts SET balance = balance + d … RETURNING balance`. On PostgreSQL that takes the
 //! account's row lock for the rest of the transaction, so all lot reads and writes that follow
 //! are serialised per account; on SQLite `BEGIN IMMEDIATE` serialises all writers. No balance is

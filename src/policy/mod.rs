@@ -1,4 +1,4 @@
-//! The policy table of DESIGN.md as pure functions: facts in, a `Decision` out, carrying the rule
+//! The policy table (docs/policy.md) as pure functions: facts in, a `Decision` out, carrying the rule
 //! id that made it and a sentence a support agent can read. No I/O here; thresholds come in as
 //! arguments (from configuration); every decision is stored with its rule.
 
@@ -10,7 +10,7 @@ pub mod refund;
 
 use std::fmt;
 
-/// Rule ids of DESIGN.md's policy table.
+/// Rule ids of the policy table (docs/policy.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Rule {
     P1,

@@ -372,7 +372,7 @@ mod tests {
 
     fn fixture(name: &str) -> EventEnvelope {
         let path = format!(
-            "{}/../shared/stripe-fixtures/{name}.json",
+            "{}/tests/fixtures/stripe/{name}.json",
             env!("CARGO_MANIFEST_DIR")
         );
         let body = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -400,6 +400,7 @@ mod tests {
         else {
             panic!("expected a payment")
         };
+        assert_eq!(facts.payment_intent_id, "pi_3QfxA2B7WZ01zgkW0x1mQ9sY");
         assert_eq!(facts.account_reference.as_deref(), Some("user_42"));
         assert_eq!(
             facts.charge_id.as_deref(),
@@ -424,6 +425,8 @@ mod tests {
             ("fraudulent", "needs_response")
         );
         assert_eq!((created.amount, created.currency.as_str()), (2000, "usd"));
+        // The story's dispute opens after the purchase (CB4 counts disputes by this time).
+        assert_eq!(created.opened_at.map(|t| t.timestamp()), Some(1_795_000_006));
         let StripeFact::Dispute(closed) = fixture("charge.dispute.closed").fact().unwrap() else {
             panic!("expected a dispute")
         };

@@ -1,4 +1,4 @@
--- Types are the ones both backends share (STORAGE.md): TEXT ids, BIGINT money and credits,
+-- Types are the ones both backends share (docs/architecture.md, "Storage"): TEXT ids, BIGINT money and credits,
 -- naive UTC TIMESTAMP, BOOLEAN. Keep this file and ../../sqlite/<same version>/up.sql in step;
 -- tests/schema.rs proves they produce the same schema.
 

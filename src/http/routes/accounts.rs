@@ -19,7 +19,7 @@ fn account_id(raw: &str) -> Result<AccountId, ApiError> {
     AccountId::parse(raw).map_err(|e| ApiError::invalid("account_id", e))
 }
 
-/// The account with its lots and the decisions on it (CB1–CB4, E1, V1), as API.md shows it.
+/// The account with its lots and the decisions on it (CB1–CB4, E1, V1), as the API shows it.
 fn account_view(conn: &mut DbConnection, account: &Account) -> Result<Value, ApiError> {
     let lots = ledger::account_lots(conn, &account.id)?;
     let decisions = DecisionRow::for_subject(conn, "account", &account.id)?;

@@ -7,7 +7,7 @@ mod webhooks;
 
 use actix_web::web;
 
-/// Every route of API.md that exists so far.
+/// Every route of the HTTP API (docs/openapi.json is generated from these).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
