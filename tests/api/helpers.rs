@@ -356,7 +356,7 @@ pub fn new_id(prefix: &str) -> String {
 }
 
 pub fn fixtures_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/stripe-fixtures")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stripe")
 }
 
 pub fn fixture(name: &str) -> Value {
