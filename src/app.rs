@@ -180,6 +180,12 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(problem::query_error))
                 .app_data(web::PathConfig::default().error_handler(problem::path_error))
                 .configure(routes::configure)
+                // Swagger UI's assets are compiled in (the `vendored` feature: no download at
+                // build time, no CDN at run time); it reads the document at /openapi.json.
+                .service(
+                    utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+                        .config(utoipa_swagger_ui::Config::from("/openapi.json")),
+                )
                 .default_service(web::to(|| async {
                     crate::http::ApiError::NotFound("not-found", "no such route".to_owned())
                         .into_response()

@@ -1,5 +1,5 @@
 //! The `creditguard` command line: `serve` (the default), `migrate`, `token create`,
-//! `check-ledger`, `dev send-event`.
+//! `check-ledger`, `openapi`, `dev send-event`.
 
 use std::path::PathBuf;
 
@@ -38,6 +38,8 @@ pub enum Command {
     },
     /// Prove the ledger's invariants; exits non-zero and names every violation.
     CheckLedger,
+    /// Print the HTTP API as OpenAPI 3.1 (the same document as docs/openapi.json).
+    Openapi,
     /// Development helpers.
     Dev {
         #[command(subcommand)]
@@ -102,6 +104,10 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<std::process::E
             })
             .await??;
             println!("{token}");
+        }
+        Command::Openapi => {
+            print!("{}", crate::http::openapi::document_json());
+            Ok(std::process::ExitCode::SUCCESS)
         }
         Command::CheckLedger => {
             let (database, _) = open_database(&settings).await?;

@@ -1,9 +1,11 @@
 //! The HTTP edge: thin handlers that parse input into domain types, call a flow, and answer.
 
 pub mod auth;
+pub mod openapi;
 pub mod problem;
 pub mod routes;
 mod state;
+pub mod views;
 
 pub use problem::ApiError;
 pub use state::AppState;

@@ -1,10 +1,10 @@
 //! Errors at the HTTP edge, as `application/problem+json` (RFC 9457) with a stable `type` slug.
 //! The client sees a stable title and a useful detail; the log gets the whole cause chain.
 
+use super::views::Problem;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use serde_json::json;
 
 use crate::flows::webhook::IngestError;
 use crate::ledger::LedgerError;
@@ -28,6 +28,8 @@ pub enum ApiError {
     Forbidden { needed: String, held: String },
     #[error("{0}")]
     NotFound(&'static str, String),
+    #[error("this path answers only {0}")]
+    MethodNotAllowed(String),
     #[error("insufficient credits: balance {balance}, requested {requested}")]
     InsufficientCredits { balance: i64, requested: i64 },
     #[error("account {0} is suspended")]
@@ -61,6 +63,7 @@ impl ApiError {
             ApiError::Unauthorized => ("unauthorized", "Unauthorized"),
             ApiError::Forbidden { .. } => ("forbidden", "Forbidden"),
             ApiError::NotFound(slug, _) => (slug, "Not found"),
+            ApiError::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
             ApiError::InsufficientCredits { .. } => {
                 ("insufficient-credits", "Insufficient credits")
             }
@@ -86,6 +89,7 @@ impl ResponseError for ApiError {
             | ApiError::AccountSuspended(_)
             | ApiError::AccountTerminated(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(..) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::Conflict(..) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -108,13 +112,20 @@ impl ResponseError for ApiError {
             }
             other => other.to_string(),
         };
-        let mut body =
-            json!({ "type": slug, "title": title, "status": status.as_u16(), "detail": detail });
+        let mut body = Problem {
+            problem_type: slug.to_owned(),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail,
+            field: None,
+            balance: None,
+            requested: None,
+        };
         match self {
-            ApiError::InvalidRequest { field, .. } => body["field"] = json!(field),
+            ApiError::InvalidRequest { field, .. } => body.field = Some(field.clone()),
             ApiError::InsufficientCredits { balance, requested } => {
-                body["balance"] = json!(balance);
-                body["requested"] = json!(requested);
+                body.balance = Some(*balance);
+                body.requested = Some(*requested);
             }
             _ => {}
         }
@@ -129,7 +140,7 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.body(body.to_string())
+        response.body(serde_json::to_string(&body).unwrap_or_default())
     }
 }
 

@@ -426,7 +426,10 @@ mod tests {
         );
         assert_eq!((created.amount, created.currency.as_str()), (2000, "usd"));
         // The story's dispute opens after the purchase (CB4 counts disputes by this time).
-        assert_eq!(created.opened_at.map(|t| t.timestamp()), Some(1_795_000_006));
+        assert_eq!(
+            created.opened_at.map(|t| t.timestamp()),
+            Some(1_795_000_006)
+        );
         let StripeFact::Dispute(closed) = fixture("charge.dispute.closed").fact().unwrap() else {
             panic!("expected a dispute")
         };

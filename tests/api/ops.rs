@@ -63,3 +63,92 @@ async fn the_ledger_check_names_a_broken_balance() {
         "{text:?}"
     );
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_and_is_the_checked_in_one() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let served: serde_json::Value = response.json().await.unwrap();
+    let checked_in: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(served, checked_in);
+    assert!(served["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/webhooks/stripe",
+        "/v1/accounts/{account_id}/consumptions",
+        "/v1/consumptions/{generation_id}/failure",
+    ] {
+        assert!(served["paths"][path].is_object(), "{path} is documented");
+    }
+    let webhook = &served["paths"]["/webhooks/stripe"]["post"]["responses"];
+    for status in ["200", "400", "413", "503"] {
+        assert!(webhook[status].is_object(), "webhook answers {status}");
+    }
+    assert!(served["components"]["schemas"]["Problem"].is_object());
+}
+
+#[tokio::test]
+async fn the_rendered_reference_is_served_from_the_binary() {
+    let app = spawn_app().await;
+    // /docs redirects to /docs/, which is Swagger UI reading /openapi.json.
+    let page = app.client.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(
+        page.status(),
+        200,
+        "followed the redirect to {}",
+        page.url()
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    assert!(
+        !html.contains("https://"),
+        "the page loads nothing from outside: {html}"
+    );
+    let script = app
+        .client
+        .get(app.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    assert!(script.text().await.unwrap().contains("/openapi.json"));
+    let bundle = app
+        .client
+        .get(app.url("/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bundle.status(), 200);
+    assert!(bundle.bytes().await.unwrap().len() > 100_000);
+}
+
+#[tokio::test]
+async fn a_known_path_with_the_wrong_method_is_405_with_allow() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .delete(app.url("/v1/accounts/user_405"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "PUT, GET");
+    assert_problem(response, 405, "method-not-allowed").await;
+    let webhook = app
+        .client
+        .get(app.url("/webhooks/stripe"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(webhook.status(), 405);
+    assert_eq!(webhook.headers()["allow"], "POST");
+}

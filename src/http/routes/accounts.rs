@@ -1,6 +1,5 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use crate::db::models::{Account, DecisionRow};
 use crate::db::DbConnection;
@@ -8,10 +7,13 @@ use crate::domain::{AccountId, Credits, GenerationId, Role, SupportReason};
 use crate::flows::account::{support_action, AccountActionError};
 use crate::flows::credits;
 use crate::http::auth::Caller;
-use crate::http::routes::purchases::decision_json;
-use crate::http::{page_limit, rfc3339, ApiError, AppState};
+use crate::http::views::{
+    AccountView, ConsumptionView, LedgerEntryView, LedgerPage, Problem, RestorationView,
+};
+use crate::http::{page_limit, ApiError, AppState};
 use crate::ledger::{self, ConsumeOutcome};
 use crate::policy::account::SupportAction;
+use crate::policy::Rule;
 
 const READERS: &[Role] = &[Role::Service, Role::Support, Role::Finance];
 
@@ -20,33 +22,13 @@ fn account_id(raw: &str) -> Result<AccountId, ApiError> {
 }
 
 /// The account with its lots and the decisions on it (CB1–CB4, E1, V1), as the API shows it.
-fn account_view(conn: &mut DbConnection, account: &Account) -> Result<Value, ApiError> {
+fn account_view(conn: &mut DbConnection, account: &Account) -> Result<AccountView, ApiError> {
     let lots = ledger::account_lots(conn, &account.id)?;
     let decisions = DecisionRow::for_subject(conn, "account", &account.id)?;
-    Ok(account_json(account, &lots, &decisions))
+    Ok(AccountView::new(account, &lots, &decisions))
 }
 
-fn account_json(account: &Account, lots: &[ledger::Lot], decisions: &[DecisionRow]) -> Value {
-    json!({
-        "id": account.id,
-        "status": account.status,
-        "status_reason": account.status_reason,
-        "balance": account.balance,
-        "email": account.email,
-        "stripe_customer_id": account.stripe_customer_id,
-        "created_at": rfc3339(account.created_at),
-        "lots": lots.iter().map(|lot| json!({
-            "lot_id": lot.id,
-            "purchase_id": lot.purchase_id,
-            "granted": lot.granted,
-            "remaining": lot.remaining,
-            "granted_at": rfc3339(lot.created_at),
-        })).collect::<Vec<_>>(),
-        "decisions": decisions.iter().map(decision_json).collect::<Vec<_>>(),
-    })
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountBody {
     email: Option<String>,
@@ -54,6 +36,20 @@ pub struct AccountBody {
 }
 
 /// `PUT /v1/accounts/{id}`: 201 when created, 200 when updated.
+#[utoipa::path(put, path = "/v1/accounts/{account_id}", tag = "credits",
+    security(("bearer" = [])),
+    params(("account_id" = String, Path, description = "The business's own user id")),
+    request_body = AccountBody,
+    responses(
+        (status = 200, description = "Updated", body = AccountView),
+        (status = 201, description = "Created", body = AccountView),
+        (status = 400, description = "`malformed-request`: the body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token's role is not service", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`customer-conflict`: the Stripe customer belongs to another account", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: a field is invalid (`field` names it)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is down", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn put_account(
     caller: Caller,
     path: web::Path<String>,
@@ -97,6 +93,17 @@ pub async fn put_account(
 }
 
 /// `GET /v1/accounts/{id}`: balance and lots.
+#[utoipa::path(get, path = "/v1/accounts/{account_id}", tag = "credits",
+    security(("bearer" = [])),
+    params(("account_id" = String, Path, description = "The business's own user id")),
+    responses(
+        (status = 200, description = "Balance, lots (oldest first) and decisions", body = AccountView),
+        (status = 401, description = "`unauthorized`: no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token's role is not service, support or finance", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`account-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: a field is invalid (`field` names it)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is down", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get_account(
     caller: Caller,
     path: web::Path<String>,
@@ -117,14 +124,28 @@ fn not_found(id: &AccountId) -> ApiError {
     ApiError::NotFound("account-not-found", format!("account {id} not found"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LedgerQuery {
+    /// Page size, 1 to 1000 (default 100).
     limit: Option<i64>,
+    /// The `next` cursor of the previous page.
     after: Option<i64>,
 }
 
 /// `GET /v1/accounts/{id}/ledger?limit&after`: entries in the order written; `next` is the
 /// cursor of the following page, or null on the last.
+#[utoipa::path(get, path = "/v1/accounts/{account_id}/ledger", tag = "credits",
+    security(("bearer" = [])),
+    params(("account_id" = String, Path, description = "The business's own user id"), LedgerQuery),
+    responses(
+        (status = 200, description = "Entries in the order written", body = LedgerPage),
+        (status = 401, description = "`unauthorized`: no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token's role is not service, support or finance", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`account-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: a field is invalid (`field` names it)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is down", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get_ledger(
     caller: Caller,
     path: web::Path<String>,
@@ -144,22 +165,13 @@ pub async fn get_ledger(
     let next = (entries.len() as i64 == limit)
         .then(|| entries.last().map(|e| e.id))
         .flatten();
-    Ok(HttpResponse::Ok().json(json!({
-        "entries": entries.iter().map(|e| json!({
-            "id": e.id,
-            "kind": e.kind,
-            "delta": e.delta,
-            "balance_after": e.balance_after,
-            "reference": e.reference,
-            "purchase_id": e.purchase_id,
-            "lot_id": e.lot_id,
-            "created_at": rfc3339(e.created_at),
-        })).collect::<Vec<_>>(),
-        "next": next,
-    })))
+    Ok(HttpResponse::Ok().json(LedgerPage {
+        entries: entries.iter().map(LedgerEntryView::from).collect(),
+        next,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumptionBody {
     generation_id: String,
@@ -167,6 +179,22 @@ pub struct ConsumptionBody {
 }
 
 /// `POST /v1/accounts/{id}/consumptions`: 201 when drawn, 200 when the same body is repeated.
+#[utoipa::path(post, path = "/v1/accounts/{account_id}/consumptions", tag = "credits",
+    security(("bearer" = [])),
+    params(("account_id" = String, Path, description = "The business's own user id")),
+    request_body = ConsumptionBody,
+    responses(
+        (status = 200, description = "The same body again: the first answer, nothing drawn", body = ConsumptionView),
+        (status = 201, description = "Drawn, oldest lot first", body = ConsumptionView),
+        (status = 400, description = "`malformed-request`: the body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`insufficient-credits` (with `balance` and `requested`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`account-suspended` or `account-terminated`; `forbidden` for a role other than service", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`account-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`generation-conflict`: the generation id was used with other credits or another account", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: a field is invalid (`field` names it)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is down", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn post_consumption(
     caller: Caller,
     path: web::Path<String>,
@@ -186,20 +214,33 @@ pub async fn post_consumption(
         ConsumeOutcome::Created { balance } => (HttpResponse::Created(), balance),
         ConsumeOutcome::Replayed { balance } => (HttpResponse::Ok(), balance),
     };
-    Ok(response.json(json!({
-        "generation_id": answer_generation,
-        "credits": credits.get(),
-        "balance": balance,
-    })))
+    Ok(response.json(ConsumptionView {
+        generation_id: answer_generation,
+        credits: credits.get(),
+        balance,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailureBody {
     reason: String,
 }
 
 /// `POST /v1/consumptions/{generation_id}/failure` (rule T1): repeating it is a no-op.
+#[utoipa::path(post, path = "/v1/consumptions/{generation_id}/failure", tag = "credits",
+    security(("bearer" = [])),
+    params(("generation_id" = String, Path, description = "The generation whose credits were spent")),
+    request_body = FailureBody,
+    responses(
+        (status = 200, description = "Restored (rule T1); repeating it is a no-op", body = RestorationView),
+        (status = 400, description = "`malformed-request`: the body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token's role is not service; `account-terminated`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`consumption-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: a field is invalid (`field` names it)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is down", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn post_failure(
     caller: Caller,
     path: web::Path<String>,
@@ -226,17 +267,17 @@ pub async fn post_failure(
             )?)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "generation_id": path.into_inner(),
-        "account_id": restoration.account_id,
-        "restored": restoration.restored,
-        "balance": restoration.balance,
-        "already_restored": restoration.already_restored,
-        "rule": "T1",
-    })))
+    Ok(HttpResponse::Ok().json(RestorationView {
+        generation_id: path.into_inner(),
+        account_id: restoration.account_id,
+        restored: restoration.restored,
+        balance: restoration.balance,
+        already_restored: restoration.already_restored,
+        rule: Rule::T1.to_string(),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
     reason: Option<String>,
@@ -295,6 +336,20 @@ async fn act(
 }
 
 /// `POST /v1/accounts/{id}/suspend {reason, note}`.
+#[utoipa::path(post, path = "/v1/accounts/{account_id}/suspend", tag = "support",
+    security(("bearer" = [])),
+    params(("account_id" = String, Path, description = "The business's own user id")),
+    request_body = ActionBody,
+    responses(
+        (status = 200, description = "Suspended (rule V1); repeating it changes nothing", body = AccountView),
+        (status = 400, description = "`malformed-request`: the body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token's role is not support", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`account-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`account-terminated`: a terminated account cannot be suspended or reinstated", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: a field is invalid (`field` names it)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is down", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn suspend(
     caller: Caller,
     path: web::Path<String>,
@@ -308,6 +363,20 @@ pub async fn suspend(
 }
 
 /// `POST /v1/accounts/{id}/reinstate {note}`.
+#[utoipa::path(post, path = "/v1/accounts/{account_id}/reinstate", tag = "support",
+    security(("bearer" = [])),
+    params(("account_id" = String, Path, description = "The business's own user id")),
+    request_body = ActionBody,
+    responses(
+        (status = 200, description = "Reinstated (rule V1); repeating it changes nothing", body = AccountView),
+        (status = 400, description = "`malformed-request`: the body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token's role is not support", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`account-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`account-terminated`: a terminated account cannot be suspended or reinstated", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: a field is invalid (`field` names it)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is down", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn reinstate(
     caller: Caller,
     path: web::Path<String>,
@@ -318,6 +387,20 @@ pub async fn reinstate(
 }
 
 /// `POST /v1/accounts/{id}/terminate {reason, note}`: revokes all unused credits.
+#[utoipa::path(post, path = "/v1/accounts/{account_id}/terminate", tag = "support",
+    security(("bearer" = [])),
+    params(("account_id" = String, Path, description = "The business's own user id")),
+    request_body = ActionBody,
+    responses(
+        (status = 200, description = "Terminated, all unused credits revoked (rule V1); repeating it changes nothing", body = AccountView),
+        (status = 400, description = "`malformed-request`: the body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token's role is not support", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`account-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`account-terminated`: a terminated account cannot be suspended or reinstated", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: a field is invalid (`field` names it)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is down", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn terminate(
     caller: Caller,
     path: web::Path<String>,

@@ -1,11 +1,11 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::db::disputes::{Dispute, DisputeFilter};
 use crate::domain::Role;
 use crate::http::auth::Caller;
-use crate::http::{page_limit, rfc3339, ApiError, AppState};
+use crate::http::views::{DisputeView, Problem};
+use crate::http::{page_limit, ApiError, AppState};
 
 /// Stripe's dispute statuses, and `open` / `closed`.
 const STATUSES: &[&str] = &[
@@ -21,13 +21,24 @@ const STATUSES: &[&str] = &[
     "prevented",
 ];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Stripe's status (`needs_response`, `won`, `lost`, …), or `open` or `closed`.
     status: Option<String>,
     limit: Option<i64>,
 }
 
 /// `GET /v1/disputes?status`, newest first.
+#[utoipa::path(get, path = "/v1/disputes", tag = "support", security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Disputes, newest first", body = Vec<DisputeView>),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token's role is not support or finance", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: an unknown status or a bad limit", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list(
     caller: Caller,
     query: web::Query<ListQuery>,
@@ -55,30 +66,5 @@ pub async fn list(
             Ok(Dispute::list(conn, filter, limit)?)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(
-        disputes
-            .iter()
-            .map(|d| {
-                json!({
-                    "id": d.id,
-                    "purchase_id": d.purchase_id,
-                    "account_id": d.account_id,
-                    "charge": d.charge_id,
-                    "reason": d.reason,
-                    "amount": d.amount,
-                    "currency": d.currency,
-                    "status": d.status,
-                    "outcome": d.outcome,
-                    "credits_revoked": d.credits_revoked,
-                    "credits_reinstated": d.credits_reinstated,
-                    "funds_withdrawn": d.funds_withdrawn,
-                    "fees_withdrawn": d.fees_withdrawn,
-                    "funds_reinstated": d.funds_reinstated,
-                    "fees_reinstated": d.fees_reinstated,
-                    "opened_at": rfc3339(d.opened_at),
-                    "closed_at": d.closed_at.map(rfc3339),
-                })
-            })
-            .collect::<Vec<_>>(),
-    ))
+    Ok(HttpResponse::Ok().json(disputes.iter().map(DisputeView::from).collect::<Vec<_>>()))
 }

@@ -1,35 +1,53 @@
 use actix_web::{http::header, web, HttpResponse};
-use serde_json::json;
 
 use crate::db::disputes::Dispute;
 use crate::db::{has_pending_migrations, models::WebhookEventRow};
 use crate::domain::EventStatus;
+use crate::http::views::{Health, Problem};
 use crate::http::{ApiError, AppState};
 
+fn health(status: &str, reason: Option<&str>) -> Health {
+    Health {
+        status: status.to_owned(),
+        reason: reason.map(str::to_owned),
+    }
+}
+
 /// The process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process runs", body = Health)))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(health("ok", None))
 }
 
 /// The database answers and every migration is applied.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "The database answers and all migrations are applied", body = Health),
+    (status = 503, description = "The database does not answer, or migrations are pending", body = Health),
+))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let check = state
         .db(|conn, _| has_pending_migrations(conn).map_err(ApiError::Unavailable))
         .await;
     match check {
-        Ok(false) => HttpResponse::Ok().json(json!({ "status": "ready" })),
-        Ok(true) => HttpResponse::ServiceUnavailable()
-            .json(json!({ "status": "not ready", "reason": "migrations pending" })),
+        Ok(false) => HttpResponse::Ok().json(health("ready", None)),
+        Ok(true) => {
+            HttpResponse::ServiceUnavailable().json(health("not ready", Some("migrations pending")))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             HttpResponse::ServiceUnavailable()
-                .json(json!({ "status": "not ready", "reason": "database unavailable" }))
+                .json(health("not ready", Some("database unavailable")))
         }
     }
 }
 
 /// Prometheus text format. Gauges are read from the database at scrape time, so they are right
 /// across replicas.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus text format (see docs/operations.md)", body = String, content_type = "text/plain"),
+    (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (counts, open_disputes) = state
         .db(|conn, _| {
@@ -66,4 +84,22 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/plain; version=0.0.4"))
         .body(text))
+}
+
+/// This API as OpenAPI 3.1, generated from the code (the same as docs/openapi.json).
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(crate::http::openapi::document_json())
+}
+
+/// The rendered reference (Swagger UI under `/docs/`, served from the binary; no CDN).
+#[utoipa::path(get, path = "/docs", tag = "operations",
+    responses((status = 308, description = "Redirects to the rendered reference at /docs/")))]
+pub async fn docs() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "/docs/"))
+        .finish()
 }

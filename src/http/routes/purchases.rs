@@ -1,60 +1,44 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use crate::db::models::{DecisionRow, Purchase, PurchaseFilter};
 use crate::domain::{PurchaseStatus, Role};
 use crate::http::auth::Caller;
-use crate::http::{page_limit, rfc3339, ApiError, AppState};
+use crate::http::views::{Problem, PurchaseView};
+use crate::http::{page_limit, ApiError, AppState};
 use crate::ledger;
 
 const READERS: &[Role] = &[Role::Support, Role::Finance];
 
-fn purchase_json(purchase: &Purchase, remaining: i64, decisions: &[DecisionRow]) -> Value {
-    json!({
-        "id": purchase.id,
-        "account_id": purchase.account_id,
-        "account_reference": purchase.account_reference,
-        "package_id": purchase.package_id,
-        "amount": purchase.amount,
-        "currency": purchase.currency,
-        "payment_intent": purchase.payment_intent_id,
-        "charge": purchase.charge_id,
-        "checkout_session": purchase.checkout_session_id,
-        "status": purchase.status,
-        "undelivered_reason": purchase.undelivered_reason,
-        "credits_granted": purchase.credits_granted,
-        "credits_remaining": remaining,
-        "paid_at": rfc3339(purchase.paid_at),
-        "decisions": decisions.iter().map(decision_json).collect::<Vec<_>>(),
-    })
-}
-
-/// A stored decision: the rule that made it, what it did and why, and who decided.
-pub(crate) fn decision_json(d: &DecisionRow) -> Value {
-    json!({
-        "rule": d.rule,
-        "action": d.action,
-        "explanation": d.explanation,
-        "decided_by": d.decided_by,
-        "at": rfc3339(d.created_at),
-    })
-}
-
-fn load_view(conn: &mut crate::db::DbConnection, purchase: Purchase) -> Result<Value, ApiError> {
+fn load_view(
+    conn: &mut crate::db::DbConnection,
+    purchase: Purchase,
+) -> Result<PurchaseView, ApiError> {
     let remaining = ledger::purchase_remaining(conn, &purchase.id)?;
     let decisions = DecisionRow::for_subject(conn, "purchase", &purchase.id)?;
-    Ok(purchase_json(&purchase, remaining, &decisions))
+    Ok(PurchaseView::new(&purchase, remaining, &decisions))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     account_id: Option<String>,
+    /// `credited`, `undelivered`, `refunded`, `partially_refunded` or `disputed`.
     status: Option<String>,
+    /// 1 to 1000 (default 100).
     limit: Option<i64>,
 }
 
 /// `GET /v1/purchases?account_id&status`, newest first.
+#[utoipa::path(get, path = "/v1/purchases", tag = "support", security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Purchases, newest first, each with its decisions", body = Vec<PurchaseView>),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token's role is not support or finance", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: an unknown status or a bad limit", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list(
     caller: Caller,
     query: web::Query<ListQuery>,
@@ -84,6 +68,15 @@ pub async fn list(
 }
 
 /// `GET /v1/purchases/{id}` with its decisions.
+#[utoipa::path(get, path = "/v1/purchases/{purchase_id}", tag = "support", security(("bearer" = [])),
+    params(("purchase_id" = String, Path, description = "creditguard's purchase id (pur_…)")),
+    responses(
+        (status = 200, description = "The purchase with its decisions (rule, action, explanation)", body = PurchaseView),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token's role is not support or finance", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`purchase-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get(
     caller: Caller,
     path: web::Path<String>,

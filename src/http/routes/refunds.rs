@@ -1,21 +1,33 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::db::refunds::{status, Refund, RefundFilter};
 use crate::domain::Role;
 use crate::http::auth::Caller;
-use crate::http::{page_limit, rfc3339, ApiError, AppState};
+use crate::http::views::{Problem, RefundView};
+use crate::http::{page_limit, ApiError, AppState};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `pending`, `submitted`, `succeeded`, `failed` or `canceled`.
     status: Option<String>,
+    /// `duplicate`, `early_fraud_warning`, `outside_creditguard`, …
     reason: Option<String>,
     purchase_id: Option<String>,
     limit: Option<i64>,
 }
 
 /// `GET /v1/refunds?status&reason`, newest first.
+#[utoipa::path(get, path = "/v1/refunds", tag = "support", security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Refunds, ours and those made outside creditguard (O1), newest first", body = Vec<RefundView>),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token's role is not support or finance", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: an unknown status or a bad limit", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list(
     caller: Caller,
     query: web::Query<ListQuery>,
@@ -42,27 +54,5 @@ pub async fn list(
             Ok(Refund::list(conn, &filter, limit)?)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(
-        refunds
-            .iter()
-            .map(|r| {
-                json!({
-                    "id": r.id,
-                    "purchase_id": r.purchase_id,
-                    "amount": r.amount,
-                    "currency": r.currency,
-                    "reason": r.reason,
-                    "rule": r.rule,
-                    "origin": r.origin,
-                    "status": r.status,
-                    "status_detail": r.status_detail,
-                    "stripe_refund_id": r.stripe_refund_id,
-                    "credits_revoked": r.credits_revoked,
-                    "credits_shortfall": r.credits_shortfall,
-                    "created_at": rfc3339(r.created_at),
-                    "updated_at": rfc3339(r.updated_at),
-                })
-            })
-            .collect::<Vec<_>>(),
-    ))
+    Ok(HttpResponse::Ok().json(refunds.iter().map(RefundView::from).collect::<Vec<_>>()))
 }

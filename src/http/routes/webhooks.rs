@@ -1,12 +1,26 @@
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
 
 use crate::flows::webhook::ingest;
+use crate::http::views::{Problem, WebhookReceipt};
 use crate::http::{ApiError, AppState};
 use crate::stripe::{signature, EventEnvelope};
 
 /// `POST /webhooks/stripe`: verify the raw bytes, then parse, then store and apply once.
 /// The 200 is sent only after the event's transaction committed.
+#[utoipa::path(post, path = "/webhooks/stripe", tag = "stripe",
+    description = "Stripe's signed webhook. The raw body is checked against `Stripe-Signature` \
+        (`t=<unix>,v1=<hex>[,v1=…]`, HMAC-SHA256 of `<t>.<body>` with any configured `whsec_…` \
+        secret, within the timestamp tolerance) before it is parsed. The 200 is sent only after \
+        the event and its effects are committed; a repeated event answers `duplicate`.",
+    params(("Stripe-Signature" = String, Header, description = "Stripe's signature header")),
+    request_body(content = Object, content_type = "application/json",
+        description = "A Stripe event envelope, exactly as Stripe sent it"),
+    responses(
+        (status = 200, description = "Stored and applied (or known already)", body = WebhookReceipt),
+        (status = 400, description = "`invalid-signature` (missing or malformed header, no matching v1, timestamp outside the tolerance; nothing is written) or `malformed-event` (signed, but not a Stripe event envelope)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload-too-large`: the body is over the limit (default 1 MiB)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the database is down; Stripe retries", body = Problem, content_type = "application/problem+json"),
+    ))]
 #[tracing::instrument(
     name = "stripe_webhook",
     skip_all,
@@ -48,11 +62,11 @@ pub async fn receive(
         .await?;
     span.record("outcome", tracing::field::debug(ingested.outcome));
     tracing::info!(status = %ingested.status, detail = ingested.detail.as_deref().unwrap_or(""), "webhook event handled");
-    Ok(HttpResponse::Ok().json(json!({
-        "received": true,
-        "event_id": event_id,
-        "outcome": ingested.outcome,
-        "status": ingested.status,
-        "detail": ingested.detail,
-    })))
+    Ok(HttpResponse::Ok().json(WebhookReceipt {
+        received: true,
+        event_id,
+        outcome: ingested.outcome,
+        status: ingested.status,
+        detail: ingested.detail,
+    }))
 }
