@@ -107,7 +107,6 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<std::process::E
         }
         Command::Openapi => {
             print!("{}", crate::http::openapi::document_json());
-            Ok(std::process::ExitCode::SUCCESS)
         }
         Command::CheckLedger => {
             let (database, _) = open_database(&settings).await?;
