@@ -87,6 +87,10 @@ pub struct WebhookSettings {
     /// the default (with the 10-minute backoff cap) outlasts Stripe's 3 days of retries. The
     /// purchase's arrival wakes it at once, even after it failed.
     pub deferred_max_attempts: i64,
+    /// In production, test-mode events (`livemode: false`) are stored and ignored: a test-mode
+    /// secret configured beside the live one must not grant credits. True applies them anyway.
+    /// (In development every event is applied.)
+    pub accept_test_events: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,6 +161,7 @@ impl Default for WebhookSettings {
             tolerance_secs: 300,
             body_limit_bytes: 1024 * 1024,
             deferred_max_attempts: 450,
+            accept_test_events: false,
         }
     }
 }

@@ -114,6 +114,12 @@ pub enum Finish {
     Failed {
         error: String,
     },
+    /// Not run for want of something an operator provides (a Stripe key): try again at `at`.
+    /// Waiting is not an attempt, so it never uses up the job's retry budget.
+    Wait {
+        at: NaiveDateTime,
+        error: String,
+    },
 }
 
 /// Records the outcome of a claimed run (only if this worker still holds it).
@@ -139,6 +145,17 @@ pub fn finish(
             .set((
                 jobs::status.eq(status::QUEUED),
                 jobs::run_after.eq(*at),
+                jobs::locked_until.eq(None::<NaiveDateTime>),
+                jobs::last_error.eq(error),
+                jobs::updated_at.eq(now),
+            ))
+            .execute(conn)?,
+        Finish::Wait { at, error } => diesel::update(target)
+            .set((
+                jobs::status.eq(status::QUEUED),
+                jobs::run_after.eq(*at),
+                // The claim counted this run; it was no attempt.
+                jobs::attempts.eq(jobs::attempts - 1),
                 jobs::locked_until.eq(None::<NaiveDateTime>),
                 jobs::last_error.eq(error),
                 jobs::updated_at.eq(now),

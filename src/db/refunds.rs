@@ -16,6 +16,9 @@ pub mod status {
     pub const CANCELED: &str = "canceled";
     /// Counted as money going back to the customer.
     pub const LIVE: [&str; 3] = [PENDING, SUBMITTED, SUCCEEDED];
+    /// Money Stripe has acknowledged as refunded: it answered with the refund (ours), or told
+    /// us of it (outside refunds). A refund still `pending` was never accepted by Stripe.
+    pub const ACKNOWLEDGED: [&str; 2] = [SUBMITTED, SUCCEEDED];
     pub const ALL: [&str; 5] = [PENDING, SUBMITTED, SUCCEEDED, FAILED, CANCELED];
 
     /// A Stripe Refund's `status` as ours: its final states map one to one; anything else
@@ -127,23 +130,36 @@ impl Refund {
         query.load(conn)
     }
 
-    /// Money already going back for this purchase (refunds not failed or canceled).
-    pub fn live_amount(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
+    /// Money Stripe acknowledged as refunded for this purchase (`status::ACKNOWLEDGED`): what
+    /// explains a `charge.refunded`, bounds the lot (policy::lot) and E1's "already refunded".
+    pub fn acknowledged_amount(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
+        Self::amount_in(conn, purchase_id, &status::ACKNOWLEDGED)
+    }
+
+    /// Money that Stripe confirmed went back (`succeeded`): what a purchase's status says.
+    pub fn succeeded_amount(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
+        Self::amount_in(conn, purchase_id, &[status::SUCCEEDED])
+    }
+
+    fn amount_in(
+        conn: &mut DbConnection,
+        purchase_id: &str,
+        statuses: &[&str],
+    ) -> QueryResult<i64> {
         let amounts: Vec<i64> = refunds::table
             .filter(refunds::purchase_id.eq(purchase_id))
-            .filter(refunds::status.eq_any(status::LIVE))
+            .filter(refunds::status.eq_any(statuses))
             .select(refunds::amount)
             .load(conn)?;
         Ok(amounts.into_iter().sum())
     }
 
-    pub fn succeeded_amount(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
-        let amounts: Vec<i64> = refunds::table
-            .filter(refunds::purchase_id.eq(purchase_id))
-            .filter(refunds::status.eq(status::SUCCEEDED))
-            .select(refunds::amount)
-            .load(conn)?;
-        Ok(amounts.into_iter().sum())
+    /// Credits that outside refunds of this purchase could not revoke (they were spent).
+    pub fn outstanding_shortfall(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
+        Ok(Self::with_shortfall(conn, purchase_id)?
+            .iter()
+            .map(|r| r.credits_shortfall)
+            .sum())
     }
 
     /// Live refunds of the purchase whose credits could not all be revoked (O1 shortfalls),
@@ -158,21 +174,78 @@ impl Refund {
             .load(conn)
     }
 
-    /// An outside refund recorded from `charge.refunded` before Stripe told us its id.
+    /// What refunds made outside creditguard (O1) returned, as far as Stripe acknowledged it.
+    pub fn outside_acknowledged_amount(
+        conn: &mut DbConnection,
+        purchase_id: &str,
+    ) -> QueryResult<i64> {
+        let amounts: Vec<i64> = refunds::table
+            .filter(refunds::purchase_id.eq(purchase_id))
+            .filter(refunds::origin.eq(ORIGIN_STRIPE))
+            .filter(refunds::status.eq_any(status::ACKNOWLEDGED))
+            .select(refunds::amount)
+            .load(conn)?;
+        Ok(amounts.into_iter().sum())
+    }
+
+    /// The oldest outside refund recorded from `charge.refunded`'s total whose amount Stripe has
+    /// not itemised yet (no refund id, amount left).
     pub fn unnamed_outside(
         conn: &mut DbConnection,
         purchase_id: &str,
-        amount: i64,
     ) -> QueryResult<Option<Refund>> {
         refunds::table
             .filter(refunds::purchase_id.eq(purchase_id))
             .filter(refunds::origin.eq(ORIGIN_STRIPE))
             .filter(refunds::stripe_refund_id.is_null())
-            .filter(refunds::amount.eq(amount))
-            .order(refunds::created_at.asc())
+            .filter(refunds::amount.gt(0))
+            .filter(refunds::status.eq_any(status::ACKNOWLEDGED))
+            .order((refunds::created_at.asc(), refunds::id.asc()))
             .select(Refund::as_select())
             .first(conn)
             .optional()
+    }
+
+    /// Stripe itemised an unnamed outside refund as `stripe_refund_id` of `amount`.
+    pub fn name_outside(
+        conn: &mut DbConnection,
+        id: &str,
+        stripe_refund_id: &str,
+        amount: i64,
+        to: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<()> {
+        diesel::update(
+            refunds::table
+                .find(id)
+                .filter(refunds::stripe_refund_id.is_null()),
+        )
+        .set((
+            refunds::stripe_refund_id.eq(stripe_refund_id),
+            refunds::amount.eq(amount),
+            refunds::status.eq(to),
+            refunds::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+        Ok(())
+    }
+
+    /// The part of an unnamed outside refund that Stripe has not itemised yet.
+    pub fn set_amount(
+        conn: &mut DbConnection,
+        id: &str,
+        amount: i64,
+        detail: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<()> {
+        diesel::update(refunds::table.find(id))
+            .set((
+                refunds::amount.eq(amount),
+                refunds::status_detail.eq(detail),
+                refunds::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        Ok(())
     }
 
     pub fn set_credits(
@@ -224,8 +297,8 @@ impl Refund {
         Ok(())
     }
 
-    /// Moves the refund to `to` unless it already is in a final state; true if this call moved
-    /// it (so the effects of the transition happen once).
+    /// Moves the refund to `to` unless it already is in a final state (but `succeeded` may still
+    /// become `failed`); true if this call moved it (so the effects happen once).
     pub fn transition(
         conn: &mut DbConnection,
         id: &str,
@@ -235,6 +308,8 @@ impl Refund {
     ) -> QueryResult<bool> {
         let from: &[&str] = match to {
             status::SUBMITTED => &[status::PENDING],
+            // Stripe documents refunds that succeeded and fail later (a closed card).
+            status::FAILED => &[status::PENDING, status::SUBMITTED, status::SUCCEEDED],
             _ => &[status::PENDING, status::SUBMITTED],
         };
         let changed = diesel::update(refunds::table.find(id).filter(refunds::status.eq_any(from)))

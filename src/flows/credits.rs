@@ -5,7 +5,7 @@ use diesel::result::DatabaseErrorKind;
 use super::FlowContext;
 use crate::db::models::Account;
 use crate::db::{write_transaction, DbConnection};
-use crate::domain::{AccountId, Credits, GenerationId, LedgerKind};
+use crate::domain::{AccountId, Credits, GenerationId};
 use crate::ledger::{self, ConsumeOutcome, LedgerError, Restoration};
 
 pub fn consume(
@@ -34,35 +34,9 @@ pub fn restore_failed_generation(
     ctx: FlowContext<'_>,
 ) -> Result<Restoration, LedgerError> {
     write_transaction(conn, |conn| {
-        let mut restoration =
-            ledger::restore_failed_generation(conn, generation_id.as_str(), reason, ctx.now)?;
-        // Credits drawn from a purchase that is disputed now, or whose dispute was lost, do not
-        // come back to the account: they follow the dispute (CB1, CB3).
-        for (lot_id, purchase_id, credits) in std::mem::take(&mut restoration.lots) {
-            let Some(purchase_id) = purchase_id else {
-                continue;
-            };
-            let cause = format!("T1 restore of generation {generation_id}");
-            let held = super::dispute::claim_returning_credits(
-                conn,
-                &purchase_id,
-                credits,
-                &cause,
-                generation_id.as_str(),
-                ctx,
-            )?;
-            if let Some(dispute_id) = held {
-                restoration.balance -= ledger::revoke_from_lot(
-                    conn,
-                    lot_id,
-                    credits,
-                    LedgerKind::DisputeRevoke,
-                    &format!("{dispute_id}:{generation_id}"),
-                    ctx.now,
-                )?;
-            }
-        }
-        Ok(restoration)
+        // Credits go back through the ledger's one way in (`ledger::return_credits`): a lot whose
+        // purchase is disputed, lost, refunded or terminated keeps what it owes.
+        ledger::restore_failed_generation(conn, generation_id.as_str(), reason, ctx.now)
     })
 }
 

@@ -15,9 +15,8 @@ use crate::db::DbConnection;
 use crate::domain::{AccountStatus, LedgerKind, PurchaseStatus};
 use crate::ledger;
 use crate::policy::dispute::{
-    decide_closed, decide_opened, decide_returning_credits, decide_termination, AccountState,
-    CloseAction, ClosedDispute, DisputePolicy, DisputeState, OpenedDispute, ReturningCredits,
-    TerminationTrigger, SUSPENDED_FOR_DISPUTE,
+    decide_closed, decide_opened, decide_termination, AccountState, CloseAction, ClosedDispute,
+    DisputePolicy, OpenedDispute, TerminationTrigger, SUSPENDED_FOR_DISPUTE,
 };
 use crate::stripe::event::{BalanceTransaction, DisputeEvent, DisputeFacts};
 
@@ -300,15 +299,23 @@ fn close(
             credits,
             lift_suspension,
         } => {
+            // Through the ledger's one way back in: a charge refunded meanwhile (in the
+            // Dashboard, say) keeps its credits out even though the dispute was won.
             let given = match ledger::purchase_lot(conn, &purchase.id)? {
-                Some(lot) => ledger::reinstate_to_lot(
-                    conn,
-                    lot.id,
-                    credits,
-                    LedgerKind::DisputeReinstate,
-                    &dispute.id,
-                    ctx.now,
-                )?,
+                Some(lot) => {
+                    ledger::return_credits(
+                        conn,
+                        lot.id,
+                        credits,
+                        ledger::Comeback {
+                            kind: LedgerKind::DisputeReinstate,
+                            reference: &dispute.id,
+                            cause: &format!("dispute {} closed as {}", dispute.id, facts.status),
+                        },
+                        ctx.now,
+                    )?
+                    .to_lot
+                }
                 None => 0,
             };
             Dispute::set_credits_reinstated(conn, &dispute.id, given, ctx.now)?;
@@ -365,50 +372,6 @@ fn close(
     }
     tracing::info!(dispute_id = dispute.id, status = facts.status, rule = %decision.rule, "dispute closed");
     Ok(format!("{}: {}", decision.rule, decision.explanation))
-}
-
-/// Credits of a purchase about to come back to its account (a refund Stripe refused, a T1
-/// restore): if the purchase has an open or lost dispute they stay out, held by an open one
-/// (CB1) or for good (CB3), and the decision is recorded. Returns the id of the dispute that
-/// keeps them, or None when the credits may come back.
-pub(crate) fn claim_returning_credits(
-    conn: &mut DbConnection,
-    purchase_id: &str,
-    credits: i64,
-    cause: &str,
-    reference: &str,
-    ctx: FlowContext<'_>,
-) -> diesel::QueryResult<Option<String>> {
-    let Some(dispute) = Dispute::latest_of_purchase(conn, purchase_id)? else {
-        return Ok(None);
-    };
-    let state = DisputeState {
-        id: &dispute.id,
-        outcome: dispute.outcome.as_deref(),
-    };
-    let Some(decision) = decide_returning_credits(purchase_id, credits, Some(state), cause) else {
-        return Ok(None);
-    };
-    if decision.action == ReturningCredits::HoldForOpenDispute {
-        Dispute::add_credits_revoked(conn, &dispute.id, credits, ctx.now)?;
-    }
-    record_purchase_decision(
-        conn,
-        purchase_id,
-        decision.rule,
-        &format!("credits_held:{}", dispute.id),
-        &decision.explanation,
-        reference,
-        ctx,
-    )?;
-    tracing::warn!(
-        purchase_id,
-        dispute_id = dispute.id,
-        credits,
-        cause,
-        "credits stay with the dispute"
-    );
-    Ok(Some(dispute.id))
 }
 
 /// The status a purchase goes back to when its dispute is won: what its refunds made it.

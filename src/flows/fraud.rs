@@ -46,7 +46,7 @@ pub fn apply_early_fraud_warning(
         purchase_id: &purchase.id,
         amount: purchase.amount,
         currency: &purchase.currency,
-        refunded: Refund::live_amount(conn, &purchase.id)?,
+        refunded: Refund::acknowledged_amount(conn, &purchase.id)?,
         disputed,
         granted: lot.as_ref().map_or(0, |l| l.granted),
         remaining: lot.as_ref().map_or(0, |l| l.remaining),

@@ -21,8 +21,7 @@ pub struct FlowContext<'a> {
     pub settings: &'a Settings,
 }
 
-/// Who made a decision: the service itself, or a named person (later: support).
-pub const DECIDED_BY_POLICY: &str = "creditguard";
+pub use crate::policy::DECIDED_BY_POLICY;
 
 /// Stores an automatic decision on a purchase with the rule that made it, so support and
 /// finance can read why.

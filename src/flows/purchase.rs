@@ -127,6 +127,14 @@ fn credit_later(
     event_id: &str,
     ctx: FlowContext<'_>,
 ) -> Result<Applied, IngestError> {
+    // The amount and currency are what Stripe charged, as the purchase recorded them; another
+    // event's copy cannot overturn M1's verdict on them.
+    let payment = PaymentFacts {
+        amount: existing.amount,
+        currency: existing.currency.clone(),
+        ..payment.clone()
+    };
+    let payment = &payment;
     let (account, decision) = judge(conn, payment, ctx)?;
     let (PurchaseAction::Grant { credits }, Some(account)) = (&decision.action, &account) else {
         return Ok(Applied::processed(format!(

@@ -13,9 +13,8 @@ use crate::db::refunds::{self, NewRefund, Refund, ORIGIN_CREDITGUARD, ORIGIN_STR
 use crate::db::DbConnection;
 use crate::domain::{LedgerKind, PurchaseStatus};
 use crate::ledger;
-use crate::policy::refund::{
-    decide_duplicate, refunded_credits, DuplicateAction, DuplicatePolicy, PurchaseLot,
-};
+use crate::policy::lot::refunded_credits;
+use crate::policy::refund::{decide_duplicate, DuplicateAction, DuplicatePolicy, PurchaseLot};
 use crate::policy::Rule;
 use crate::stripe::event::{ChargeRefundFacts, RefundFacts};
 
@@ -254,94 +253,57 @@ pub fn settle(
     }
     match to {
         refunds::status::FAILED | refunds::status::CANCELED => {
-            // A purchase disputed meanwhile (Stripe refuses to refund a disputed charge): the
-            // credits follow the dispute instead (CB1 while open, CB3 once lost).
-            let cause = format!("refund {} {to}", refund.id);
-            let held = super::dispute::claim_returning_credits(
+            if refund.credits_shortfall > 0 {
+                // An outside refund that failed owes no credits any more.
+                Refund::set_credits(conn, &refund.id, refund.credits_revoked, 0)?;
+            }
+            // No money went back: the credits return through the ledger's one way in, which
+            // first settles what the lot owes (a dispute, an outside refund, a termination).
+            let given = match ledger::purchase_lot(conn, &refund.purchase_id)? {
+                Some(lot) => {
+                    ledger::return_credits(
+                        conn,
+                        lot.id,
+                        refund.credits_revoked,
+                        ledger::Comeback {
+                            kind: LedgerKind::Adjustment,
+                            reference: &format!("{}:{to}", refund.id),
+                            cause: &format!("refund {} {to}", refund.id),
+                        },
+                        ctx.now,
+                    )?
+                    .to_lot
+                }
+                None => 0,
+            };
+            let rule = refund.rule.parse().unwrap_or(Rule::U1);
+            decide(
                 conn,
                 &refund.purchase_id,
-                refund.credits_revoked,
-                &cause,
+                rule,
+                "credits_reinstated",
+                &format!(
+                    "Refund {} is {to} ({}): no money went back, so {given} of its {} revoked credits are back on the account.",
+                    refund.id,
+                    detail.unwrap_or("no detail"),
+                    refund.credits_revoked
+                ),
                 &refund.id,
                 ctx,
             )?;
-            if let (None, Some(lot)) = (held, ledger::purchase_lot(conn, &refund.purchase_id)?) {
-                // 0 for a terminated account: CB4 or V1 revoked its credits for good.
-                let given = ledger::reinstate_to_lot(
-                    conn,
-                    lot.id,
-                    refund.credits_revoked,
-                    LedgerKind::Adjustment,
-                    &format!("{}:{to}", refund.id),
-                    ctx.now,
-                )?;
-                cover_outside_shortfalls(conn, refund, lot.id, ctx)?;
-                let rule = refund.rule.parse().unwrap_or(Rule::U1);
-                decide(
-                    conn,
-                    &refund.purchase_id,
-                    rule,
-                    "credits_reinstated",
-                    &format!(
-                        "Refund {} is {to} ({}): no money went back, so {given} of its {} revoked credits are back on the account.",
-                        refund.id,
-                        detail.unwrap_or("no detail"),
-                        refund.credits_revoked
-                    ),
-                    &refund.id,
-                    ctx,
-                )?;
-                tracing::warn!(
-                    refund_id = refund.id,
-                    status = to,
-                    detail,
-                    given,
-                    "refund did not go through; credits reinstated"
-                );
-            }
+            tracing::warn!(
+                refund_id = refund.id,
+                status = to,
+                detail,
+                given,
+                "refund did not go through; its credits returned as far as the lot owes nothing"
+            );
+            refresh_purchase_status(conn, &refund.purchase_id, ctx)?;
         }
         refunds::status::SUCCEEDED => refresh_purchase_status(conn, &refund.purchase_id, ctx)?,
         _ => {}
     }
     Ok(true)
-}
-
-/// Credits that come back from a failed refund first cover what a refund made outside
-/// creditguard (O1) could not revoke because ours held them: that money went back, so those
-/// credits must not return to the account. (Stripe refuses ours with `charge_already_refunded`
-/// exactly when the Dashboard refund came first.)
-fn cover_outside_shortfalls(
-    conn: &mut DbConnection,
-    failed: &Refund,
-    lot_id: i64,
-    ctx: FlowContext<'_>,
-) -> Result<(), IngestError> {
-    for outside in Refund::with_shortfall(conn, &failed.purchase_id)? {
-        let taken = ledger::revoke_from_lot(
-            conn,
-            lot_id,
-            outside.credits_shortfall,
-            LedgerKind::RefundRevoke,
-            &format!("{}:after:{}", outside.id, failed.id),
-            ctx.now,
-        )?;
-        if taken == 0 {
-            break;
-        }
-        Refund::set_credits(
-            conn,
-            &outside.id,
-            outside.credits_revoked + taken,
-            outside.credits_shortfall - taken,
-        )?;
-        tracing::info!(
-            refund_id = outside.id,
-            failed_refund_id = failed.id,
-            taken,
-            "credits of a failed refund cover an outside refund's shortfall (O1)"
-        );
-    }
-    Ok(())
 }
 
 fn refresh_purchase_status(
@@ -352,9 +314,23 @@ fn refresh_purchase_status(
     let Some(purchase) = Purchase::find(conn, purchase_id)? else {
         return Ok(());
     };
-    if let Some(status) = status_from_refunds(conn, &purchase)? {
-        Purchase::set_refund_status(conn, purchase_id, status.as_str(), ctx.now)?;
-    }
+    let status = match status_from_refunds(conn, &purchase)? {
+        Some(status) => status,
+        // A refund that counted failed later (Stripe documents succeeded → failed): the
+        // purchase is what it was before the money seemed to go back.
+        None if [PurchaseStatus::Refunded, PurchaseStatus::PartiallyRefunded]
+            .iter()
+            .any(|s| s.as_str() == purchase.status) =>
+        {
+            if purchase.undelivered_reason.is_some() {
+                PurchaseStatus::Undelivered
+            } else {
+                PurchaseStatus::Credited
+            }
+        }
+        None => return Ok(()),
+    };
+    Purchase::set_refund_status(conn, purchase_id, status.as_str(), ctx.now)?;
     Ok(())
 }
 
@@ -417,30 +393,33 @@ pub fn apply_refund_event(
         facts.payment_intent_id.as_deref(),
     )?
     else {
-        return Ok(Applied::ignored(format!(
-            "refund {} is for no known purchase",
-            facts.stripe_refund_id
-        )));
+        // It may have outrun its purchase: kept and applied when the purchase arrives.
+        return Ok(until_purchase_arrives(
+            &format!("refund {}", facts.stripe_refund_id),
+            facts.charge_id.as_deref(),
+            facts.payment_intent_id.as_deref(),
+        ));
     };
-    if !matches!(facts.status.as_str(), "succeeded" | "pending") {
-        return Ok(Applied::processed(format!(
-            "outside refund {} is {}: no money moved",
-            facts.stripe_refund_id, facts.status
-        )));
-    }
+    let status = match facts.status.as_str() {
+        "succeeded" => refunds::status::SUCCEEDED,
+        // Stripe has it and will settle it: counted as refunded until Stripe says it failed.
+        "pending" | "requires_action" => refunds::status::SUBMITTED,
+        other => {
+            return Ok(Applied::processed(format!(
+                "outside refund {} is {other}: no money moved",
+                facts.stripe_refund_id
+            )))
+        }
+    };
     Purchase::lock(conn, &purchase.id, ctx.now)?;
-    if let Some(recorded) = Refund::unnamed_outside(conn, &purchase.id, facts.amount)? {
-        Refund::set_stripe_id(conn, &recorded.id, &facts.stripe_refund_id, ctx.now)?;
-        return Ok(Applied::processed(format!(
-            "outside refund {} was recorded from charge.refunded as {}",
-            facts.stripe_refund_id, recorded.id
-        )));
-    }
     record_outside_refund(
         conn,
         &purchase,
-        facts.amount,
-        Some(&facts.stripe_refund_id),
+        OutsideRefund {
+            amount: facts.amount,
+            status,
+            stripe_refund_id: Some(&facts.stripe_refund_id),
+        },
         event_id,
         ctx,
     )
@@ -460,10 +439,11 @@ pub fn apply_charge_refunded(
         facts.payment_intent_id.as_deref(),
     )?
     else {
-        return Ok(Applied::ignored(format!(
-            "charge {} is no known purchase",
-            facts.charge_id
-        )));
+        return Ok(until_purchase_arrives(
+            &format!("charge.refunded of charge {}", facts.charge_id),
+            Some(&facts.charge_id),
+            facts.payment_intent_id.as_deref(),
+        ));
     };
     // Serialises every delivery about this purchase: totals below are read after the lock.
     Purchase::lock(conn, &purchase.id, ctx.now)?;
@@ -471,10 +451,22 @@ pub fn apply_charge_refunded(
     for listed in &facts.refunds {
         apply_refund_event(conn, listed, event_id, ctx)?;
     }
-    let known = Refund::live_amount(conn, &purchase.id)?;
+    // Only refunds Stripe acknowledged explain its total: one of ours that Stripe never
+    // accepted is not money back (if Stripe refuses it later, its credits must not return).
+    let known = Refund::acknowledged_amount(conn, &purchase.id)?;
     let unexplained = facts.amount_refunded.min(purchase.amount) - known;
     let applied = if unexplained > 0 {
-        record_outside_refund(conn, &purchase, unexplained, None, event_id, ctx)?
+        record_outside_refund(
+            conn,
+            &purchase,
+            OutsideRefund {
+                amount: unexplained,
+                status: refunds::status::SUCCEEDED,
+                stripe_refund_id: None,
+            },
+            event_id,
+            ctx,
+        )?
     } else {
         Applied::processed(format!(
             "charge {}: {} refunded, all of it known to creditguard",
@@ -515,40 +507,106 @@ pub(crate) fn find_purchase(
     }
 }
 
-/// O1: money went back that creditguard did not send. Revoke the same share of the purchase's
-/// credits, bounded by what is unused; record the shortfall for finance.
-fn record_outside_refund(
+/// A refund creditguard did not make, as Stripe reported it.
+struct OutsideRefund<'a> {
+    amount: i64,
+    /// `succeeded`, or `submitted` while Stripe still settles it.
+    status: &'a str,
+    /// None when only `charge.refunded`'s total told of it.
+    stripe_refund_id: Option<&'a str>,
+}
+
+fn insert_outside(
     conn: &mut DbConnection,
     purchase: &Purchase,
-    amount: i64,
-    stripe_refund_id: Option<&str>,
-    event_id: &str,
+    outside: &OutsideRefund<'_>,
     ctx: FlowContext<'_>,
-) -> Result<Applied, IngestError> {
+) -> Result<String, IngestError> {
     let refund_id = format!("rf_{}", uuid::Uuid::now_v7().simple());
     Refund::insert(
         conn,
         &NewRefund {
             id: &refund_id,
             purchase_id: &purchase.id,
-            amount,
+            amount: outside.amount,
             currency: &purchase.currency,
             reason: "outside_creditguard",
             rule: Rule::O1.as_str(),
             origin: ORIGIN_STRIPE,
-            status: refunds::status::SUCCEEDED,
+            status: outside.status,
             status_detail: Some("made outside creditguard (Stripe Dashboard or API)"),
-            stripe_refund_id,
+            stripe_refund_id: outside.stripe_refund_id,
             credits_revoked: 0,
             credits_shortfall: 0,
             created_at: ctx.now,
             updated_at: ctx.now,
         },
     )?;
-    let wanted = refunded_credits(amount, purchase.amount, purchase.credits_granted);
+    Ok(refund_id)
+}
+
+/// O1: money went back that creditguard did not send. The credits it paid for are the refunded
+/// share of the grant computed on the purchase's cumulative outside refunds (so partial refunds
+/// round once, not each time), revoked as far as they are unused; the rest is a shortfall for
+/// finance. A refund Stripe names that `charge.refunded`'s total already counted (unnamed) is
+/// taken out of that total instead of being counted twice.
+fn record_outside_refund(
+    conn: &mut DbConnection,
+    purchase: &Purchase,
+    outside: OutsideRefund<'_>,
+    event_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Applied, IngestError> {
+    let amount = outside.amount;
+    let before = Refund::outside_acknowledged_amount(conn, &purchase.id)?;
+    let unnamed = match outside.stripe_refund_id {
+        Some(_) => Refund::unnamed_outside(conn, &purchase.id)?,
+        None => None,
+    };
+    let (refund_id, credits_before) = match (outside.stripe_refund_id, unnamed) {
+        // `charge.refunded` counted no more than this refund: it was this refund.
+        (Some(stripe_id), Some(unnamed)) if unnamed.amount <= amount => {
+            Refund::name_outside(
+                conn,
+                &unnamed.id,
+                stripe_id,
+                amount,
+                outside.status,
+                ctx.now,
+            )?;
+            (
+                unnamed.id,
+                (unnamed.credits_revoked, unnamed.credits_shortfall),
+            )
+        }
+        // It counted more: this refund is part of it, the rest stays unnamed.
+        (Some(stripe_id), Some(unnamed)) => {
+            Refund::set_amount(
+                conn,
+                &unnamed.id,
+                unnamed.amount - amount,
+                &format!(
+                    "made outside creditguard; {amount} of it itemised by Stripe as {stripe_id}"
+                ),
+                ctx.now,
+            )?;
+            (insert_outside(conn, purchase, &outside, ctx)?, (0, 0))
+        }
+        _ => (insert_outside(conn, purchase, &outside, ctx)?, (0, 0)),
+    };
+    let after = Refund::outside_acknowledged_amount(conn, &purchase.id)?;
+    let granted = purchase.credits_granted;
+    let wanted = (refunded_credits(after, purchase.amount, granted)
+        - refunded_credits(before, purchase.amount, granted))
+    .max(0);
     let revoked = revoke_for_refund(conn, &purchase.id, wanted, &refund_id, ctx)?;
     let shortfall = wanted - revoked;
-    Refund::set_credits(conn, &refund_id, revoked, shortfall)?;
+    Refund::set_credits(
+        conn,
+        &refund_id,
+        credits_before.0 + revoked,
+        credits_before.1 + shortfall,
+    )?;
     refresh_purchase_status(conn, &purchase.id, ctx)?;
     let mut explanation = format!(
         "{amount} {} of purchase {} was refunded outside creditguard; {revoked} of the {wanted} credits it paid for were revoked",

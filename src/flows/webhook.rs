@@ -136,6 +136,17 @@ pub(crate) fn apply(
     event: &VerifiedEvent,
     ctx: FlowContext<'_>,
 ) -> Result<Applied, IngestError> {
+    let settings = ctx.settings;
+    if !event.livemode
+        && settings.environment == crate::settings::Environment::Production
+        && !settings.webhook.accept_test_events
+    {
+        return Ok(Applied::ignored(
+            "a test-mode event (livemode false): test-mode events are ignored in production, so a \
+             test-mode webhook secret configured beside the live one grants nothing (set \
+             webhook.accept_test_events to apply them)",
+        ));
+    }
     let fact = match event.fact() {
         Ok(fact) => fact,
         // Signed by Stripe but missing what we need: keep it, visibly failed, and answer 2xx

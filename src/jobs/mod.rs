@@ -100,6 +100,14 @@ impl JobRunner {
         Ok(())
     }
 
+    /// A run that waited for an operator (a Stripe key): asked again in a minute, not counted.
+    fn wait(&self, error: String) -> Finish {
+        Finish::Wait {
+            at: db_time(self.clock.now()) + TimeDelta::seconds(60),
+            error,
+        }
+    }
+
     /// When to try a job again after `attempts` failed runs: exponential, capped, with jitter so
     /// that many jobs failing together do not retry together.
     fn retry_at(&self, attempts: i64) -> chrono::NaiveDateTime {

@@ -71,15 +71,14 @@ pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
         Err(StripeCallError::NotConfigured) => {
             let error = "waiting: STRIPE_SECRET_KEY is not set, so Stripe cannot be asked; the refund is decided and recorded, no money has moved".to_owned();
             tracing::warn!(refund_id = refund.id, "{error}");
-            let at = db_time(runner.clock.now()) + chrono::TimeDelta::seconds(60);
-            (
-                Finish::RetryAt {
-                    at,
-                    error: error.clone(),
-                },
-                None,
-                Some(error),
-            )
+            (runner.wait(error.clone()), None, Some(error))
+        }
+        Err(StripeCallError::KeyRejected { status, message }) => {
+            let error = format!(
+                "blocked: Stripe rejected STRIPE_SECRET_KEY ({status}: {message}); fix the key (revoked or restricted?) and the refund is asked again; no money has moved"
+            );
+            tracing::error!(refund_id = refund.id, status, "{error}");
+            (runner.wait(error.clone()), None, Some(error))
         }
         Err(StripeCallError::Retryable(message))
             if job.attempts < runner.settings.jobs.max_attempts =>

@@ -89,6 +89,72 @@ const INVARIANTS: &[&str] = &[
        FROM consumptions c LEFT JOIN consumption_draws d ON d.generation_id = c.generation_id
       GROUP BY c.generation_id, c.credits
      HAVING COALESCE(SUM(d.credits), 0) <> c.credits",
+    // Money and credits agree (docs/policy.md): a lot holds no more credits than the share of
+    // its purchase's money that was neither refunded (as Stripe acknowledged it) nor lost to or
+    // held by a dispute buys.
+    "SELECT invariant, subject, actual, expected FROM (
+       SELECT 'lot within what its unrefunded, undisputed money buys' AS invariant,
+              'lot ' || CAST(l.id AS TEXT) || ' of purchase ' || p.id AS subject,
+              l.remaining AS actual,
+              CAST(CASE
+                WHEN EXISTS (SELECT 1 FROM disputes d WHERE d.purchase_id = p.id
+                              AND (d.outcome IS NULL OR d.outcome = 'lost')) THEN 0
+                WHEN p.amount <= 0 THEN l.granted
+                ELSE l.granted - (l.granted * (CASE WHEN COALESCE(r.refunded, 0) > p.amount
+                                                    THEN p.amount ELSE COALESCE(r.refunded, 0) END))
+                                 / p.amount
+              END AS BIGINT) AS expected
+         FROM credit_lots l
+         JOIN purchases p ON p.id = l.purchase_id
+         LEFT JOIN (SELECT purchase_id, SUM(amount) AS refunded FROM refunds
+                     WHERE status IN ('submitted', 'succeeded') GROUP BY purchase_id) r
+                ON r.purchase_id = p.id) lots
+      WHERE actual > expected",
+    // A terminated account holds nothing.
+    "SELECT 'terminated account holds no credits' AS invariant, a.id AS subject,
+            a.balance AS actual, CAST(0 AS BIGINT) AS expected
+       FROM accounts a WHERE a.status = 'terminated' AND a.balance <> 0",
+    // No refund exceeds its charge, alone or together with the others Stripe acknowledged.
+    "SELECT 'refunds within their charge' AS invariant, 'purchase ' || p.id AS subject,
+            CAST(SUM(r.amount) AS BIGINT) AS actual, p.amount AS expected
+       FROM purchases p JOIN refunds r ON r.purchase_id = p.id
+      WHERE r.status IN ('submitted', 'succeeded')
+      GROUP BY p.id, p.amount
+     HAVING SUM(r.amount) > p.amount",
+    // Money counted refunded is what Stripe acknowledged: each of our refunds that counts has
+    // Stripe's refund id.
+    "SELECT 'our counted refunds carry Stripe''s id' AS invariant,
+            'refund ' || r.id || ' (' || r.status || ')' AS subject,
+            r.amount AS actual, CAST(0 AS BIGINT) AS expected
+       FROM refunds r
+      WHERE r.origin = 'creditguard' AND r.status IN ('submitted', 'succeeded')
+        AND r.stripe_refund_id IS NULL",
+    // A purchase's status agrees with its disputes (an open or lost one makes it `disputed`)
+    // and otherwise with the money Stripe confirmed refunded.
+    "SELECT invariant, subject, actual, expected FROM (
+       SELECT 'purchase status agrees with its refunds and disputes' AS invariant,
+              'purchase ' || p.id || ' is ' || p.status || ', its refunds and disputes make it '
+                || (CASE
+                     WHEN EXISTS (SELECT 1 FROM disputes d WHERE d.purchase_id = p.id
+                                   AND (d.outcome IS NULL OR d.outcome = 'lost')) THEN 'disputed'
+                     WHEN COALESCE(r.refunded, 0) >= p.amount THEN 'refunded'
+                     WHEN COALESCE(r.refunded, 0) > 0 THEN 'partially_refunded'
+                     WHEN p.undelivered_reason IS NOT NULL THEN 'undelivered'
+                     ELSE 'credited' END) AS subject,
+              p.status AS status,
+              (CASE
+                 WHEN EXISTS (SELECT 1 FROM disputes d WHERE d.purchase_id = p.id
+                               AND (d.outcome IS NULL OR d.outcome = 'lost')) THEN 'disputed'
+                 WHEN COALESCE(r.refunded, 0) >= p.amount THEN 'refunded'
+                 WHEN COALESCE(r.refunded, 0) > 0 THEN 'partially_refunded'
+                 WHEN p.undelivered_reason IS NOT NULL THEN 'undelivered'
+                 ELSE 'credited' END) AS derived,
+              CAST(COALESCE(r.refunded, 0) AS BIGINT) AS actual, p.amount AS expected
+         FROM purchases p
+         LEFT JOIN (SELECT purchase_id, SUM(amount) AS refunded FROM refunds
+                     WHERE status = 'succeeded' GROUP BY purchase_id) r
+                ON r.purchase_id = p.id) statuses
+      WHERE status <> derived",
 ];
 
 pub fn check_ledger(conn: &mut DbConnection) -> QueryResult<LedgerReport> {

@@ -8,9 +8,11 @@
 
 mod check;
 mod entries;
+mod returns;
 
 pub use check::{check_ledger, LedgerReport, Violation};
 pub use entries::{account_entries, LedgerEntry};
+pub use returns::{return_credits, Comeback};
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -333,8 +335,6 @@ pub struct Restoration {
     pub balance: i64,
     /// True when the generation had been restored before and nothing changed now.
     pub already_restored: bool,
-    /// What went back to each lot now: (lot id, its purchase, credits).
-    pub lots: Vec<(i64, Option<String>, i64)>,
 }
 
 /// Rule T1: returns a failed generation's credits to the lots they were drawn from.
@@ -369,81 +369,69 @@ pub fn restore_failed_generation(
             ))
             .first(conn)
             .optional()?;
-        let (account_id, status, credits) =
+        let (account_id, status, _) =
             existing.ok_or_else(|| LedgerError::ConsumptionNotFound(generation_id.to_owned()))?;
         let balance = Account::find(conn, &account_id)?.map_or(0, |a| a.balance);
+        // What the first restore put back (less than the generation's credits where a lot owed).
         let restored = if status == ConsumptionStatus::FailedRestored.as_str() {
-            credits
+            ledger_entries::table
+                .filter(ledger_entries::kind.eq(LedgerKind::FailureRestore.as_str()))
+                .filter(ledger_entries::reference.eq(generation_id))
+                .select(ledger_entries::delta)
+                .load::<i64>(conn)?
+                .into_iter()
+                .sum()
         } else {
             0
         };
+
         return Ok(Restoration {
             account_id,
             restored,
             balance,
             already_restored: true,
-            lots: Vec::new(),
         });
     };
 
-    let Some(balance) =
-        adjust_balance(conn, &account_id, credits, StatusGuard::NotTerminated, now)?
-    else {
-        // A terminated account's credits were revoked; the caller's transaction rolls back.
+    // A terminated account's credits were revoked for good: refuse (the caller rolls back the
+    // claim above) rather than restore nothing silently.
+    if adjust_balance(conn, &account_id, 0, StatusGuard::NotTerminated, now)?.is_none() {
         return Err(refusal(conn, &account_id, credits));
-    };
-    let draws: Vec<(i64, i64, Option<String>)> = consumption_draws::table
-        .inner_join(credit_lots::table)
+    }
+    // Each lot takes back what it drew, through the one way back in: a lot whose purchase's
+    // money went back, or that a dispute or termination holds, keeps what it owes.
+    let draws: Vec<(i64, i64)> = consumption_draws::table
         .filter(consumption_draws::generation_id.eq(generation_id))
         .order(consumption_draws::lot_id.asc())
-        .select((
-            consumption_draws::lot_id,
-            consumption_draws::credits,
-            credit_lots::purchase_id,
-        ))
+        .select((consumption_draws::lot_id, consumption_draws::credits))
         .load(conn)?;
-    let mut balance_after = balance - credits;
-    let mut lots = Vec::with_capacity(draws.len());
-    for (lot_id, drawn, purchase_id) in draws {
-        // Never above the lot's grant: a revoked lot must not get credits back this way.
-        let updated = diesel::update(
-            credit_lots::table
-                .find(lot_id)
-                .filter((credit_lots::remaining + drawn).le(credit_lots::granted)),
-        )
-        .set(credit_lots::remaining.eq(credit_lots::remaining + drawn))
-        .execute(conn)?;
-        if updated != 1 {
-            return Err(LedgerError::Invariant(format!(
-                "restoring {drawn} to lot {lot_id} would exceed its grant"
-            )));
-        }
-        balance_after += drawn;
-        diesel::insert_into(ledger_entries::table)
-            .values(&NewEntry {
-                account_id: &account_id,
-                lot_id,
-                purchase_id: purchase_id.as_deref(),
-                kind: LedgerKind::FailureRestore.as_str(),
-                delta: drawn,
-                balance_after,
-                reference: generation_id,
-                created_at: now,
-            })
-            .execute(conn)?;
-        lots.push((lot_id, purchase_id, drawn));
-    }
-    if balance_after != balance {
+    if draws.iter().map(|(_, drawn)| drawn).sum::<i64>() != credits {
         return Err(LedgerError::Invariant(format!(
             "generation {generation_id}: its draws do not add up to its {credits} credits"
         )));
     }
+    let cause = format!("T1 restore of generation {generation_id}");
+    let mut restored = 0;
+    for (lot_id, drawn) in draws {
+        let plan = return_credits(
+            conn,
+            lot_id,
+            drawn,
+            Comeback {
+                kind: LedgerKind::FailureRestore,
+                reference: generation_id,
+                cause: &cause,
+            },
+            now,
+        )?;
+        restored += plan.to_lot;
+    }
+    let balance = lock_account(conn, &account_id, now)?;
     Ok(Restoration {
         account_id,
-        restored: credits,
+        restored,
         balance,
         already_restored: false,
-        lots,
     })
 }
 
@@ -579,50 +567,6 @@ pub fn revoke_all_unused(
         revoked += revoke_from_lot(conn, lot_id, i64::MAX, kind, reference, now)?;
     }
     Ok(revoked)
-}
-
-/// Puts `credits` back into the lot they were revoked from (a refund Stripe failed or canceled,
-/// a dispute won), never above the lot's grant; returns what was put back. A terminated account
-/// gets nothing back (0): its credits were revoked for good.
-pub fn reinstate_to_lot(
-    conn: &mut DbConnection,
-    lot_id: i64,
-    credits: i64,
-    kind: LedgerKind,
-    reference: &str,
-    now: NaiveDateTime,
-) -> Result<i64, LedgerError> {
-    if credits <= 0 {
-        return Ok(0);
-    }
-    let (account_id, lot) = locked_lot(conn, lot_id, now)?;
-    let give = credits.min(lot.granted - lot.remaining);
-    if give <= 0 {
-        return Ok(0);
-    }
-    let Some(balance) = adjust_balance(conn, &account_id, give, StatusGuard::NotTerminated, now)?
-    else {
-        return match refusal(conn, &account_id, give) {
-            LedgerError::AccountTerminated(_) => Ok(0),
-            other => Err(other),
-        };
-    };
-    diesel::update(credit_lots::table.find(lot_id))
-        .set(credit_lots::remaining.eq(credit_lots::remaining + give))
-        .execute(conn)?;
-    diesel::insert_into(ledger_entries::table)
-        .values(&NewEntry {
-            account_id: &account_id,
-            lot_id,
-            purchase_id: lot.purchase_id.as_deref(),
-            kind: kind.as_str(),
-            delta: give,
-            balance_after: balance,
-            reference,
-            created_at: now,
-        })
-        .execute(conn)?;
-    Ok(give)
 }
 
 /// D1's view of the account's credited purchases of one package paid within [from, to], each

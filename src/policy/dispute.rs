@@ -222,55 +222,6 @@ pub fn decide_closed(facts: &ClosedDispute<'_>) -> Decision<CloseAction> {
     }
 }
 
-/// A dispute of a purchase as seen when credits of that purchase would come back.
-#[derive(Debug, Clone, Copy)]
-pub struct DisputeState<'a> {
-    pub id: &'a str,
-    /// None while the dispute is open.
-    pub outcome: Option<&'a str>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReturningCredits {
-    /// Back to the account (no dispute, or one the merchant won).
-    Return,
-    /// Keep them out and add them to the open dispute's revoked credits: CB2 gives them back
-    /// if it is won.
-    HoldForOpenDispute,
-    /// The dispute was lost: the cardholder has the money back, so the credits stay out (CB3).
-    KeepRevoked,
-}
-
-/// Credits of a disputed purchase that would return to the account (a refund Stripe refused, a
-/// failed generation restored under T1) follow the dispute: CB1 while it is open, CB3 once lost.
-pub fn decide_returning_credits(
-    purchase_id: &str,
-    credits: i64,
-    dispute: Option<DisputeState<'_>>,
-    cause: &str,
-) -> Option<Decision<ReturningCredits>> {
-    let dispute = dispute?;
-    match dispute.outcome {
-        None => Some(Decision {
-            action: ReturningCredits::HoldForOpenDispute,
-            rule: Rule::CB1,
-            explanation: format!(
-                "{credits} credits of purchase {purchase_id} would come back ({cause}), but dispute {} is open: they stay revoked with the dispute's and come back only if it is won.",
-                dispute.id
-            ),
-        }),
-        Some("lost") => Some(Decision {
-            action: ReturningCredits::KeepRevoked,
-            rule: Rule::CB3,
-            explanation: format!(
-                "{credits} credits of purchase {purchase_id} would come back ({cause}), but dispute {} was lost: the cardholder has the money back, so they stay revoked.",
-                dispute.id
-            ),
-        }),
-        Some(_) => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,34 +361,6 @@ mod tests {
         assert_eq!(fraud.action, CloseAction::KeepRevokedAndTerminate);
         let odd = decide_closed(&closed("mystery", "general", suspended("u", "dispute")));
         assert_eq!(odd.action, CloseAction::Unknown);
-    }
-
-    #[test]
-    fn credits_coming_back_follow_the_dispute_of_their_purchase() {
-        let open = DisputeState {
-            id: "dp_1",
-            outcome: None,
-        };
-        let held = decide_returning_credits("pur_1", 30, Some(open), "T1").unwrap();
-        assert_eq!(
-            (held.rule, held.action),
-            (Rule::CB1, ReturningCredits::HoldForOpenDispute)
-        );
-        let lost = DisputeState {
-            id: "dp_1",
-            outcome: Some("lost"),
-        };
-        let kept = decide_returning_credits("pur_1", 30, Some(lost), "T1").unwrap();
-        assert_eq!(
-            (kept.rule, kept.action),
-            (Rule::CB3, ReturningCredits::KeepRevoked)
-        );
-        let won = DisputeState {
-            id: "dp_1",
-            outcome: Some("won"),
-        };
-        assert_eq!(decide_returning_credits("pur_1", 30, Some(won), "T1"), None);
-        assert_eq!(decide_returning_credits("pur_1", 30, None, "T1"), None);
     }
 
     #[test]

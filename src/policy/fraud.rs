@@ -15,7 +15,7 @@ pub struct FraudWarning<'a> {
     pub purchase_id: &'a str,
     pub amount: i64,
     pub currency: &'a str,
-    /// Money already going back (refunds pending or made, ours or from the Dashboard).
+    /// Money Stripe acknowledged as refunded (ours it accepted, or from the Dashboard).
     pub refunded: i64,
     /// The purchase has an open dispute (or its status is `disputed`).
     pub disputed: bool,
@@ -95,7 +95,12 @@ pub fn decide_early_fraud_warning(facts: &FraudWarning<'_>) -> Decision<WarningA
             ),
         );
     }
-    let amount = unused_share(facts.amount, facts.remaining, facts.granted).min(refundable);
+    // An undelivered purchase (no lot) granted nothing, so nothing of it was used: all of it.
+    let amount = if facts.granted <= 0 {
+        refundable
+    } else {
+        unused_share(facts.amount, facts.remaining, facts.granted).min(refundable)
+    };
     let credits = facts.remaining.max(0);
     let plan = format!(
         "{subject} is actionable: refunding the unused share (U1: {amount} {} for {credits} unused of {} credits), revoking those credits and suspending the account pending review",
@@ -182,6 +187,20 @@ mod tests {
             WarningAction::RefundAndSuspend {
                 amount: 1000,
                 credits: 100
+            }
+        );
+    }
+
+    #[test]
+    fn e1_refunds_an_undelivered_purchase_in_full() {
+        let mut f = warning();
+        f.granted = 0;
+        f.remaining = 0;
+        assert_eq!(
+            decide_early_fraud_warning(&f).action,
+            WarningAction::RefundAndSuspend {
+                amount: 2000,
+                credits: 0
             }
         );
     }

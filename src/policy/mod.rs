@@ -5,8 +5,12 @@
 pub mod account;
 pub mod dispute;
 pub mod fraud;
+pub mod lot;
 pub mod purchase;
 pub mod refund;
+
+/// Who made an automatic decision (a person's decisions name their token instead).
+pub const DECIDED_BY_POLICY: &str = "creditguard";
 
 use std::fmt;
 

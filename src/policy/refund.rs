@@ -1,5 +1,5 @@
-//! U1 (only unused credits are refundable), D1 (duplicate purchases) and O1 (refunds made
-//! outside creditguard).
+//! U1 (only unused credits are refundable) and D1 (duplicate purchases). O1's share of credits
+//! is `lot::refunded_credits`.
 
 use chrono::{NaiveDateTime, TimeDelta};
 
@@ -12,18 +12,6 @@ pub fn unused_share(amount: i64, unused: i64, granted: i64) -> i64 {
     }
     let unused = unused.min(granted);
     (i128::from(amount) * i128::from(unused) / i128::from(granted)) as i64
-}
-
-/// O1: the credits a refund of `refunded` (of `amount` paid) takes back: the same share of what
-/// the purchase granted, rounded up (a refunded cent buys no credit).
-pub fn refunded_credits(refunded: i64, amount: i64, granted: i64) -> i64 {
-    if amount <= 0 || refunded <= 0 || granted <= 0 {
-        return 0;
-    }
-    let refunded = refunded.min(amount);
-    let numerator = i128::from(granted) * i128::from(refunded);
-    let denominator = i128::from(amount);
-    ((numerator + denominator - 1) / denominator) as i64
 }
 
 /// A credited purchase as D1 sees it.
@@ -180,14 +168,6 @@ mod tests {
         assert_eq!(unused_share(999, 1, 3), 333);
         assert_eq!(unused_share(2000, 0, 100), 0);
         assert_eq!(unused_share(i64::MAX, i64::MAX, i64::MAX), i64::MAX);
-    }
-
-    #[test]
-    fn o1_revokes_the_refunded_share_rounded_up() {
-        assert_eq!(refunded_credits(2000, 2000, 100), 100);
-        assert_eq!(refunded_credits(1000, 2000, 100), 50);
-        assert_eq!(refunded_credits(1, 2000, 100), 1);
-        assert_eq!(refunded_credits(5000, 2000, 100), 100);
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub enum StripeCallError {
     /// Network error, timeout, 429, 409 (idempotent request in flight) or 5xx: try again later.
     #[error("{0}")]
     Retryable(String),
+    /// 401 or 403: the key is wrong, revoked or restricted. An operator's problem, not Stripe
+    /// refusing the refund: the refund waits, visibly, until the key is fixed.
+    #[error("Stripe rejected the API key ({status}): {message}")]
+    KeyRejected { status: u16, message: String },
     /// Any other 4xx: Stripe will give the same answer again.
     #[error("Stripe answered {status}: {message}")]
     Refused { status: u16, message: String },
@@ -62,10 +66,16 @@ pub struct StripeApi {
 impl StripeApi {
     pub fn new(settings: &StripeSettings) -> anyhow::Result<Self> {
         let timeout = Duration::from_secs(settings.timeout_secs);
-        let client = match &settings.secret_key {
+        // An empty key (what `${STRIPE_SECRET_KEY:-}` gives) is no key.
+        let key = settings
+            .secret_key
+            .as_ref()
+            .map(|k| k.expose_secret().trim())
+            .filter(|k| !k.is_empty());
+        let client = match key {
             None => None,
             Some(key) => Some(
-                ClientBuilder::new(key.expose_secret())
+                ClientBuilder::new(key)
                     // async-stripe appends `v1/…` to the base as written, so it must end in '/'.
                     .url(format!("{}/", settings.api_base.trim_end_matches('/')))
                     // Per attempt, connecting and reading the body included.
@@ -135,6 +145,8 @@ fn classify(error: StripeError, timeout: Duration) -> StripeCallError {
             };
             if status == 429 || status == 409 || status >= 500 {
                 StripeCallError::Retryable(format!("Stripe answered {status}: {message}"))
+            } else if status == 401 || status == 403 {
+                StripeCallError::KeyRejected { status, message }
             } else {
                 StripeCallError::Refused { status, message }
             }
@@ -287,7 +299,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rejected_key_is_not_a_refusal() {
+        let answer = ResponseTemplate::new(401).set_body_json(json!({ "error": {
+            "type": "invalid_request_error",
+            "message": "Invalid API Key provided: sk_test_****",
+        } }));
+        let server = stripe_answering(answer, "/v1/refunds").await;
+        let error = api(&server.uri())
+            .create_refund(&request())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, StripeCallError::KeyRejected { status: 401, .. }),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn without_a_key_nothing_is_sent() {
+        let empty = StripeApi::new(&StripeSettings {
+            secret_key: Some("  ".into()),
+            ..StripeSettings::default()
+        })
+        .unwrap();
+        assert!(!empty.is_configured(), "an empty key is no key");
         let api = StripeApi::new(&StripeSettings::default()).unwrap();
         assert!(!api.is_configured());
         assert_eq!(

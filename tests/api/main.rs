@@ -7,6 +7,7 @@ mod consumptions;
 mod disputes;
 mod fraud;
 mod helpers;
+mod money;
 mod ops;
 mod purchases;
 mod refunds;

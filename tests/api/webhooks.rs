@@ -140,8 +140,8 @@ fn expected_outcome(file: &str) -> &'static str {
         "checkout.session.completed.json" => "processed",
         // The story's PaymentIntent again: the purchase is known, nothing is credited twice.
         "payment_intent.succeeded.json" => "processed",
-        // Delivered before the purchase of its charge exists.
-        "charge.refunded.json" => "ignored",
+        // Delivered before the purchase of its charge exists: kept, applied when it arrives.
+        "charge.refunded.json" => "deferred",
         // A refund made in the Dashboard (not ours) on the story's charge: O1.
         "refund.updated.json" => "processed",
         // Delivered before its purchase exists: remembered, linked when the purchase arrives.

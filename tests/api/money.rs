@@ -1,0 +1,646 @@
+//! Money and credits agree: what goes back as money never stays (or comes back) as credits, and
+//! what creditguard refunds is what was paid. Scenarios across CB1/CB2, O1, T1, D1, E1, M1, the
+//! refund job's credentials, and test-mode events in production.
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::*;
+use crate::refunds::{
+    configure_stripe, fake_stripe, field, refund_requests, refunds, stripe_refund, wait_for,
+};
+
+// ---- Small helpers (the ones in refunds.rs are private) ----
+
+async fn app_with_stripe(stripe: &MockServer) -> TestApp {
+    let uri = stripe.uri();
+    spawn_app_with(move |s| configure_stripe(s, &uri)).await
+}
+
+/// A paid checkout of pack_100 by `account`, dated `minute` minutes into the story (two within
+/// 15 minutes are a D1 duplicate).
+async fn purchase_at(app: &TestApp, account: &str, minute: i64) -> String {
+    let pi = new_id("pi");
+    let mut event = checkout_paid(&pi, Some(account), "pack_100", 2000);
+    event["created"] = json!(1_795_000_000 + minute * 60);
+    assert_eq!(app.deliver(&event).await, "processed");
+    pi
+}
+
+/// `charge.succeeded`: links `charge` to the purchase of `pi`.
+async fn link_charge(app: &TestApp, pi: &str, charge: &str) {
+    let mut event = fixture("charge.succeeded");
+    event["id"] = json!(new_id("evt"));
+    event["data"]["object"]["id"] = json!(charge);
+    event["data"]["object"]["payment_intent"] = json!(pi);
+    assert_eq!(app.deliver(&event).await, "processed");
+}
+
+/// `charge.refunded` for a refund made in the Stripe Dashboard: `amount_refunded` in total, with
+/// the Dashboard's refund (`refund_id`, not creditguard's: no metadata) listed on the charge.
+fn dashboard_refund(pi: &str, charge: &str, refund_id: &str, amount_refunded: i64) -> Value {
+    let mut event = charge_refunded(pi, charge, amount_refunded);
+    event["data"]["object"]["refunds"]["data"] = json!([{
+        "id": refund_id,
+        "object": "refund",
+        "amount": amount_refunded,
+        "charge": charge,
+        "payment_intent": pi,
+        "currency": "usd",
+        "created": 1_795_000_003,
+        "metadata": {},
+        "reason": "requested_by_customer",
+        "status": "succeeded",
+    }]);
+    event
+}
+
+/// The purchase paid through `pi`, whatever its account or status, if there is one yet.
+async fn find_purchase(app: &TestApp, pi: &str) -> Option<Value> {
+    app.get_json("/v1/purchases?limit=1000", &app.support_token)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["payment_intent"] == pi)
+        .cloned()
+}
+
+async fn purchase(app: &TestApp, pi: &str) -> Value {
+    find_purchase(app, pi)
+        .await
+        .unwrap_or_else(|| panic!("no purchase for {pi}"))
+}
+
+/// The `remaining` of the lot of the purchase paid through `pi`, from its account's view.
+async fn lot_of(app: &TestApp, account: &str, pi: &str) -> i64 {
+    let purchase = app.purchase_of(account, pi).await;
+    lot_remaining(&app.account(account).await, &purchase["id"])
+}
+
+fn open_dispute_event(app: &TestApp, dp: &str, pi: &str, charge: &str) -> Value {
+    dispute_event(
+        "created",
+        dp,
+        pi,
+        Some(charge),
+        "needs_response",
+        "fraudulent",
+        2000,
+        app.now().timestamp(),
+    )
+}
+
+fn close_dispute_event(app: &TestApp, dp: &str, pi: &str, charge: &str, status: &str) -> Value {
+    dispute_event(
+        "closed",
+        dp,
+        pi,
+        Some(charge),
+        status,
+        "fraudulent",
+        2000,
+        app.now().timestamp(),
+    )
+}
+
+fn stripe_error(status: u16, error: Value) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({ "error": error }))
+}
+
+/// A `status_detail` that names the credential problem: the key, or Stripe's 401.
+fn mentions_key_or_401(detail: &Value) -> bool {
+    detail
+        .as_str()
+        .is_some_and(|d| d.contains("401") || d.to_lowercase().contains("key"))
+}
+
+// ---- 1. A dispute, then a Dashboard refund of the same charge, then the dispute ends well ----
+
+async fn dispute_then_refund_then_close(close_status: &str, other_purchase: bool) {
+    let app = spawn_app().await;
+    let account = format!("user_cb_o1_{close_status}");
+    let pi = app.buy(&account).await;
+    if other_purchase {
+        app.buy(&account).await;
+    }
+    let charge = new_id("ch");
+    link_charge(&app, &pi, &charge).await;
+    let dp = new_id("dp");
+
+    // CB1 revokes the purchase's 100 unused credits.
+    assert_eq!(
+        app.deliver(&open_dispute_event(&app, &dp, &pi, &charge))
+            .await,
+        "processed"
+    );
+    assert_eq!(lot_of(&app, &account, &pi).await, 0);
+
+    // The charge is refunded in full from the Dashboard (not creditguard's refund).
+    app.advance(TimeDelta::minutes(5));
+    let refund_id = new_id("re_dash");
+    assert_eq!(
+        app.deliver(&dashboard_refund(&pi, &charge, &refund_id, 2000))
+            .await,
+        "processed"
+    );
+
+    // The dispute ends in the merchant's favour: but the money already went back.
+    app.advance(TimeDelta::days(10));
+    assert_eq!(
+        app.deliver(&close_dispute_event(&app, &dp, &pi, &charge, close_status))
+            .await,
+        "processed"
+    );
+
+    let view = app.account(&account).await;
+    let bought = app.purchase_of(&account, &pi).await;
+    assert_eq!(
+        lot_remaining(&view, &bought["id"]),
+        0,
+        "the refunded purchase's lot stays empty: {view}"
+    );
+    let expected_balance = if other_purchase { 100 } else { 0 };
+    assert_eq!(
+        view["balance"], expected_balance,
+        "the refunded credits are not on the account: {view}"
+    );
+    assert_eq!(bought["status"], "refunded", "{bought}");
+    app.assert_ledger_ok();
+}
+
+// Scenario 1 (CB1, O1, CB2 warning_closed)
+#[tokio::test]
+async fn a_warning_closed_dispute_gives_back_no_credits_of_a_charge_refunded_meanwhile() {
+    dispute_then_refund_then_close("warning_closed", false).await;
+}
+
+// Scenario 1 (CB1, O1, CB2 won; charge.refunded after dispute.created)
+#[tokio::test]
+async fn a_won_dispute_gives_back_no_credits_of_a_charge_refunded_after_it_opened() {
+    dispute_then_refund_then_close("won", true).await;
+}
+
+// ---- 2. Everything spent, refunded from the Dashboard, then the generation fails ----
+
+// Scenario 2 (O1 shortfall, T1)
+#[tokio::test]
+async fn a_failed_generation_restores_nothing_when_its_purchase_was_refunded() {
+    let app = spawn_app().await;
+    let pi = app.buy("user_t1_o1").await;
+    let charge = new_id("ch");
+    link_charge(&app, &pi, &charge).await;
+    assert_eq!(
+        app.consume("user_t1_o1", "gen-t1-o1", 100).await.status(),
+        201
+    );
+    assert_eq!(app.balance("user_t1_o1").await, 0);
+
+    assert_eq!(
+        app.deliver(&dashboard_refund(&pi, &charge, &new_id("re_dash"), 2000))
+            .await,
+        "processed"
+    );
+    assert_eq!(app.balance("user_t1_o1").await, 0);
+
+    let answer = app
+        .post_json(
+            "/v1/consumptions/gen-t1-o1/failure",
+            &app.service_token,
+            json!({ "reason": "gpu out of memory" }),
+        )
+        .await;
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(
+        answer["restored"], 0,
+        "the money went back: nothing is restored: {answer}"
+    );
+    assert_eq!(answer["balance"], 0, "{answer}");
+    assert_eq!(app.balance("user_t1_o1").await, 0);
+    assert_eq!(lot_of(&app, "user_t1_o1", &pi).await, 0);
+    app.assert_ledger_ok();
+}
+
+// ---- 3. Our duplicate refund is overtaken by a Dashboard refund, then refused ----
+
+// Scenario 3 (D1, O1)
+#[tokio::test]
+async fn a_duplicate_refunded_in_the_dashboard_while_ours_waits_ends_refunded_once() {
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_error(
+            500,
+            json!({ "type": "api_error", "message": "try later" }),
+        ))
+        .mount(&stripe)
+        .await;
+    let app = app_with_stripe(&stripe).await;
+    purchase_at(&app, "user_dup_dash", 0).await;
+    let duplicate = purchase_at(&app, "user_dup_dash", 3).await;
+    let pending = wait_for(&app, "our refund to be tried and kept pending", |l| {
+        l.len() == 1
+            && l[0]["status"] == "pending"
+            && l[0]["status_detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("retrying"))
+    })
+    .await;
+    let ours = pending[0]["id"].as_str().unwrap().to_owned();
+
+    // Meanwhile the same charge is refunded in the Dashboard; only charge.refunded arrives.
+    let charge = new_id("ch");
+    link_charge(&app, &duplicate, &charge).await;
+    assert_eq!(
+        app.deliver(&dashboard_refund(
+            &duplicate,
+            &charge,
+            &new_id("re_dash"),
+            2000
+        ))
+        .await,
+        "processed"
+    );
+
+    // Stripe now refuses ours: the charge is already refunded.
+    stripe.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_error(
+            400,
+            json!({
+                "type": "invalid_request_error",
+                "code": "charge_already_refunded",
+                "message": "Charge has already been refunded.",
+            }),
+        ))
+        .mount(&stripe)
+        .await;
+    let list = wait_for(&app, "our refund to fail", |l| {
+        l.iter()
+            .any(|r| r["id"] == ours.as_str() && r["status"] == "failed")
+    })
+    .await;
+    let ours = list.iter().find(|r| r["id"] == ours.as_str()).unwrap();
+    assert_eq!(ours["status"], "failed", "{ours}");
+
+    assert_eq!(
+        lot_of(&app, "user_dup_dash", &duplicate).await,
+        0,
+        "the duplicate's money went back once; its credits stay out"
+    );
+    assert_eq!(
+        app.balance("user_dup_dash").await,
+        100,
+        "the first purchase only"
+    );
+    assert_eq!(
+        app.purchase_of("user_dup_dash", &duplicate).await["status"],
+        "refunded"
+    );
+    app.assert_ledger_ok();
+}
+
+// ---- 4. charge.refunded before its purchase ----
+
+// Scenario 4 (O1, deferred)
+#[tokio::test]
+async fn a_charge_refunded_before_its_purchase_is_deferred_and_applied_when_it_arrives() {
+    let app = spawn_app_with(|s| {
+        s.jobs.poll_interval_millis = 20;
+        s.jobs.retry_base_millis = 10;
+    })
+    .await;
+    let pi = new_id("pi");
+    let charge = new_id("ch");
+    assert_eq!(
+        app.deliver(&charge_refunded(&pi, &charge, 2000)).await,
+        "deferred",
+        "a refund of a payment not seen yet must wait for it, not be ignored"
+    );
+
+    let checkout = checkout_paid(&pi, Some("user_early_refund"), "pack_100", 2000);
+    assert_eq!(app.deliver(&checkout).await, "processed");
+    link_charge(&app, &pi, &charge).await;
+
+    let (app_ref, pi_ref) = (&app, pi.as_str());
+    eventually(
+        &app,
+        "the deferred charge.refunded to be applied",
+        move || async move {
+            find_purchase(app_ref, pi_ref)
+                .await
+                .is_some_and(|p| p["status"] == "refunded" && p["credits_remaining"] == 0)
+        },
+    )
+    .await;
+    let bought = purchase(&app, &pi).await;
+    assert_eq!(bought["status"], "refunded");
+    assert_eq!(
+        lot_remaining(&app.account("user_early_refund").await, &bought["id"]),
+        0
+    );
+    assert_eq!(app.balance("user_early_refund").await, 0);
+    let list = refunds(&app).await;
+    assert_eq!(list.len(), 1, "one outside refund: {list:#?}");
+    assert_eq!(list[0]["rule"], "O1");
+    assert_eq!(list[0]["amount"], 2000);
+    assert_eq!(list[0]["purchase_id"], bought["id"]);
+    app.assert_ledger_ok();
+}
+
+// ---- 8. An early fraud warning on a purchase that was never credited ----
+
+// Scenario 8 (E1, M1)
+#[tokio::test]
+async fn an_actionable_warning_on_an_undelivered_purchase_refunds_it_in_full() {
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_refund("succeeded"))
+        .mount(&stripe)
+        .await;
+    let app = app_with_stripe(&stripe).await;
+    let pi = new_id("pi");
+    assert_eq!(
+        app.deliver(&checkout_paid(&pi, Some("user_m1_efw"), "pack_999", 2000))
+            .await,
+        "processed"
+    );
+    let held = purchase(&app, &pi).await;
+    assert_eq!(held["status"], "undelivered", "{held}");
+    assert_eq!(held["credits_granted"], 0, "{held}");
+
+    assert_eq!(
+        app.deliver(&early_fraud_warning(&pi, true)).await,
+        "processed"
+    );
+    // The refund is decided with the event, in its transaction.
+    let list = refunds(&app).await;
+    let refund = list
+        .iter()
+        .find(|r| r["purchase_id"] == held["id"])
+        .unwrap_or_else(|| panic!("a refund for {}: {list:#?}", held["id"]));
+    assert_eq!(
+        refund["amount"], 2000,
+        "nothing was delivered: all of it goes back: {refund}"
+    );
+    assert_eq!(refund["reason"], "early_fraud_warning", "{refund}");
+    assert_eq!(refund["rule"], "E1", "{refund}");
+    assert_eq!(list.len(), 1, "{list:#?}");
+
+    wait_for(&app, "the full refund to succeed", |l| {
+        l.len() == 1 && l[0]["status"] == "succeeded"
+    })
+    .await;
+    let requests = refund_requests(&stripe).await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(field(&requests[0], "amount").as_deref(), Some("2000"));
+    assert_eq!(
+        field(&requests[0], "payment_intent").as_deref(),
+        Some(pi.as_str())
+    );
+    app.assert_ledger_ok();
+}
+
+// ---- 9. Refunds and Stripe credentials ----
+
+// Scenario 9 (D1; STRIPE_SECRET_KEY set to the empty string)
+#[tokio::test]
+async fn with_an_empty_stripe_key_a_refund_waits_and_is_never_sent_or_failed() {
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_error(
+            401,
+            json!({
+                "type": "invalid_request_error",
+                "message": "You did not provide an API key.",
+            }),
+        ))
+        .mount(&stripe)
+        .await;
+    let uri = stripe.uri();
+    let app = spawn_app_with(move |s| {
+        configure_stripe(s, &uri);
+        s.stripe.secret_key = Some(SecretString::from(""));
+    })
+    .await;
+    purchase_at(&app, "user_empty_key", 0).await;
+    let duplicate = purchase_at(&app, "user_empty_key", 2).await;
+    let list = wait_for(&app, "the refund to say why it waits", |l| {
+        l.len() == 1
+            && (l[0]["status"] != "pending"
+                || l[0]["status_detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("STRIPE_SECRET_KEY")))
+    })
+    .await;
+    assert_eq!(list[0]["status"], "pending", "{:#?}", list[0]);
+
+    // Minutes later it still waits: nothing was sent, nothing failed.
+    for _ in 0..10 {
+        app.advance(TimeDelta::minutes(2));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let list = refunds(&app).await;
+        assert_eq!(list[0]["status"], "pending", "{:#?}", list[0]);
+    }
+    let list = refunds(&app).await;
+    assert_eq!(list.len(), 1);
+    assert!(
+        list[0]["status_detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("STRIPE_SECRET_KEY")),
+        "{:#?}",
+        list[0]
+    );
+    assert_eq!(list[0]["stripe_refund_id"], Value::Null);
+    assert!(
+        refund_requests(&stripe).await.is_empty(),
+        "an empty key is no key: nothing goes to Stripe"
+    );
+    assert_eq!(list[0]["credits_revoked"], 100);
+    assert_eq!(lot_of(&app, "user_empty_key", &duplicate).await, 0);
+    assert_eq!(app.balance("user_empty_key").await, 100);
+    app.assert_ledger_ok();
+}
+
+// Scenario 9 (D1; Stripe answers 401 Invalid API Key)
+#[tokio::test]
+async fn a_rejected_stripe_key_keeps_the_refund_pending_and_retrying() {
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_error(
+            401,
+            json!({
+                "type": "invalid_request_error",
+                "message": "Invalid API Key provided: sk_test_****fake",
+            }),
+        ))
+        .mount(&stripe)
+        .await;
+    let app = app_with_stripe(&stripe).await;
+    purchase_at(&app, "user_bad_key", 0).await;
+    let duplicate = purchase_at(&app, "user_bad_key", 2).await;
+    let list = wait_for(&app, "the refund to report the rejected key", |l| {
+        l.len() == 1 && (l[0]["status"] != "pending" || mentions_key_or_401(&l[0]["status_detail"]))
+    })
+    .await;
+    assert_eq!(
+        list[0]["status"], "pending",
+        "a bad key is not Stripe refusing the refund: {:#?}",
+        list[0]
+    );
+
+    // Past the backoff the job asks again (the key may have been fixed), and never fails.
+    let mut retried = false;
+    for _ in 0..300 {
+        let list = refunds(&app).await;
+        assert_ne!(list[0]["status"], "failed", "{:#?}", list[0]);
+        if refund_requests(&stripe).await.len() > 1 {
+            retried = true;
+            break;
+        }
+        app.advance(TimeDelta::minutes(5));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(retried, "the refund job kept retrying after the 401");
+
+    let list = refunds(&app).await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["status"], "pending", "{:#?}", list[0]);
+    assert!(
+        mentions_key_or_401(&list[0]["status_detail"]),
+        "{:#?}",
+        list[0]
+    );
+    assert_eq!(list[0]["stripe_refund_id"], Value::Null);
+    assert_eq!(lot_of(&app, "user_bad_key", &duplicate).await, 0);
+    assert_eq!(app.balance("user_bad_key").await, 100);
+    app.assert_ledger_ok();
+}
+
+// ---- 11. An undelivered purchase is not rewritten by a later event ----
+
+// Scenario 11 (M1 amount_mismatch)
+#[tokio::test]
+async fn a_payment_intent_event_does_not_overwrite_the_amount_of_a_mismatched_checkout() {
+    let app = spawn_app().await;
+    let pi = new_id("pi");
+    assert_eq!(
+        app.deliver(&checkout_paid(&pi, Some("user_9999"), "pack_100", 9999))
+            .await,
+        "processed"
+    );
+    let held = purchase(&app, &pi).await;
+    assert_eq!(held["status"], "undelivered", "{held}");
+    assert_eq!(held["undelivered_reason"], "amount_mismatch", "{held}");
+
+    let intent = payment_intent_succeeded(
+        &pi,
+        json!({ "account_id": "user_9999", "package_id": "pack_100" }),
+        2000,
+    );
+    app.deliver(&intent).await;
+
+    let after = purchase(&app, &pi).await;
+    assert_eq!(after["id"], held["id"]);
+    assert_eq!(after["amount"], 9999, "what Stripe charged stays: {after}");
+    assert_eq!(after["status"], "undelivered", "{after}");
+    assert_eq!(after["credits_granted"], 0, "{after}");
+    assert_eq!(after["credits_remaining"], 0, "{after}");
+    let account = app.account("user_9999").await;
+    assert_eq!(account["balance"], 0, "{account}");
+    assert!(
+        account["lots"].as_array().unwrap().is_empty(),
+        "no lot: {account}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        refunds(&app).await.is_empty(),
+        "no refund queued: {:#?}",
+        refunds(&app).await
+    );
+    app.assert_ledger_ok();
+}
+
+// ---- 13. Test-mode events in production ----
+
+fn test_mode_checkout(pi: &str, account: &str) -> Value {
+    let mut event = checkout_paid(pi, Some(account), "pack_100", 2000);
+    event["livemode"] = json!(false);
+    event["data"]["object"]["livemode"] = json!(false);
+    event
+}
+
+fn stored_event(app: &TestApp, event_id: &str) -> (String, Option<String>) {
+    use creditguard::db::schema::webhook_events::dsl;
+    use diesel::prelude::*;
+    let mut conn = app.db();
+    dsl::webhook_events
+        .find(event_id)
+        .select((dsl::status, dsl::detail))
+        .first(&mut *conn)
+        .unwrap_or_else(|e| panic!("event {event_id} not stored: {e}"))
+}
+
+// Scenario 13 (P1 in production)
+#[tokio::test]
+async fn in_production_a_test_mode_checkout_is_stored_and_ignored() {
+    let app = spawn_app_with(|s| {
+        s.environment = creditguard::settings::Environment::Production;
+    })
+    .await;
+    let event = test_mode_checkout(&new_id("pi"), "user_testmode");
+    let response = app.post_event(&event).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["outcome"], "ignored", "{answer}");
+    let detail = answer["detail"].as_str().unwrap_or_default().to_lowercase();
+    assert!(
+        detail.contains("test") && detail.contains("production"),
+        "the answer says test-mode events are ignored in production: {answer}"
+    );
+    let (status, _) = stored_event(&app, event["id"].as_str().unwrap());
+    assert_eq!(status, "ignored");
+    assert_eq!(app.count("purchases"), 0, "no purchase");
+    assert_eq!(app.count("credit_lots"), 0, "no credits");
+    assert_eq!(app.count("ledger_entries"), 0, "no credits");
+
+    // A live event is credited as usual.
+    let live_pi = new_id("pi");
+    let mut live = checkout_paid(&live_pi, Some("user_livemode"), "pack_100", 2000);
+    live["livemode"] = json!(true);
+    live["data"]["object"]["livemode"] = json!(true);
+    assert_eq!(app.deliver(&live).await, "processed");
+    assert_eq!(app.balance("user_livemode").await, 100);
+    app.assert_ledger_ok();
+}
+
+// Scenario 13, second half: the setting lets an operator apply test-mode events in production.
+#[tokio::test]
+async fn in_production_test_mode_events_are_processed_when_accepted_by_setting() {
+    let app = spawn_app_with(|s| {
+        s.environment = creditguard::settings::Environment::Production;
+        s.webhook.accept_test_events = true;
+    })
+    .await;
+    let pi = new_id("pi");
+    let event = test_mode_checkout(&pi, "user_testmode_ok");
+    assert_eq!(app.deliver(&event).await, "processed");
+    let (status, _) = stored_event(&app, event["id"].as_str().unwrap());
+    assert_eq!(status, "processed");
+    assert_eq!(
+        app.purchase_of("user_testmode_ok", &pi).await["status"],
+        "credited"
+    );
+    assert_eq!(app.balance("user_testmode_ok").await, 100);
+    app.assert_ledger_ok();
+}
