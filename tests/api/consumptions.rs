@@ -364,7 +364,7 @@ async fn a_terminated_account_gets_no_credits_back() {
     let app = spawn_app().await;
     app.buy("user_term").await;
     expect(app.consume("user_term", "gen-t1", 10).await, 201).await;
-    app.set_account_status("user_term", "terminated");
+    app.terminate("user_term").await;
     let body = expect(
         app.post_json(
             "/v1/consumptions/gen-t1/failure",
@@ -376,6 +376,6 @@ async fn a_terminated_account_gets_no_credits_back() {
     )
     .await;
     assert_eq!(body["type"], "account-terminated");
-    assert_eq!(app.balance("user_term").await, 90);
+    assert_eq!(app.balance("user_term").await, 0);
     app.assert_ledger_ok();
 }

@@ -334,6 +334,18 @@ impl TestApp {
         );
     }
 
+    /// Terminates the account as support does (V1): its unused credits are revoked.
+    pub async fn terminate(&self, account: &str) {
+        let response = self
+            .post_json(
+                &format!("/v1/accounts/{account}/terminate"),
+                &self.support_token,
+                json!({ "reason": "policy_violation", "note": "test setup" }),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+
     /// Direct state changes that no endpoint offers yet (support actions come with the
     /// chargeback issue); used only to set up a scenario.
     pub fn set_account_status(&self, account: &str, status: &str) {

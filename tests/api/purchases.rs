@@ -97,7 +97,7 @@ async fn m1_records_undelivered_purchases_with_their_reasons() {
     assert_undelivered(&app, no_package, "no_package_reference").await;
 
     app.buy("user_done").await;
-    app.set_account_status("user_done", "terminated");
+    app.terminate("user_done").await;
     assert_undelivered(
         &app,
         checkout_paid(&pi(), Some("user_done"), "pack_100", 2000),
@@ -107,7 +107,11 @@ async fn m1_records_undelivered_purchases_with_their_reasons() {
 
     // None of them granted credits.
     assert_eq!(app.balance("user_m1").await, 0);
-    assert_eq!(app.balance("user_done").await, 100);
+    assert_eq!(
+        app.balance("user_done").await,
+        0,
+        "termination revoked the first lot"
+    );
     app.assert_ledger_ok();
 }
 
