@@ -217,6 +217,59 @@ pub fn start_refund(
     Ok(Some(refund_id))
 }
 
+/// What the refund job should do, decided under the purchase's lock right before it asks Stripe.
+pub enum StillDue {
+    /// Ask Stripe for this refund.
+    Ask { refund: Refund, purchase: Purchase },
+    /// Nothing to ask: Stripe settled it already, or it was canceled now.
+    Done,
+}
+
+/// The refund job's last look before the call: a refund still pending of a purchase that got
+/// disputed meanwhile is canceled with a CB1 decision, and its credits stay with the dispute
+/// (the ledger's way back holds them for it).
+pub fn still_due(
+    conn: &mut DbConnection,
+    refund_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<StillDue, IngestError> {
+    let Some(refund) = Refund::find(conn, refund_id)? else {
+        return Err(diesel::result::Error::NotFound.into());
+    };
+    Purchase::lock(conn, &refund.purchase_id, ctx.now)?;
+    let refund = Refund::find(conn, refund_id)?.ok_or(diesel::result::Error::NotFound)?;
+    let purchase =
+        Purchase::find(conn, &refund.purchase_id)?.ok_or(diesel::result::Error::NotFound)?;
+    if refund.status != refunds::status::PENDING {
+        return Ok(StillDue::Done);
+    }
+    let dispute = crate::db::disputes::Dispute::open_of_purchase(conn, &purchase.id)?;
+    if dispute.is_none() && purchase.status != PurchaseStatus::Disputed.as_str() {
+        return Ok(StillDue::Ask { refund, purchase });
+    }
+    let dispute_id = dispute.map_or_else(|| "its dispute".to_owned(), |d| d.id);
+    let why = format!(
+        "Refund {} of purchase {} was canceled before Stripe was asked: {dispute_id} is open, Stripe refuses to refund a disputed charge, and the dispute settles the money; its {} credits stay with the dispute.",
+        refund.id, purchase.id, refund.credits_revoked
+    );
+    decide(
+        conn,
+        &purchase.id,
+        Rule::CB1,
+        &format!("not_refunded:disputed:{}", refund.id),
+        &why,
+        &refund.id,
+        ctx,
+    )?;
+    settle(conn, &refund, refunds::status::CANCELED, Some(&why), ctx)?;
+    tracing::warn!(
+        refund_id = refund.id,
+        purchase_id = purchase.id,
+        "refund canceled: the purchase is disputed (CB1)"
+    );
+    Ok(StillDue::Done)
+}
+
 /// Revokes up to `credits` of the purchase's lot for refund `refund_id`; returns what it took.
 fn revoke_for_refund(
     conn: &mut DbConnection,

@@ -5,10 +5,9 @@ use anyhow::Context;
 
 use super::JobRunner;
 use crate::db::jobs::{Finish, Job};
-use crate::db::models::Purchase;
 use crate::db::refunds::{self, Refund};
 use crate::db::{db_time, write_transaction};
-use crate::flows::refund::settle;
+use crate::flows::refund::{settle, still_due, StillDue};
 use crate::flows::webhook::IngestError;
 use crate::flows::FlowContext;
 use crate::stripe::client::{RefundRequest, StripeCallError};
@@ -30,21 +29,28 @@ fn stripe_reason(reason: &str) -> &'static str {
 
 pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
     let payload: Payload = serde_json::from_str(&job.payload).context("refund job payload")?;
+    // Under the purchase's lock, right before the call: a refund of a purchase disputed since
+    // it was decided is canceled (CB1: a disputed charge is never refunded).
     let database = runner.database.clone();
+    let settings = runner.settings.clone();
+    let now = db_time(runner.clock.now());
     let refund_id = payload.refund_id.clone();
-    let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let mut conn = database.read()?;
-        let refund = Refund::find(&mut conn, &refund_id)?.context("refund row missing")?;
-        let purchase =
-            Purchase::find(&mut conn, &refund.purchase_id)?.context("purchase missing")?;
-        Ok((refund, purchase))
+    let due = tokio::task::spawn_blocking(move || {
+        database.write(|conn| {
+            write_transaction(conn, |conn| {
+                let ctx = FlowContext {
+                    now,
+                    settings: &settings,
+                };
+                still_due(conn, &refund_id, ctx)
+            })
+        })
     })
-    .await??;
-    let (refund, purchase) = loaded;
-    if refund.status != refunds::status::PENDING {
-        // Settled meanwhile (Stripe's webhook came first, or it was canceled): nothing to ask.
+    .await???;
+    let StillDue::Ask { refund, purchase } = due else {
+        // Settled meanwhile (Stripe's webhook came first), or canceled for a dispute.
         return runner.finish(job.id, Finish::Succeeded).await;
-    }
+    };
     let request = RefundRequest {
         idempotency_key: &refund.id,
         payment_intent: &purchase.payment_intent_id,

@@ -644,3 +644,230 @@ async fn in_production_test_mode_events_are_processed_when_accepted_by_setting()
     assert_eq!(app.balance("user_testmode_ok").await, 100);
     app.assert_ledger_ok();
 }
+
+// ---- 7. A dispute opens while our refund is being retried ----
+
+// Scenario 7 (CB1 over D1): the job looks again under the purchase's lock before each call.
+#[tokio::test]
+async fn a_refund_in_flight_is_canceled_when_its_purchase_gets_disputed() {
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_error(
+            500,
+            json!({ "type": "api_error", "message": "try later" }),
+        ))
+        .mount(&stripe)
+        .await;
+    let app = app_with_stripe(&stripe).await;
+    purchase_at(&app, "user_inflight", 0).await;
+    let duplicate = purchase_at(&app, "user_inflight", 3).await;
+    wait_for(&app, "our refund to be tried and kept pending", |l| {
+        l.len() == 1
+            && l[0]["status_detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("retrying"))
+    })
+    .await;
+    let tried = refund_requests(&stripe).await.len();
+    let charge = new_id("ch");
+    link_charge(&app, &duplicate, &charge).await;
+    let dp = new_id("dp");
+    assert_eq!(
+        app.deliver(&open_dispute_event(&app, &dp, &duplicate, &charge))
+            .await,
+        "processed"
+    );
+    // Stripe would accept now; the job must not ask.
+    stripe.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_refund("succeeded"))
+        .mount(&stripe)
+        .await;
+    let list = wait_for(&app, "our refund to be canceled", |l| {
+        l.len() == 1 && l[0]["status"] == "canceled"
+    })
+    .await;
+    assert!(
+        refund_requests(&stripe).await.is_empty(),
+        "no call after the dispute (before it: {tried})"
+    );
+    let purchase = app.purchase_of("user_inflight", &duplicate).await;
+    assert_eq!(purchase["status"], "disputed");
+    let cb1 = decisions_with_rule(&purchase, "CB1");
+    assert!(
+        cb1.iter().any(|d| d["action"]
+            .as_str()
+            .unwrap()
+            .starts_with("not_refunded:disputed")),
+        "{purchase:#}"
+    );
+    // Its credits stay with the dispute, and come back only if it is won.
+    assert_eq!(lot_of(&app, "user_inflight", &duplicate).await, 0);
+    assert_eq!(app.dispute(&dp).await["credits_revoked"], 100, "{list:?}");
+    assert_eq!(
+        app.deliver(&close_dispute_event(&app, &dp, &duplicate, &charge, "won"))
+            .await,
+        "processed"
+    );
+    assert_eq!(lot_of(&app, "user_inflight", &duplicate).await, 100);
+    app.assert_ledger_ok();
+}
+
+// ---- 5. Partial Dashboard refunds, totals before items ----
+
+fn outside_refund_updated(
+    pi: &str,
+    charge: &str,
+    refund_id: &str,
+    amount: i64,
+    status: &str,
+) -> Value {
+    let mut event = fixture("refund.updated");
+    event["id"] = json!(new_id("evt"));
+    let object = &mut event["data"]["object"];
+    object["id"] = json!(refund_id);
+    object["charge"] = json!(charge);
+    object["payment_intent"] = json!(pi);
+    object["amount"] = json!(amount);
+    object["status"] = json!(status);
+    object["metadata"] = json!({});
+    event
+}
+
+/// Two Dashboard refunds of 500 on a 2000 / 100-credit purchase with 20 credits spent, with
+/// `charge.refunded` (1000 in all) delivered before, between or after the two refunds.
+async fn two_partial_refunds(order: &[&str]) {
+    let app = spawn_app().await;
+    let account = new_id("user_partial");
+    let pi = app.buy(&account).await;
+    let charge = new_id("ch");
+    link_charge(&app, &pi, &charge).await;
+    assert_eq!(
+        app.consume(&account, &new_id("gen"), 20).await.status(),
+        201
+    );
+    for step in order {
+        let event = match *step {
+            "total" => charge_refunded(&pi, &charge, 1000),
+            "a" => outside_refund_updated(&pi, &charge, "re_partial_a", 500, "succeeded"),
+            _ => outside_refund_updated(&pi, &charge, "re_partial_b", 500, "succeeded"),
+        };
+        assert_eq!(app.deliver(&event).await, "processed", "{step}");
+    }
+    let purchase = app.purchase_of(&account, &pi).await;
+    assert_eq!(purchase["status"], "partially_refunded", "{order:?}");
+    let refunds = app
+        .get_json(
+            &format!(
+                "/v1/refunds?purchase_id={}",
+                purchase["id"].as_str().unwrap()
+            ),
+            &app.finance_token,
+        )
+        .await;
+    let refunds = refunds.as_array().unwrap();
+    let total: i64 = refunds.iter().map(|r| r["amount"].as_i64().unwrap()).sum();
+    let revoked: i64 = refunds
+        .iter()
+        .map(|r| r["credits_revoked"].as_i64().unwrap())
+        .sum();
+    let shortfall: i64 = refunds
+        .iter()
+        .map(|r| r["credits_shortfall"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        (total, revoked, shortfall),
+        (1000, 50, 0),
+        "{order:?}: {refunds:#?}"
+    );
+    assert_eq!(lot_of(&app, &account, &pi).await, 30);
+    app.assert_ledger_ok();
+}
+
+// Scenario 5 (O1): in any order, 1000 refunded, 50 credits revoked, no shortfall.
+#[tokio::test]
+async fn partial_dashboard_refunds_count_once_whatever_the_order() {
+    two_partial_refunds(&["total", "a", "b"]).await;
+    two_partial_refunds(&["a", "total", "b"]).await;
+    two_partial_refunds(&["a", "b", "total"]).await;
+}
+
+// Scenario 5 (O1): the credit share is taken on the cumulative amount.
+#[tokio::test]
+async fn three_one_cent_refunds_revoke_no_credit() {
+    let app = spawn_app().await;
+    let pi = app.buy("user_cents").await;
+    let charge = new_id("ch");
+    link_charge(&app, &pi, &charge).await;
+    for n in 0..3 {
+        let event = outside_refund_updated(&pi, &charge, &format!("re_cent_{n}"), 1, "succeeded");
+        assert_eq!(app.deliver(&event).await, "processed");
+    }
+    assert_eq!(app.balance("user_cents").await, 100);
+    assert_eq!(
+        app.purchase_of("user_cents", &pi).await["status"],
+        "partially_refunded"
+    );
+    app.assert_ledger_ok();
+}
+
+// ---- 6. A refund that succeeded fails later ----
+
+// Scenario 6 (O1): Stripe reports a succeeded Dashboard refund failed (a closed card, say).
+#[tokio::test]
+async fn an_outside_refund_that_fails_after_succeeding_gives_its_credits_back() {
+    let app = spawn_app().await;
+    let pi = app.buy("user_refail").await;
+    let charge = new_id("ch");
+    link_charge(&app, &pi, &charge).await;
+    let succeeded = outside_refund_updated(&pi, &charge, "re_refail", 2000, "succeeded");
+    assert_eq!(app.deliver(&succeeded).await, "processed");
+    assert_eq!(app.balance("user_refail").await, 0);
+    assert_eq!(
+        app.purchase_of("user_refail", &pi).await["status"],
+        "refunded"
+    );
+
+    let mut failed = outside_refund_updated(&pi, &charge, "re_refail", 2000, "failed");
+    failed["data"]["previous_attributes"] = json!({ "status": "succeeded" });
+    failed["data"]["object"]["failure_reason"] = json!("expired_or_canceled_card");
+    assert_eq!(app.deliver(&failed).await, "processed");
+    let mut refund_failed = outside_refund_updated(&pi, &charge, "re_refail", 2000, "failed");
+    refund_failed["type"] = json!("refund.failed");
+    assert_eq!(app.deliver(&refund_failed).await, "processed");
+
+    assert_eq!(
+        app.balance("user_refail").await,
+        100,
+        "the money did not go back"
+    );
+    assert_eq!(
+        app.purchase_of("user_refail", &pi).await["status"],
+        "credited"
+    );
+    let refunds = app.get_json("/v1/refunds", &app.finance_token).await;
+    assert_eq!(refunds[0]["status"], "failed");
+    app.assert_ledger_ok();
+}
+
+// Scenario 6: an outside refund pending, then failed: it never counted as money back for good.
+#[tokio::test]
+async fn an_outside_refund_that_goes_from_pending_to_failed_gives_its_credits_back() {
+    let app = spawn_app().await;
+    let pi = app.buy("user_pendfail").await;
+    let charge = new_id("ch");
+    link_charge(&app, &pi, &charge).await;
+    let pending = outside_refund_updated(&pi, &charge, "re_pendfail", 1000, "pending");
+    assert_eq!(app.deliver(&pending).await, "processed");
+    assert_eq!(app.balance("user_pendfail").await, 50);
+    let failed = outside_refund_updated(&pi, &charge, "re_pendfail", 1000, "failed");
+    assert_eq!(app.deliver(&failed).await, "processed");
+    assert_eq!(app.balance("user_pendfail").await, 100);
+    assert_eq!(
+        app.purchase_of("user_pendfail", &pi).await["status"],
+        "credited"
+    );
+    app.assert_ledger_ok();
+}
