@@ -45,6 +45,22 @@ impl Account {
             .optional()
     }
 
+    /// The account under its row lock (PostgreSQL's `FOR NO KEY UPDATE`, the lock a balance
+    /// update takes; plain `FOR UPDATE` would also wait on the key-share locks that concurrent
+    /// consumptions' foreign keys hold, and deadlock with them. SQLite's writer holds the whole
+    /// database): for a decision that must rest on one read that cannot change under it.
+    pub fn find_locked(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Account>> {
+        let query = accounts::table.find(id);
+        match conn {
+            DbConnection::Pg(c) => query
+                .select(Account::as_select())
+                .for_no_key_update()
+                .first(c)
+                .optional(),
+            DbConnection::Sqlite(c) => query.select(Account::as_select()).first(c).optional(),
+        }
+    }
+
     pub fn find_by_stripe_customer(
         conn: &mut DbConnection,
         customer: &str,

@@ -126,8 +126,14 @@ fn adjust_balance(
 fn refusal(conn: &mut DbConnection, account_id: &str, requested: i64) -> LedgerError {
     match Account::find(conn, account_id) {
         Err(e) => e.into(),
-        Ok(None) => LedgerError::AccountNotFound(account_id.to_owned()),
-        Ok(Some(account)) => match account.status.parse::<AccountStatus>() {
+        Ok(account) => refusal_of(account, account_id, requested),
+    }
+}
+
+fn refusal_of(account: Option<Account>, account_id: &str, requested: i64) -> LedgerError {
+    match account {
+        None => LedgerError::AccountNotFound(account_id.to_owned()),
+        Some(account) => match account.status.parse::<AccountStatus>() {
             Ok(AccountStatus::Suspended) => LedgerError::AccountSuspended(account.id),
             Ok(AccountStatus::Terminated) => LedgerError::AccountTerminated(account.id),
             _ => LedgerError::InsufficientCredits {
@@ -136,6 +142,35 @@ fn refusal(conn: &mut DbConnection, account_id: &str, requested: i64) -> LedgerE
             },
         },
     }
+}
+
+/// Draws `credits` from the balance of an active account. When the guarded statement refuses,
+/// the reason is decided from one read under the account's row lock: on PostgreSQL the account
+/// may have changed between the refusal and a plain read (a suspension lifted, credits back),
+/// which would report "insufficient" with a balance that covers the spend. If that locked read
+/// shows the spend now fits, it is tried again (and, the lock held, goes through).
+fn spend(
+    conn: &mut DbConnection,
+    account_id: &str,
+    credits: i64,
+    now: NaiveDateTime,
+) -> Result<i64, LedgerError> {
+    for _ in 0..3 {
+        if let Some(balance) = adjust_balance(conn, account_id, -credits, StatusGuard::Active, now)?
+        {
+            return Ok(balance);
+        }
+        let account = Account::find_locked(conn, account_id)?;
+        let fits = account
+            .as_ref()
+            .is_some_and(|a| a.status == AccountStatus::Active.as_str() && a.balance >= credits);
+        if !fits {
+            return Err(refusal_of(account, account_id, credits));
+        }
+    }
+    Err(LedgerError::Invariant(format!(
+        "account {account_id}: the guarded spend kept refusing what the locked read allowed"
+    )))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,11 +292,8 @@ pub fn consume(
         };
     }
 
-    let Some(balance) = adjust_balance(conn, account_id, -credits.get(), StatusGuard::Active, now)?
-    else {
-        // The guard refused: say why. The caller's transaction rolls back the claim above.
-        return Err(refusal(conn, account_id, credits.get()));
-    };
+    // A refusal says why; the caller's transaction rolls back the claim above.
+    let balance = spend(conn, account_id, credits.get(), now)?;
 
     let lots: Vec<(i64, i64, Option<String>)> = credit_lots::table
         .filter(credit_lots::account_id.eq(account_id))

@@ -110,11 +110,25 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     spawn_on(Some(db), url, configure).await
 }
 
+/// `TEST_LOG=debug cargo test …` prints the service's logs (off by default: they are noise).
+fn init_test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 async fn spawn_on(
     db: Option<TestDatabase>,
     url: String,
     configure: impl FnOnce(&mut Settings),
 ) -> TestApp {
+    init_test_log();
     let mut settings = test_settings(url.clone());
     configure(&mut settings);
     let clock = Arc::new(ManualClock::new(start_time()));

@@ -871,3 +871,42 @@ async fn an_outside_refund_that_goes_from_pending_to_failed_gives_its_credits_ba
     );
     app.assert_ledger_ok();
 }
+
+// ---- 12. A refused spend says why it was refused ----
+
+// Scenario 12 (PostgreSQL above all): a dispute closes as won while 20 spends of 5 run. Each is
+// spent, or refused while the account is suspended (403); none is "insufficient" while the
+// balance covers it.
+#[tokio::test]
+async fn spends_racing_a_won_dispute_are_refused_only_for_the_suspension() {
+    let app = spawn_app().await;
+    let a = app.buy("user_race12").await;
+    app.buy("user_race12").await;
+    let charge = new_id("ch");
+    link_charge(&app, &a, &charge).await;
+    let dp = new_id("dp");
+    assert_eq!(
+        app.deliver(&open_dispute_event(&app, &dp, &a, &charge))
+            .await,
+        "processed"
+    );
+    assert_eq!(app.account("user_race12").await["status"], "suspended");
+    let close = close_dispute_event(&app, &dp, &a, &charge, "won");
+    let spends = futures_util::future::join_all(
+        (0..20).map(|i| app.consume("user_race12", format!("gen-race12-{i}"), 5)),
+    );
+    let (answers, closed) = futures_util::future::join(spends, app.deliver(&close)).await;
+    assert_eq!(closed, "processed");
+    let mut spent = 0;
+    for answer in answers {
+        let status = answer.status().as_u16();
+        let body: Value = answer.json().await.unwrap();
+        match status {
+            201 => spent += 5,
+            403 => assert_eq!(body["type"], "account-suspended", "{body}"),
+            _ => panic!("refused for the wrong reason: {status} {body}"),
+        }
+    }
+    assert_eq!(app.balance("user_race12").await, 200 - spent);
+    app.assert_ledger_ok();
+}
