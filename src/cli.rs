@@ -1,5 +1,5 @@
 //! The `creditguard` command line: `serve` (the default), `migrate`, `token create`,
-//! `check-ledger`, `openapi`, `dev send-event`.
+//! `check-ledger`, `jobs list|retry`, `openapi`, `dev send-event`.
 
 use std::path::PathBuf;
 
@@ -38,6 +38,11 @@ pub enum Command {
     },
     /// Prove the ledger's invariants; exits non-zero and names every violation.
     CheckLedger,
+    /// The durable job queue: Stripe calls and deferred events.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
     /// Print the HTTP API as OpenAPI 3.1 (the same document as docs/openapi.json).
     Openapi,
     /// Development helpers.
@@ -55,6 +60,27 @@ pub enum TokenCommand {
         role: Role,
         #[arg(long)]
         label: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first: id, kind, status, attempts, next run, last error.
+    List {
+        /// Only jobs of this status: queued, running, succeeded or failed.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Run a job that gave up again, with a fresh attempt budget.
+    Retry {
+        /// The job's id (from `jobs list`).
+        #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]
+        id: Option<i64>,
+        /// Every job that gave up.
+        #[arg(long)]
+        all_failed: bool,
     },
 }
 
@@ -105,6 +131,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<std::process::E
             .await??;
             println!("{token}");
         }
+        Command::Jobs { command } => return jobs_command(&settings, command).await,
         Command::Openapi => {
             print!("{}", crate::http::openapi::document_json());
         }
@@ -171,4 +198,73 @@ async fn send_event(
         anyhow::bail!("the service answered {status}");
     }
     Ok(())
+}
+
+async fn jobs_command(
+    settings: &Settings,
+    command: JobsCommand,
+) -> anyhow::Result<std::process::ExitCode> {
+    use crate::db::jobs;
+    let (database, _) = open_database(settings).await?;
+    let now = db_time(SystemClock.now());
+    match command {
+        JobsCommand::List { status, limit } => {
+            let listed = tokio::task::spawn_blocking(move || {
+                let mut conn = database.read()?;
+                jobs::list(&mut conn, status.as_deref(), limit.clamp(1, 10_000))
+                    .context("reading the jobs")
+            })
+            .await??;
+            println!("id\tkind\tstatus\tattempts\trun_after\tlast_error");
+            for job in listed {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    job.id,
+                    job.kind,
+                    job.status,
+                    job.attempts,
+                    crate::http::rfc3339(job.run_after),
+                    job.last_error
+                        .unwrap_or_default()
+                        .replace(['\t', '\n'], " ")
+                );
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        JobsCommand::Retry { id, all_failed } => {
+            let (retried, missing) = tokio::task::spawn_blocking(move || {
+                database.write(|conn| {
+                    crate::db::write_transaction(conn, |conn| {
+                        let ids = match id {
+                            Some(id) => vec![id],
+                            None if all_failed => jobs::failed_ids(conn)?,
+                            None => Vec::new(),
+                        };
+                        let mut retried = Vec::new();
+                        let mut missing = Vec::new();
+                        for id in ids {
+                            match crate::jobs::retry_failed(conn, id, now)? {
+                                Some(job) => retried.push(job),
+                                None => missing.push(id),
+                            }
+                        }
+                        Ok::<_, diesel::result::Error>((retried, missing))
+                    })
+                })
+            })
+            .await???;
+            for job in &retried {
+                println!("queued again: job {} ({})", job.id, job.kind);
+            }
+            for id in &missing {
+                eprintln!("job {id} has not failed (or does not exist); nothing to retry");
+            }
+            println!("{} job(s) queued again", retried.len());
+            Ok(if missing.is_empty() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            })
+        }
+    }
 }

@@ -232,3 +232,59 @@ pub fn wake_deferred_events(
     }
     Ok(woken)
 }
+
+/// Jobs, newest first, optionally of one status (`creditguard jobs list`).
+pub fn list(conn: &mut DbConnection, status: Option<&str>, limit: i64) -> QueryResult<Vec<Job>> {
+    let mut query = jobs::table
+        .select(Job::as_select())
+        .order(jobs::id.desc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(status) = status {
+        query = query.filter(jobs::status.eq(status));
+    }
+    query.load(conn)
+}
+
+/// Makes a job that gave up due now, with a fresh attempt budget; None if it did not fail.
+pub fn requeue_failed(
+    conn: &mut DbConnection,
+    id: i64,
+    now: NaiveDateTime,
+) -> QueryResult<Option<Job>> {
+    let changed = diesel::update(jobs::table.find(id).filter(jobs::status.eq(status::FAILED)))
+        .set((
+            jobs::status.eq(status::QUEUED),
+            jobs::attempts.eq(0),
+            // Due at once, whatever the clock of the worker that claims it: its creation is past.
+            jobs::run_after.eq(jobs::created_at),
+            jobs::locked_until.eq(None::<NaiveDateTime>),
+            jobs::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    jobs::table
+        .find(id)
+        .select(Job::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The ids of every job that gave up.
+pub fn failed_ids(conn: &mut DbConnection) -> QueryResult<Vec<i64>> {
+    jobs::table
+        .filter(jobs::status.eq(status::FAILED))
+        .order(jobs::id.asc())
+        .select(jobs::id)
+        .load(conn)
+}
+
+/// How many jobs have `status` (for /metrics).
+pub fn count_by_status(conn: &mut DbConnection, of: &str) -> QueryResult<i64> {
+    jobs::table
+        .filter(jobs::status.eq(of))
+        .count()
+        .get_result(conn)
+}

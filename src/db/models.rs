@@ -547,6 +547,18 @@ impl WebhookEventRow {
         Ok(())
     }
 
+    /// A deferred event that gave up waiting (`failed`) waits again.
+    pub fn redefer_failed(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
+        diesel::update(
+            webhook_events::table
+                .find(id)
+                .filter(webhook_events::status.eq("failed")),
+        )
+        .set(webhook_events::status.eq("deferred"))
+        .execute(conn)?;
+        Ok(())
+    }
+
     /// Records another attempt at a deferred event and why it still waits.
     pub fn record_attempt(
         conn: &mut DbConnection,

@@ -130,6 +130,28 @@ impl Refund {
         query.load(conn)
     }
 
+    /// How many refunds have `status` (for /metrics).
+    pub fn count_by_status(conn: &mut DbConnection, of: &str) -> QueryResult<i64> {
+        refunds::table
+            .filter(refunds::status.eq(of))
+            .count()
+            .get_result(conn)
+    }
+
+    /// Refunds decided but held back by the Stripe key: missing (`waiting:`) or rejected by
+    /// Stripe (`blocked:`), as the refund job writes them.
+    pub fn count_waiting_for_key(conn: &mut DbConnection) -> QueryResult<i64> {
+        refunds::table
+            .filter(refunds::status.eq(status::PENDING))
+            .filter(
+                refunds::status_detail
+                    .like("waiting:%")
+                    .or(refunds::status_detail.like("blocked:%")),
+            )
+            .count()
+            .get_result(conn)
+    }
+
     /// Money Stripe acknowledged as refunded for this purchase (`status::ACKNOWLEDGED`): what
     /// explains a `charge.refunded`, bounds the lot (policy::lot) and E1's "already refunded".
     pub fn acknowledged_amount(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {

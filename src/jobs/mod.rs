@@ -19,6 +19,29 @@ use crate::db::{db_time, write_transaction, Database};
 use crate::settings::Settings;
 use crate::stripe::client::StripeApi;
 
+/// `creditguard jobs retry`: a job that gave up runs again with a fresh attempt budget (a
+/// deferred event that gave up waiting is deferred again). Returns the job, or None if it had
+/// not failed.
+pub fn retry_failed(
+    conn: &mut crate::db::DbConnection,
+    job_id: i64,
+    now: chrono::NaiveDateTime,
+) -> diesel::QueryResult<Option<Job>> {
+    let Some(job) = jobs::requeue_failed(conn, job_id, now)? else {
+        return Ok(None);
+    };
+    if job.kind == crate::flows::webhook::JOB_DEFERRED_EVENT {
+        if let Some(event_id) = serde_json::from_str::<serde_json::Value>(&job.payload)
+            .ok()
+            .and_then(|p| p["event_id"].as_str().map(str::to_owned))
+        {
+            crate::db::models::WebhookEventRow::redefer_failed(conn, &event_id)?;
+        }
+    }
+    tracing::info!(job_id, kind = job.kind, "failed job queued again");
+    Ok(Some(job))
+}
+
 pub struct JobRunner {
     pub database: Database,
     pub settings: Arc<Settings>,

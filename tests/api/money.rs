@@ -910,3 +910,149 @@ async fn spends_racing_a_won_dispute_are_refused_only_for_the_suspension() {
     assert_eq!(app.balance("user_race12").await, 200 - spent);
     app.assert_ledger_ok();
 }
+
+// ---- 10. Waiting for a key is not an attempt; a job that gave up can be retried ----
+
+fn refund_job(app: &TestApp) -> (String, i64, Option<String>) {
+    use creditguard::db::schema::jobs::dsl;
+    use diesel::prelude::*;
+    let mut conn = app.db();
+    dsl::jobs
+        .filter(dsl::kind.eq("stripe.refund"))
+        .select((dsl::status, dsl::attempts, dsl::last_error))
+        .first(&mut *conn)
+        .unwrap()
+}
+
+// Scenario 10: half an hour without a key, then the key is set and Stripe fails once: the job
+// still has its whole budget and the refund goes through.
+#[tokio::test]
+async fn waiting_for_a_stripe_key_uses_up_no_attempts() {
+    let app = spawn_app_with(|s| {
+        s.jobs.poll_interval_millis = 20;
+        s.jobs.max_attempts = 3;
+    })
+    .await;
+    purchase_at(&app, "user_waits", 0).await;
+    let duplicate = purchase_at(&app, "user_waits", 2).await;
+    for _ in 0..30 {
+        app.advance(TimeDelta::seconds(61));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let (status, attempts, error) = refund_job(&app);
+    assert_eq!((status.as_str(), attempts), ("queued", 0), "{error:?}");
+    assert!(error.unwrap_or_default().contains("STRIPE_SECRET_KEY"));
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("creditguard_refunds_waiting_for_stripe_key 1"),
+        "{metrics}"
+    );
+
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_error(
+            500,
+            json!({ "type": "api_error", "message": "try later" }),
+        ))
+        .up_to_n_times(1)
+        .mount(&stripe)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_refund("succeeded"))
+        .mount(&stripe)
+        .await;
+    let uri = stripe.uri();
+    let app = app
+        .restart_with(|s| {
+            configure_stripe(s, &uri);
+            s.jobs.max_attempts = 3;
+        })
+        .await;
+    app.advance(TimeDelta::minutes(31));
+    let list = wait_for(&app, "the refund to go through", |l| {
+        l.len() == 1 && l[0]["status"] == "succeeded"
+    })
+    .await;
+    assert_eq!(refund_requests(&stripe).await.len(), 2, "{list:?}");
+    assert_eq!(
+        app.purchase_of("user_waits", &duplicate).await["status"],
+        "refunded"
+    );
+    app.assert_ledger_ok();
+}
+
+fn cli(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_creditguard"))
+        .args(args)
+        .env("DATABASE_URL", &app.database_url)
+        .env("STRIPE_WEBHOOK_SECRET", SECRET)
+        .env("CREDITGUARD_CONFIG", "/dev/null")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("creditguard runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+// Scenario 10: a job that gave up is visible (`jobs list`) and can be retried (`jobs retry`).
+#[tokio::test]
+async fn a_refund_job_that_gave_up_is_listed_and_retried_from_the_command_line() {
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_error(
+            503,
+            json!({ "type": "api_error", "message": "down" }),
+        ))
+        .mount(&stripe)
+        .await;
+    let uri = stripe.uri();
+    let app = spawn_app_with(|s| {
+        configure_stripe(s, &uri);
+        s.jobs.max_attempts = 2;
+    })
+    .await;
+    purchase_at(&app, "user_gaveup", 0).await;
+    purchase_at(&app, "user_gaveup", 2).await;
+    wait_for(&app, "the job to give up", |l| {
+        l.len() == 1
+            && l[0]["status_detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("gave up"))
+    })
+    .await;
+    assert_eq!(refund_job(&app).0, "failed");
+    let (ok, listed) = cli(&app, &["jobs", "list", "--status", "failed"]);
+    assert!(
+        ok && listed.contains("stripe.refund") && listed.contains("gave up"),
+        "{listed}"
+    );
+
+    stripe.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_refund("succeeded"))
+        .mount(&stripe)
+        .await;
+    let (ok, retried) = cli(&app, &["jobs", "retry", "--all-failed"]);
+    assert!(ok && retried.contains("1 job(s) queued again"), "{retried}");
+    let (ok, _) = cli(&app, &["jobs", "retry", "99999"]);
+    assert!(!ok, "a job that did not fail is not retried");
+    wait_for(&app, "the retried refund to succeed", |l| {
+        l.len() == 1 && l[0]["status"] == "succeeded"
+    })
+    .await;
+    app.assert_ledger_ok();
+}

@@ -1,6 +1,8 @@
 use actix_web::{http::header, web, HttpResponse};
 
 use crate::db::disputes::Dispute;
+use crate::db::jobs::status as job_status;
+use crate::db::refunds::{status as refund_status, Refund};
 use crate::db::{has_pending_migrations, models::WebhookEventRow};
 use crate::domain::EventStatus;
 use crate::http::views::{Health, Problem};
@@ -49,13 +51,32 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let (counts, open_disputes) = state
+    let (counts, open_disputes, refunds, waiting_for_key, jobs) = state
         .db(|conn, _| {
             let counts = EventStatus::ALL
                 .iter()
                 .map(|s| Ok((*s, WebhookEventRow::count_by_status(conn, s.as_str())?)))
                 .collect::<Result<Vec<_>, ApiError>>()?;
-            Ok((counts, Dispute::count_open(conn)?))
+            let refunds = refund_status::ALL
+                .iter()
+                .map(|s| Ok((*s, Refund::count_by_status(conn, s)?)))
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            let jobs = [
+                job_status::QUEUED,
+                job_status::RUNNING,
+                job_status::SUCCEEDED,
+                job_status::FAILED,
+            ]
+            .iter()
+            .map(|s| Ok((*s, crate::db::jobs::count_by_status(conn, s)?)))
+            .collect::<Result<Vec<_>, ApiError>>()?;
+            Ok((
+                counts,
+                Dispute::count_open(conn)?,
+                refunds,
+                Refund::count_waiting_for_key(conn)?,
+                jobs,
+            ))
         })
         .await?;
     let mut text = String::from(
@@ -72,6 +93,25 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
          # TYPE creditguard_disputes_open gauge\n\
          creditguard_disputes_open {open_disputes}\n"
     ));
+    text.push_str(
+        "# HELP creditguard_refunds Refunds by status (ours and those made outside creditguard).\n\
+         # TYPE creditguard_refunds gauge\n",
+    );
+    for (status, n) in refunds {
+        text.push_str(&format!("creditguard_refunds{{status=\"{status}\"}} {n}\n"));
+    }
+    text.push_str(&format!(
+        "# HELP creditguard_refunds_waiting_for_stripe_key Refunds decided but held back: STRIPE_SECRET_KEY is unset or Stripe rejects it (401/403).\n\
+         # TYPE creditguard_refunds_waiting_for_stripe_key gauge\n\
+         creditguard_refunds_waiting_for_stripe_key {waiting_for_key}\n"
+    ));
+    text.push_str(
+        "# HELP creditguard_jobs Jobs of the durable queue by status (failed: gave up; see `creditguard jobs list`).\n\
+         # TYPE creditguard_jobs gauge\n",
+    );
+    for (status, n) in jobs {
+        text.push_str(&format!("creditguard_jobs{{status=\"{status}\"}} {n}\n"));
+    }
     let pool = state.database.pool().state();
     text.push_str(&format!(
         "# HELP creditguard_db_connections Database pool connections.\n\
