@@ -310,11 +310,43 @@ impl Purchase {
     }
 
     /// Takes the purchase's row lock for the rest of the transaction (refund accounting reads
-    /// what other deliveries for the same purchase write).
-    pub fn lock(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<()> {
-        diesel::update(purchases::table.find(id))
-            .set(purchases::updated_at.eq(now))
-            .execute(conn)?;
+    /// what other deliveries for the same purchase write). `FOR NO KEY UPDATE` on PostgreSQL:
+    /// the lock an update takes, which does not wait on the key-share locks that inserts of
+    /// its lots, refunds and disputes hold; on SQLite the writer already holds the database.
+    pub fn lock(conn: &mut DbConnection, id: &str, _now: NaiveDateTime) -> QueryResult<()> {
+        if let DbConnection::Pg(c) = conn {
+            purchases::table
+                .find(id)
+                .select(purchases::id)
+                .for_no_key_update()
+                .load::<String>(c)?;
+        }
+        Ok(())
+    }
+
+    /// Locks the account's credited purchases of `package_id` paid within [from, to] (but
+    /// `except`), in id order: the purchases D1 may refund. Taken before the account's lock, so
+    /// the order stays purchase(s) first, then account, as in every flow (docs/architecture.md).
+    pub fn lock_duplicate_candidates(
+        conn: &mut DbConnection,
+        account_id: &str,
+        package_id: &str,
+        from: NaiveDateTime,
+        to: NaiveDateTime,
+        except: &str,
+    ) -> QueryResult<()> {
+        if let DbConnection::Pg(c) = conn {
+            purchases::table
+                .filter(purchases::account_id.eq(account_id))
+                .filter(purchases::package_id.eq(package_id))
+                .filter(purchases::status.eq(crate::domain::PurchaseStatus::Credited.as_str()))
+                .filter(purchases::paid_at.between(from, to))
+                .filter(purchases::id.ne(except))
+                .order(purchases::id.asc())
+                .select(purchases::id)
+                .for_no_key_update()
+                .load::<String>(c)?;
+        }
         Ok(())
     }
 

@@ -74,6 +74,14 @@ pub fn apply_payment(
     }
     record_decision(conn, &purchase_id, &decision, event_id, ctx)?;
     if let (PurchaseAction::Grant { credits }, Some(account)) = (&decision.action, &account) {
+        super::refund::lock_duplicate_candidates(
+            conn,
+            &purchase_id,
+            &account.id,
+            payment.package_id.as_deref(),
+            db_time(payment.paid_at),
+            ctx,
+        )?;
         grant(conn, &account.id, &purchase_id, *credits, ctx)?;
         super::refund::check_duplicate(conn, &purchase_id, event_id, ctx)?;
     }
@@ -155,6 +163,14 @@ fn credit_later(
             existing.id
         )));
     }
+    super::refund::lock_duplicate_candidates(
+        conn,
+        &existing.id,
+        &account.id,
+        payment.package_id.as_deref(),
+        existing.paid_at,
+        ctx,
+    )?;
     grant(conn, &account.id, &existing.id, *credits, ctx)?;
     let decision = Decision {
         explanation: format!(

@@ -41,6 +41,32 @@ fn decide(
     )?)
 }
 
+/// Before a purchase's lot is granted (which takes the account's lock): locks the purchases D1
+/// may find to be duplicates of it, so that an older one refunded as the duplicate is locked
+/// before the account too (one lock order everywhere: purchases, then the account).
+pub fn lock_duplicate_candidates(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    account_id: &str,
+    package_id: Option<&str>,
+    paid_at: chrono::NaiveDateTime,
+    ctx: FlowContext<'_>,
+) -> Result<(), IngestError> {
+    let Some(package_id) = package_id else {
+        return Ok(());
+    };
+    let window = TimeDelta::seconds(ctx.settings.policy.duplicate_window_secs);
+    Purchase::lock_duplicate_candidates(
+        conn,
+        account_id,
+        package_id,
+        paid_at - window,
+        paid_at + window,
+        purchase_id,
+    )?;
+    Ok(())
+}
+
 /// Rule D1, run in the transaction that credited `purchase_id`.
 pub fn check_duplicate(
     conn: &mut DbConnection,
