@@ -112,7 +112,8 @@ impl Dispute {
         query.load(conn)
     }
 
-    /// The account's disputes opened in [since, until] (CB4 counts them).
+    /// The account's disputes opened in [since, until] (CB4 counts them). Inquiries (Stripe's
+    /// `warning_*` statuses, which never move money) do not count.
     pub fn count_opened_between(
         conn: &mut DbConnection,
         account_id: &str,
@@ -122,6 +123,9 @@ impl Dispute {
         disputes::table
             .filter(disputes::account_id.eq(account_id))
             .filter(disputes::opened_at.between(since, until))
+            .filter(diesel::dsl::not(
+                disputes::status.like("warning\\_%").escape('\\'),
+            ))
             .count()
             .get_result(conn)
     }

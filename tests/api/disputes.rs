@@ -379,6 +379,32 @@ async fn cb4_a_second_dispute_within_a_year_terminates_the_account() {
 }
 
 #[tokio::test]
+async fn cb4_does_not_count_inquiries() {
+    let app = spawn_app().await;
+    let a = app.buy("user_inquiry").await;
+    let b = app.buy("user_inquiry").await;
+    for pi in [&a, &b] {
+        let inquiry = dispute(
+            &app,
+            "created",
+            &new_id("dp"),
+            pi,
+            "warning_needs_response",
+            "general",
+        );
+        assert_eq!(app.deliver(&inquiry).await, "processed");
+    }
+    let account = app.account("user_inquiry").await;
+    assert_eq!(account["status"], "suspended", "held like a dispute (CB1)");
+    assert!(decisions_with_rule(&account, "CB4").is_empty(), "{account}");
+    // A real chargeback is the account's first dispute that counts.
+    let c = app.buy("user_inquiry").await;
+    open_dispute(&app, &new_id("dp"), &c, "product_not_received").await;
+    assert_eq!(app.account("user_inquiry").await["status"], "suspended");
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
 async fn cb4_disputes_more_than_a_year_apart_only_suspend() {
     let app = spawn_app().await;
     let a = app.buy("user_apart").await;
