@@ -4,10 +4,10 @@
 
 use chrono::TimeDelta;
 
-use super::account::{record_account_decision, suspend_automatically, terminate};
-use super::refund::{find_purchase, status_from_refunds, until_purchase_arrives};
-use super::webhook::{Applied, IngestError};
-use super::{record_purchase_decision, FlowContext, DECIDED_BY_POLICY};
+use super::account_status::{record_account_decision, suspend_automatically, terminate};
+use super::lookup::locked_purchase;
+use super::refunding::status_from_refunds;
+use super::{record_purchase_decision, Applied, FlowContext, IngestError, DECIDED_BY_POLICY};
 use crate::db::db_time;
 use crate::db::disputes::{Dispute, Funds, FundsMovement, NewDispute};
 use crate::db::models::{Account, Purchase};
@@ -59,33 +59,6 @@ pub fn apply_dispute_event(
         }
     };
     Ok(Applied::processed(detail))
-}
-
-/// The purchase an event (`what`) names by charge or PaymentIntent, locked: every delivery about
-/// it is serialised (refund flows take the same lock), then its account's row lock is taken, in
-/// that order (README, "Lock order"), and the purchase is read again under them, since the
-/// decisions that follow read lots and statuses that concurrent transactions change. An unknown
-/// purchase gives the `deferred` answer instead.
-pub(crate) fn locked_purchase(
-    conn: &mut DbConnection,
-    what: &str,
-    charge_id: Option<&str>,
-    payment_intent_id: Option<&str>,
-    ctx: FlowContext<'_>,
-) -> Result<Result<Purchase, Applied>, IngestError> {
-    let Some(found) = find_purchase(conn, charge_id, payment_intent_id)? else {
-        return Ok(Err(until_purchase_arrives(
-            what,
-            charge_id,
-            payment_intent_id,
-        )));
-    };
-    Purchase::lock(conn, &found.id, ctx.now)?;
-    let purchase = Purchase::find(conn, &found.id)?.ok_or(diesel::result::Error::NotFound)?;
-    if let Some(account_id) = &purchase.account_id {
-        ledger::lock_account(conn, account_id, ctx.now)?;
-    }
-    Ok(Ok(purchase))
 }
 
 /// The money a `funds_*` event moved: its balance transactions in that direction (negative

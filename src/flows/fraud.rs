@@ -2,11 +2,10 @@
 //! refund engine (its credits revoked now, the Stripe call a job); the account is suspended
 //! pending review. A warning whose purchase is not known yet is deferred.
 
-use super::account::suspend_automatically;
-use super::dispute::locked_purchase;
-use super::refund::{start_refund, RefundPlan};
-use super::webhook::{Applied, IngestError};
-use super::{record_purchase_decision, FlowContext};
+use super::account_status::suspend_automatically;
+use super::lookup::locked_purchase;
+use super::refunding::{start_refund, RefundPlan};
+use super::{record_purchase_decision, Applied, FlowContext, IngestError};
 use crate::db::disputes::Dispute;
 use crate::db::refunds::Refund;
 use crate::db::DbConnection;

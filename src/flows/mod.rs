@@ -1,16 +1,30 @@
 //! One fact, one transaction: each flow records what happened and applies its ledger effects
 //! atomically. Flows never call Stripe (that is a job, later) and never see HTTP.
 
+// Modules point one way: the leaf flows (one kind of fact each) use the shared layers below
+// them and never each other; `webhook` dispatches an event to its leaf.
+//   shared:  this file (context, results, errors), `lookup` (find, lock, defer a purchase),
+//            `account_status` (suspend, terminate), `refunding` (the refund engine)
+//   leaves:  `purchase` (P1, M1, D1), `refund` (Stripe's word on refunds, O1), `dispute`
+//            (CB1–CB4), `fraud` (E1), `credits` (spending, T1), `account` (V1)
+//   entry:   `webhook` (store an event once, apply it)
 pub mod account;
+pub mod account_status;
 pub mod credits;
 pub mod dispute;
 pub mod fraud;
+pub mod lookup;
 pub mod purchase;
 pub mod refund;
+pub mod refunding;
 pub mod webhook;
 
 use chrono::NaiveDateTime;
+use diesel::result::Error as DieselError;
 
+use crate::db::TransactionError;
+use crate::domain::EventStatus;
+use crate::ledger::LedgerError;
 use crate::settings::Settings;
 
 /// What a flow needs besides the connection: the time (from the injected clock) and the
@@ -47,4 +61,49 @@ pub fn record_purchase_decision(
             created_at: ctx.now,
         },
     )
+}
+
+/// What applying an event did, before it is stored on the event row.
+pub struct Applied {
+    pub status: EventStatus,
+    pub detail: Option<String>,
+}
+
+impl Applied {
+    pub fn processed(detail: impl Into<String>) -> Self {
+        Self {
+            status: EventStatus::Processed,
+            detail: Some(detail.into()),
+        }
+    }
+    /// Refers to something not known yet: kept, and retried by a worker (docs/policy.md).
+    pub fn deferred(detail: impl Into<String>) -> Self {
+        Self {
+            status: EventStatus::Deferred,
+            detail: Some(detail.into()),
+        }
+    }
+    pub fn ignored(detail: impl Into<String>) -> Self {
+        Self {
+            status: EventStatus::Ignored,
+            detail: Some(detail.into()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Database(#[from] DieselError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+impl TransactionError for IngestError {
+    fn as_database_error(&self) -> Option<&DieselError> {
+        match self {
+            IngestError::Database(e) | IngestError::Ledger(LedgerError::Database(e)) => Some(e),
+            IngestError::Ledger(_) => None,
+        }
+    }
 }

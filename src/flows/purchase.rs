@@ -3,15 +3,19 @@
 //! fills in ids and, if the purchase is still undelivered but the later event says whose it is
 //! (a real Checkout Session does not copy `client_reference_id` onto its PaymentIntent), credits it.
 
-use super::webhook::{Applied, IngestError};
-use super::FlowContext;
+use chrono::TimeDelta;
+
+use super::lookup::wake_deferred;
+use super::refunding::{start_refund, RefundPlan};
+use super::{record_purchase_decision, Applied, FlowContext, IngestError};
 use crate::db::db_time;
 use crate::db::models::{Account, NewPurchase, Purchase, StripeCharge};
 use crate::db::DbConnection;
 use crate::domain::{AccountId, AccountStatus, Credits, LedgerKind, PurchaseStatus};
 use crate::ledger::{self, LedgerError};
 use crate::policy::purchase::{decide_paid_purchase, AccountLookup, PaidPurchase, PurchaseAction};
-use crate::policy::Decision;
+use crate::policy::refund::{decide_duplicate, DuplicateAction, DuplicatePolicy, PurchaseLot};
+use crate::policy::{Decision, Rule};
 use crate::stripe::PaymentFacts;
 
 pub fn apply_payment(
@@ -74,7 +78,7 @@ pub fn apply_payment(
     }
     record_decision(conn, &purchase_id, &decision, event_id, ctx)?;
     if let (PurchaseAction::Grant { credits }, Some(account)) = (&decision.action, &account) {
-        super::refund::lock_duplicate_candidates(
+        lock_duplicate_candidates(
             conn,
             &purchase_id,
             &account.id,
@@ -83,11 +87,11 @@ pub fn apply_payment(
             ctx,
         )?;
         grant(conn, &account.id, &purchase_id, *credits, ctx)?;
-        super::refund::check_duplicate(conn, &purchase_id, event_id, ctx)?;
+        check_duplicate(conn, &purchase_id, event_id, ctx)?;
     }
     let mut ids = vec![payment.payment_intent_id.as_str()];
     ids.extend(charge_id);
-    super::webhook::wake_deferred(conn, &ids, ctx)?;
+    wake_deferred(conn, &ids, ctx)?;
     tracing::info!(
         purchase_id,
         payment_intent = payment.payment_intent_id,
@@ -163,7 +167,7 @@ fn credit_later(
             existing.id
         )));
     }
-    super::refund::lock_duplicate_candidates(
+    lock_duplicate_candidates(
         conn,
         &existing.id,
         &account.id,
@@ -180,7 +184,7 @@ fn credit_later(
         ..decision
     };
     record_decision(conn, &existing.id, &decision, event_id, ctx)?;
-    super::refund::check_duplicate(conn, &existing.id, event_id, ctx)?;
+    check_duplicate(conn, &existing.id, event_id, ctx)?;
     tracing::info!(
         purchase_id = existing.id,
         "undelivered purchase credited by a later event"
@@ -288,7 +292,7 @@ pub fn link_charge(
     match Purchase::by_payment_intent(conn, payment_intent_id)? {
         Some(purchase) => {
             fill_ids(conn, &purchase, Some(charge_id), None, ctx)?;
-            super::webhook::wake_deferred(conn, &[charge_id], ctx)?;
+            wake_deferred(conn, &[charge_id], ctx)?;
             Ok(Applied::processed(format!("charge {charge_id} belongs to purchase {}", purchase.id)))
         }
         None => Ok(Applied::processed(format!(
@@ -373,4 +377,112 @@ fn fill_ids(
     };
     Purchase::fill_stripe_ids(conn, &purchase.id, charge, checkout_session_id, ctx.now)?;
     Ok(())
+}
+
+/// Before a purchase's lot is granted (which takes the account's lock): locks the purchases D1
+/// may find to be duplicates of it, so that an older one refunded as the duplicate is locked
+/// before the account too (one lock order everywhere: purchases, then the account).
+pub fn lock_duplicate_candidates(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    account_id: &str,
+    package_id: Option<&str>,
+    paid_at: chrono::NaiveDateTime,
+    ctx: FlowContext<'_>,
+) -> Result<(), IngestError> {
+    let Some(package_id) = package_id else {
+        return Ok(());
+    };
+    let window = TimeDelta::seconds(ctx.settings.policy.duplicate_window_secs);
+    Purchase::lock_duplicate_candidates(
+        conn,
+        account_id,
+        package_id,
+        paid_at - window,
+        paid_at + window,
+        purchase_id,
+    )?;
+    Ok(())
+}
+
+/// Rule D1, run in the transaction that credited `purchase_id`.
+pub fn check_duplicate(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    event_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Option<String>, IngestError> {
+    let Some(purchase) = Purchase::find(conn, purchase_id)? else {
+        return Ok(None);
+    };
+    let (Some(account_id), Some(package_id)) = (&purchase.account_id, &purchase.package_id) else {
+        return Ok(None);
+    };
+    let Some(lot) = ledger::purchase_lot(conn, purchase_id)? else {
+        return Ok(None);
+    };
+    let policy = &ctx.settings.policy;
+    let window = TimeDelta::seconds(policy.duplicate_window_secs);
+    let others = ledger::credited_purchase_lots(
+        conn,
+        account_id,
+        package_id,
+        purchase.paid_at - window,
+        purchase.paid_at + window,
+    )?;
+    let new = PurchaseLot {
+        purchase_id: purchase.id.clone(),
+        paid_at: purchase.paid_at,
+        amount: purchase.amount,
+        currency: purchase.currency.clone(),
+        granted: lot.granted,
+        remaining: lot.remaining,
+    };
+    let decision = decide_duplicate(
+        &new,
+        &others,
+        DuplicatePolicy {
+            window,
+            unused_share: policy.duplicate_unused_share,
+            automatic_refunds: policy.automatic_refunds,
+        },
+    );
+    match &decision.action {
+        DuplicateAction::NotDuplicate => Ok(None),
+        DuplicateAction::HoldForReview { duplicate, .. } => {
+            record_purchase_decision(
+                conn,
+                duplicate,
+                Rule::D1,
+                "duplicate_awaiting_review",
+                &decision.explanation,
+                event_id,
+                ctx,
+            )?;
+            Ok(Some(decision.explanation))
+        }
+        DuplicateAction::Refund {
+            duplicate,
+            amount,
+            credits,
+            ..
+        } => {
+            let duplicate =
+                Purchase::find(conn, duplicate)?.ok_or(diesel::result::Error::NotFound)?;
+            start_refund(
+                conn,
+                &duplicate,
+                RefundPlan {
+                    amount: *amount,
+                    credits: *credits,
+                    reason: "duplicate",
+                    rule: Rule::D1,
+                },
+                &decision.explanation,
+                event_id,
+                ctx,
+            )?;
+            Ok(Some(decision.explanation))
+        }
+    }
 }

@@ -1,13 +1,11 @@
 //! Ingestion of one verified Stripe event: store it once and apply it, in one transaction.
 
-use diesel::result::Error as DieselError;
-
+use super::lookup::defer;
 use super::purchase::{apply_payment, link_charge};
-use super::FlowContext;
+use super::{Applied, FlowContext, IngestError};
 use crate::db::models::{NewWebhookEvent, WebhookEventRow};
-use crate::db::{db_time, write_transaction, DbConnection, TransactionError};
+use crate::db::{db_time, write_transaction, DbConnection};
 use crate::domain::EventStatus;
-use crate::ledger::LedgerError;
 use crate::stripe::{StripeFact, VerifiedEvent};
 
 /// The answer to Stripe (docs/openapi.json): `processed`, `duplicate`, `deferred` or `ignored`.
@@ -26,51 +24,6 @@ pub struct Ingested {
     /// What was stored as the event's status (a duplicate keeps the first delivery's).
     pub status: EventStatus,
     pub detail: Option<String>,
-}
-
-/// What applying an event did, before it is stored on the event row.
-pub struct Applied {
-    pub status: EventStatus,
-    pub detail: Option<String>,
-}
-
-impl Applied {
-    pub fn processed(detail: impl Into<String>) -> Self {
-        Self {
-            status: EventStatus::Processed,
-            detail: Some(detail.into()),
-        }
-    }
-    /// Refers to something not known yet: kept, and retried by a worker (docs/policy.md).
-    pub fn deferred(detail: impl Into<String>) -> Self {
-        Self {
-            status: EventStatus::Deferred,
-            detail: Some(detail.into()),
-        }
-    }
-    pub fn ignored(detail: impl Into<String>) -> Self {
-        Self {
-            status: EventStatus::Ignored,
-            detail: Some(detail.into()),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error(transparent)]
-    Database(#[from] DieselError),
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-}
-
-impl TransactionError for IngestError {
-    fn as_database_error(&self) -> Option<&DieselError> {
-        match self {
-            IngestError::Database(e) | IngestError::Ledger(LedgerError::Database(e)) => Some(e),
-            IngestError::Ledger(_) => None,
-        }
-    }
 }
 
 /// Stores the event unless it is known, and applies it. The row and its effects commit together,
@@ -184,47 +137,4 @@ pub(crate) fn apply(
             event.event_type
         ))),
     }
-}
-
-/// The job that applies a deferred event again, with backoff, until what it refers to exists.
-pub const JOB_DEFERRED_EVENT: &str = "webhook.deferred";
-
-/// What a deferred event may wait for has arrived (a purchase, by its PaymentIntent or charge):
-/// its job runs now instead of at its next backoff, and one that gave up waiting tries again.
-pub fn wake_deferred(
-    conn: &mut DbConnection,
-    stripe_ids: &[&str],
-    ctx: FlowContext<'_>,
-) -> Result<(), IngestError> {
-    let woken =
-        crate::db::jobs::wake_deferred_events(conn, DEFERRED_KEY_PREFIX, stripe_ids, ctx.now)?;
-    if woken > 0 {
-        tracing::info!(
-            woken,
-            ?stripe_ids,
-            "deferred events woken by what they waited for"
-        );
-    }
-    Ok(())
-}
-
-const DEFERRED_KEY_PREFIX: &str = "deferred:";
-
-fn defer(conn: &mut DbConnection, event_id: &str, ctx: FlowContext<'_>) -> Result<(), IngestError> {
-    let trace = serde_json::to_string(&crate::telemetry::current_trace_context()).ok();
-    crate::db::jobs::enqueue(
-        conn,
-        JOB_DEFERRED_EVENT,
-        &format!("{DEFERRED_KEY_PREFIX}{event_id}"),
-        &serde_json::json!({ "event_id": event_id }).to_string(),
-        trace.as_deref(),
-        // Not at once: what it waits for rarely arrives within the same second.
-        ctx.now + chrono::TimeDelta::milliseconds(ctx.settings.jobs.retry_base_millis as i64),
-        ctx.now,
-    )?;
-    tracing::info!(
-        event_id,
-        "event deferred: it refers to something not known yet"
-    );
-    Ok(())
 }

@@ -6,7 +6,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
-use crate::flows::webhook::IngestError;
+use crate::flows::IngestError;
 use crate::ledger::LedgerError;
 use crate::stripe::{MalformedEvent, SignatureError};
 

@@ -10,8 +10,9 @@ use crate::db::jobs::{self, Finish, Job};
 use crate::db::models::WebhookEventRow;
 use crate::db::{db_time, write_transaction};
 use crate::domain::EventStatus;
-use crate::flows::webhook::{apply, IngestError};
+use crate::flows::webhook::apply;
 use crate::flows::FlowContext;
+use crate::flows::IngestError;
 use crate::stripe::{EventEnvelope, Verified};
 
 #[derive(serde::Deserialize)]

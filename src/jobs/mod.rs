@@ -30,7 +30,7 @@ pub fn retry_failed(
     let Some(job) = jobs::requeue_failed(conn, job_id, now)? else {
         return Ok(None);
     };
-    if job.kind == crate::flows::webhook::JOB_DEFERRED_EVENT {
+    if job.kind == crate::flows::lookup::JOB_DEFERRED_EVENT {
         if let Some(event_id) = serde_json::from_str::<serde_json::Value>(&job.payload)
             .ok()
             .and_then(|p| p["event_id"].as_str().map(str::to_owned))
@@ -100,8 +100,8 @@ impl JobRunner {
 
     async fn run(&self, job: Job) -> anyhow::Result<()> {
         match job.kind.as_str() {
-            crate::flows::refund::JOB_STRIPE_REFUND => refund::run(self, &job).await,
-            crate::flows::webhook::JOB_DEFERRED_EVENT => deferred::run(self, &job).await,
+            crate::flows::refunding::JOB_STRIPE_REFUND => refund::run(self, &job).await,
+            crate::flows::lookup::JOB_DEFERRED_EVENT => deferred::run(self, &job).await,
             other => {
                 let error = format!("unknown job kind {other:?}");
                 tracing::error!(job_id = job.id, error, "job failed");

@@ -7,9 +7,9 @@ use super::JobRunner;
 use crate::db::jobs::{Finish, Job};
 use crate::db::refunds::{self, Refund};
 use crate::db::{db_time, write_transaction};
-use crate::flows::refund::{settle, still_due, StillDue};
-use crate::flows::webhook::IngestError;
+use crate::flows::refunding::{settle, still_due, StillDue};
 use crate::flows::FlowContext;
+use crate::flows::IngestError;
 use crate::stripe::client::{RefundRequest, StripeCallError};
 use crate::stripe::event::CREDITGUARD_REFUND_ID;
 

@@ -1,0 +1,297 @@
+//! The refund engine that several flows share (D1, E1, O1's settlements, the refund job):
+//! deciding a refund (its credits revoked now, the Stripe call a job), the job's last look
+//! before the call, and settling a refund when Stripe's word arrives. Calls to Stripe happen
+//! later, in `jobs`.
+
+use serde_json::json;
+
+use super::{record_purchase_decision, FlowContext, IngestError};
+use crate::db::jobs;
+use crate::db::models::Purchase;
+use crate::db::refunds::{self, NewRefund, Refund, ORIGIN_CREDITGUARD};
+use crate::db::DbConnection;
+use crate::domain::{LedgerKind, PurchaseStatus};
+use crate::ledger;
+use crate::policy::Rule;
+
+/// The job kind that asks Stripe for a refund; its idempotency key is the refund's id.
+pub const JOB_STRIPE_REFUND: &str = "stripe.refund";
+
+/// What a policy decided to give back.
+#[derive(Debug, Clone, Copy)]
+pub struct RefundPlan<'a> {
+    pub amount: i64,
+    pub credits: i64,
+    /// Our reason (stored, filterable); mapped to Stripe's `reason` by the job.
+    pub reason: &'a str,
+    pub rule: Rule,
+}
+
+/// Decides a refund: the row, its credits revoked now (they cannot be spent while the refund is
+/// in flight), and the job that asks Stripe. A disputed purchase is never refunded.
+pub fn start_refund(
+    conn: &mut DbConnection,
+    purchase: &Purchase,
+    plan: RefundPlan<'_>,
+    explanation: &str,
+    reference: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Option<String>, IngestError> {
+    if purchase.status == PurchaseStatus::Disputed.as_str() {
+        let why = format!(
+            "{explanation} Not refunded: purchase {} is disputed, Stripe refuses to refund a disputed charge, and the dispute settles the money.",
+            purchase.id
+        );
+        record_purchase_decision(
+            conn,
+            &purchase.id,
+            plan.rule,
+            "not_refunded:disputed",
+            &why,
+            reference,
+            ctx,
+        )?;
+        return Ok(None);
+    }
+    if plan.amount <= 0 {
+        record_purchase_decision(
+            conn,
+            &purchase.id,
+            plan.rule,
+            "not_refunded:nothing_unused",
+            explanation,
+            reference,
+            ctx,
+        )?;
+        return Ok(None);
+    }
+    Purchase::lock(conn, &purchase.id, ctx.now)?;
+    let refund_id = format!("rf_{}", uuid::Uuid::now_v7().simple());
+    Refund::insert(
+        conn,
+        &NewRefund {
+            id: &refund_id,
+            purchase_id: &purchase.id,
+            amount: plan.amount,
+            currency: &purchase.currency,
+            reason: plan.reason,
+            rule: plan.rule.as_str(),
+            origin: ORIGIN_CREDITGUARD,
+            status: refunds::status::PENDING,
+            status_detail: Some("queued: creditguard will ask Stripe"),
+            stripe_refund_id: None,
+            credits_revoked: 0,
+            credits_shortfall: 0,
+            created_at: ctx.now,
+            updated_at: ctx.now,
+        },
+    )?;
+    let revoked = revoke_for_refund(conn, &purchase.id, plan.credits, &refund_id, ctx)?;
+    Refund::set_credits(conn, &refund_id, revoked, 0)?;
+    let trace = serde_json::to_string(&crate::telemetry::current_trace_context()).ok();
+    jobs::enqueue(
+        conn,
+        JOB_STRIPE_REFUND,
+        &refund_id,
+        &json!({ "refund_id": refund_id }).to_string(),
+        trace.as_deref(),
+        ctx.now,
+        ctx.now,
+    )?;
+    record_purchase_decision(
+        conn,
+        &purchase.id,
+        plan.rule,
+        &format!("refund:{refund_id}"),
+        explanation,
+        reference,
+        ctx,
+    )?;
+    tracing::info!(refund_id, purchase_id = purchase.id, amount = plan.amount, rule = %plan.rule, "refund decided");
+    Ok(Some(refund_id))
+}
+
+/// What the refund job should do, decided under the purchase's lock right before it asks Stripe.
+pub enum StillDue {
+    /// Ask Stripe for this refund.
+    Ask { refund: Refund, purchase: Purchase },
+    /// Nothing to ask: Stripe settled it already, or it was canceled now.
+    Done,
+}
+
+/// The refund job's last look before the call: a refund still pending of a purchase that got
+/// disputed meanwhile is canceled with a CB1 decision, and its credits stay with the dispute
+/// (the ledger's way back holds them for it).
+pub fn still_due(
+    conn: &mut DbConnection,
+    refund_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<StillDue, IngestError> {
+    let Some(refund) = Refund::find(conn, refund_id)? else {
+        return Err(diesel::result::Error::NotFound.into());
+    };
+    Purchase::lock(conn, &refund.purchase_id, ctx.now)?;
+    let refund = Refund::find(conn, refund_id)?.ok_or(diesel::result::Error::NotFound)?;
+    let purchase =
+        Purchase::find(conn, &refund.purchase_id)?.ok_or(diesel::result::Error::NotFound)?;
+    if refund.status != refunds::status::PENDING {
+        return Ok(StillDue::Done);
+    }
+    let dispute = crate::db::disputes::Dispute::open_of_purchase(conn, &purchase.id)?;
+    if dispute.is_none() && purchase.status != PurchaseStatus::Disputed.as_str() {
+        return Ok(StillDue::Ask { refund, purchase });
+    }
+    let dispute_id = dispute.map_or_else(|| "its dispute".to_owned(), |d| d.id);
+    let why = format!(
+        "Refund {} of purchase {} was canceled before Stripe was asked: {dispute_id} is open, Stripe refuses to refund a disputed charge, and the dispute settles the money; its {} credits stay with the dispute.",
+        refund.id, purchase.id, refund.credits_revoked
+    );
+    record_purchase_decision(
+        conn,
+        &purchase.id,
+        Rule::CB1,
+        &format!("not_refunded:disputed:{}", refund.id),
+        &why,
+        &refund.id,
+        ctx,
+    )?;
+    settle(conn, &refund, refunds::status::CANCELED, Some(&why), ctx)?;
+    tracing::warn!(
+        refund_id = refund.id,
+        purchase_id = purchase.id,
+        "refund canceled: the purchase is disputed (CB1)"
+    );
+    Ok(StillDue::Done)
+}
+
+/// Revokes up to `credits` of the purchase's lot for refund `refund_id`; returns what it took.
+pub(crate) fn revoke_for_refund(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    credits: i64,
+    refund_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<i64, IngestError> {
+    Ok(match ledger::purchase_lot(conn, purchase_id)? {
+        Some(lot) => ledger::revoke_from_lot(
+            conn,
+            lot.id,
+            credits,
+            LedgerKind::RefundRevoke,
+            refund_id,
+            ctx.now,
+        )?,
+        None => 0,
+    })
+}
+
+/// A refund reached a final state: settle the purchase's status, and give the credits back if
+/// the money did not go back.
+pub fn settle(
+    conn: &mut DbConnection,
+    refund: &Refund,
+    to: &str,
+    detail: Option<&str>,
+    ctx: FlowContext<'_>,
+) -> Result<bool, IngestError> {
+    Purchase::lock(conn, &refund.purchase_id, ctx.now)?;
+    if !Refund::transition(conn, &refund.id, to, detail, ctx.now)? {
+        return Ok(false);
+    }
+    match to {
+        refunds::status::FAILED | refunds::status::CANCELED => {
+            if refund.credits_shortfall > 0 {
+                // An outside refund that failed owes no credits any more.
+                Refund::set_credits(conn, &refund.id, refund.credits_revoked, 0)?;
+            }
+            // No money went back: the credits return through the ledger's one way in, which
+            // first settles what the lot owes (a dispute, an outside refund, a termination).
+            let given = match ledger::purchase_lot(conn, &refund.purchase_id)? {
+                Some(lot) => {
+                    ledger::return_credits(
+                        conn,
+                        lot.id,
+                        refund.credits_revoked,
+                        ledger::Comeback {
+                            kind: LedgerKind::Adjustment,
+                            reference: &format!("{}:{to}", refund.id),
+                            cause: &format!("refund {} {to}", refund.id),
+                        },
+                        ctx.now,
+                    )?
+                    .to_lot
+                }
+                None => 0,
+            };
+            let rule = refund.rule.parse().unwrap_or(Rule::U1);
+            record_purchase_decision(
+                conn,
+                &refund.purchase_id,
+                rule,
+                "credits_reinstated",
+                &format!(
+                    "Refund {} is {to} ({}): no money went back, so {given} of its {} revoked credits are back on the account.",
+                    refund.id,
+                    detail.unwrap_or("no detail"),
+                    refund.credits_revoked
+                ),
+                &refund.id,
+                ctx,
+            )?;
+            tracing::warn!(
+                refund_id = refund.id,
+                status = to,
+                detail,
+                given,
+                "refund did not go through; its credits returned as far as the lot owes nothing"
+            );
+            refresh_purchase_status(conn, &refund.purchase_id, ctx)?;
+        }
+        refunds::status::SUCCEEDED => refresh_purchase_status(conn, &refund.purchase_id, ctx)?,
+        _ => {}
+    }
+    Ok(true)
+}
+
+pub(crate) fn refresh_purchase_status(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<(), IngestError> {
+    let Some(purchase) = Purchase::find(conn, purchase_id)? else {
+        return Ok(());
+    };
+    let status = match status_from_refunds(conn, &purchase)? {
+        Some(status) => status,
+        // A refund that counted failed later (Stripe documents succeeded → failed): the
+        // purchase is what it was before the money seemed to go back.
+        None if [PurchaseStatus::Refunded, PurchaseStatus::PartiallyRefunded]
+            .iter()
+            .any(|s| s.as_str() == purchase.status) =>
+        {
+            if purchase.undelivered_reason.is_some() {
+                PurchaseStatus::Undelivered
+            } else {
+                PurchaseStatus::Credited
+            }
+        }
+        None => return Ok(()),
+    };
+    Purchase::set_refund_status(conn, purchase_id, status.as_str(), ctx.now)?;
+    Ok(())
+}
+
+/// What the purchase's succeeded refunds make it: `refunded`, `partially_refunded`, or None.
+pub(crate) fn status_from_refunds(
+    conn: &mut DbConnection,
+    purchase: &Purchase,
+) -> Result<Option<PurchaseStatus>, IngestError> {
+    let refunded = Refund::succeeded_amount(conn, &purchase.id)?;
+    Ok(if refunded >= purchase.amount {
+        Some(PurchaseStatus::Refunded)
+    } else if refunded > 0 {
+        Some(PurchaseStatus::PartiallyRefunded)
+    } else {
+        None
+    })
+}
