@@ -145,13 +145,19 @@ impl Dispute {
             .get_result(conn)
     }
 
-    /// The purchase's latest dispute, open or closed.
-    pub fn latest_of_purchase(
+    /// The dispute that holds the purchase's credits, if any: an open one first, else one that
+    /// did not end in the merchant's favour (lost, or an end creditguard does not know).
+    pub fn holding_of_purchase(
         conn: &mut DbConnection,
         purchase_id: &str,
     ) -> QueryResult<Option<Dispute>> {
+        if let Some(open) = Self::open_of_purchase(conn, purchase_id)? {
+            return Ok(Some(open));
+        }
         disputes::table
             .filter(disputes::purchase_id.eq(purchase_id))
+            .filter(disputes::outcome.is_not_null())
+            .filter(disputes::outcome.ne_all(crate::policy::dispute::WON))
             .order((disputes::opened_at.desc(), disputes::id.desc()))
             .select(Dispute::as_select())
             .first(conn)

@@ -152,6 +152,12 @@ impl Refund {
             .get_result(conn)
     }
 
+    /// Money going back for this purchase, as far as anyone knows: refunds not failed or
+    /// canceled, ours still waiting for Stripe included.
+    pub fn live_amount(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
+        Self::amount_in(conn, purchase_id, &status::LIVE)
+    }
+
     /// Money Stripe acknowledged as refunded for this purchase (`status::ACKNOWLEDGED`): what
     /// explains a `charge.refunded`, bounds the lot (policy::lot) and E1's "already refunded".
     pub fn acknowledged_amount(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
@@ -174,6 +180,28 @@ impl Refund {
             .select(refunds::amount)
             .load(conn)?;
         Ok(amounts.into_iter().sum())
+    }
+
+    /// What the refunds Stripe named to us add up to, whatever became of them: the part of a
+    /// `charge.refunded` total that they explain.
+    pub fn named_amount(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
+        let amounts: Vec<i64> = refunds::table
+            .filter(refunds::purchase_id.eq(purchase_id))
+            .filter(refunds::stripe_refund_id.is_not_null())
+            .select(refunds::amount)
+            .load(conn)?;
+        Ok(amounts.into_iter().sum())
+    }
+
+    /// A refund of ours still waits for Stripe's answer.
+    pub fn ours_pending(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<bool> {
+        let n: i64 = refunds::table
+            .filter(refunds::purchase_id.eq(purchase_id))
+            .filter(refunds::origin.eq(ORIGIN_CREDITGUARD))
+            .filter(refunds::status.eq(status::PENDING))
+            .count()
+            .get_result(conn)?;
+        Ok(n > 0)
     }
 
     /// Credits that outside refunds of this purchase could not revoke (they were spent).
@@ -210,8 +238,8 @@ impl Refund {
         Ok(amounts.into_iter().sum())
     }
 
-    /// The oldest outside refund recorded from `charge.refunded`'s total whose amount Stripe has
-    /// not itemised yet (no refund id, amount left).
+    /// The purchase's one outside refund known only from `charge.refunded`'s total: the part of
+    /// Stripe's total that Stripe has not itemised yet (no refund id; its amount may be 0).
     pub fn unnamed_outside(
         conn: &mut DbConnection,
         purchase_id: &str,
@@ -220,7 +248,6 @@ impl Refund {
             .filter(refunds::purchase_id.eq(purchase_id))
             .filter(refunds::origin.eq(ORIGIN_STRIPE))
             .filter(refunds::stripe_refund_id.is_null())
-            .filter(refunds::amount.gt(0))
             .filter(refunds::status.eq_any(status::ACKNOWLEDGED))
             .order((refunds::created_at.asc(), refunds::id.asc()))
             .select(Refund::as_select())
@@ -265,6 +292,23 @@ impl Refund {
                 refunds::amount.eq(amount),
                 refunds::status_detail.eq(detail),
                 refunds::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        Ok(())
+    }
+
+    /// Adds to what the refund revoked and to its shortfall (relative, so it composes with
+    /// concurrent settlements of its shortfall).
+    pub fn add_credits(
+        conn: &mut DbConnection,
+        id: &str,
+        revoked: i64,
+        shortfall: i64,
+    ) -> QueryResult<()> {
+        diesel::update(refunds::table.find(id))
+            .set((
+                refunds::credits_revoked.eq(refunds::credits_revoked + revoked),
+                refunds::credits_shortfall.eq(refunds::credits_shortfall + shortfall),
             ))
             .execute(conn)?;
         Ok(())
@@ -332,6 +376,9 @@ impl Refund {
             status::SUBMITTED => &[status::PENDING],
             // Stripe documents refunds that succeeded and fail later (a closed card).
             status::FAILED => &[status::PENDING, status::SUBMITTED, status::SUCCEEDED],
+            // Ours canceled before Stripe answered (a dispute opened after an unanswered call)
+            // that Stripe made after all: Stripe's word wins.
+            status::SUCCEEDED => &[status::PENDING, status::SUBMITTED, status::CANCELED],
             _ => &[status::PENDING, status::SUBMITTED],
         };
         let changed = diesel::update(refunds::table.find(id).filter(refunds::status.eq_any(from)))

@@ -352,12 +352,13 @@ fn undisputed_status(
     conn: &mut DbConnection,
     purchase: &Purchase,
 ) -> Result<&'static str, IngestError> {
-    if purchase.undelivered_reason.is_some() {
-        return Ok(PurchaseStatus::Undelivered.as_str());
+    // The same order as check-ledger's: the money refunded first.
+    Ok(match status_from_refunds(conn, purchase)? {
+        Some(status) => status,
+        None if purchase.undelivered_reason.is_some() => PurchaseStatus::Undelivered,
+        None => PurchaseStatus::Credited,
     }
-    Ok(status_from_refunds(conn, purchase)?
-        .unwrap_or(PurchaseStatus::Credited)
-        .as_str())
+    .as_str())
 }
 
 #[cfg(test)]

@@ -58,12 +58,22 @@ pub(crate) fn locked_purchase(
             payment_intent_id,
         )));
     };
-    Purchase::lock(conn, &found.id, ctx.now)?;
-    let purchase = Purchase::find(conn, &found.id)?.ok_or(diesel::result::Error::NotFound)?;
+    Ok(Ok(lock_purchase(conn, &found.id, ctx)?))
+}
+
+/// Locks the purchase, then its account (the one lock order), and reads the purchase again
+/// under them.
+pub(crate) fn lock_purchase(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Purchase, IngestError> {
+    Purchase::lock(conn, purchase_id, ctx.now)?;
+    let purchase = Purchase::find(conn, purchase_id)?.ok_or(diesel::result::Error::NotFound)?;
     if let Some(account_id) = &purchase.account_id {
         ledger::lock_account(conn, account_id, ctx.now)?;
     }
-    Ok(Ok(purchase))
+    Ok(purchase)
 }
 
 /// The job that applies a deferred event again, with backoff, until what it refers to exists.

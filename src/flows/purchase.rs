@@ -10,6 +10,7 @@ use super::refunding::{start_refund, RefundPlan};
 use super::{record_purchase_decision, Applied, FlowContext, IngestError};
 use crate::db::db_time;
 use crate::db::models::{Account, NewPurchase, Purchase, StripeCharge};
+use crate::db::refunds::Refund;
 use crate::db::DbConnection;
 use crate::domain::{AccountId, AccountStatus, Credits, LedgerKind, PurchaseStatus};
 use crate::ledger::{self, LedgerError};
@@ -147,6 +148,17 @@ fn credit_later(
         ..payment.clone()
     };
     let payment = &payment;
+    // Locked before anything is read that decides it (refunds, its status).
+    super::lookup::lock_purchase(conn, &existing.id, ctx)?;
+    let refunding = Refund::live_amount(conn, &existing.id)?;
+    if refunding > 0 {
+        // Its money is going back (E1 or a refund made outside creditguard, while it waited):
+        // crediting it now would give credits for money that is not ours.
+        return Ok(Applied::processed(format!(
+            "purchase {} stays undelivered: {refunding} {} of it is being refunded or was refunded",
+            existing.id, existing.currency
+        )));
+    }
     let (account, decision) = judge(conn, payment, ctx)?;
     let (PurchaseAction::Grant { credits }, Some(account)) = (&decision.action, &account) else {
         return Ok(Applied::processed(format!(

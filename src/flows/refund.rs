@@ -2,7 +2,7 @@
 //! (revoke its credits now, queue the Stripe call), Stripe's word on our refunds, and O1 for
 //! refunds made outside creditguard. Calls to Stripe happen later, in `jobs`.
 
-use super::lookup::{find_purchase, until_purchase_arrives};
+use super::lookup::{find_purchase, lock_purchase, until_purchase_arrives};
 use super::refunding::{refresh_purchase_status, revoke_for_refund, settle};
 use super::{record_purchase_decision, Applied, FlowContext, IngestError};
 use crate::db::models::Purchase;
@@ -19,18 +19,38 @@ pub fn apply_refund_event(
     event_id: &str,
     ctx: FlowContext<'_>,
 ) -> Result<Applied, IngestError> {
-    let ours = match Refund::by_stripe_id(conn, &facts.stripe_refund_id)? {
+    // The purchase first, locked with its account (the one lock order), so that the refund rows
+    // read below cannot change under this delivery.
+    let known = match Refund::by_stripe_id(conn, &facts.stripe_refund_id)? {
         Some(refund) => Some(refund),
         None => match facts.creditguard_refund_id.as_deref() {
-            Some(id) => {
-                let found = Refund::find(conn, id)?;
-                if found.is_some() {
-                    Refund::set_stripe_id(conn, id, &facts.stripe_refund_id, ctx.now)?;
-                }
-                found
-            }
+            Some(id) => Refund::find(conn, id)?,
             None => None,
         },
+    };
+    let purchase = match &known {
+        Some(refund) => Purchase::find(conn, &refund.purchase_id)?,
+        None => find_purchase(
+            conn,
+            facts.charge_id.as_deref(),
+            facts.payment_intent_id.as_deref(),
+        )?,
+    };
+    let Some(purchase) = purchase else {
+        // It may have outrun its purchase: kept and applied when the purchase arrives.
+        return Ok(until_purchase_arrives(
+            &format!("refund {}", facts.stripe_refund_id),
+            facts.charge_id.as_deref(),
+            facts.payment_intent_id.as_deref(),
+        ));
+    };
+    let purchase = lock_purchase(conn, &purchase.id, ctx)?;
+    let ours = match known {
+        Some(refund) => {
+            Refund::set_stripe_id(conn, &refund.id, &facts.stripe_refund_id, ctx.now)?;
+            Refund::find(conn, &refund.id)?
+        }
+        None => None,
     };
     if let Some(refund) = ours {
         let to = refunds::status::from_stripe(facts.status.as_str());
@@ -50,19 +70,6 @@ pub fn apply_refund_event(
         )));
     }
     // Not ours: a refund made in Stripe's Dashboard or API (O1).
-    let Some(purchase) = find_purchase(
-        conn,
-        facts.charge_id.as_deref(),
-        facts.payment_intent_id.as_deref(),
-    )?
-    else {
-        // It may have outrun its purchase: kept and applied when the purchase arrives.
-        return Ok(until_purchase_arrives(
-            &format!("refund {}", facts.stripe_refund_id),
-            facts.charge_id.as_deref(),
-            facts.payment_intent_id.as_deref(),
-        ));
-    };
     let status = match facts.status.as_str() {
         "succeeded" => refunds::status::SUCCEEDED,
         // Stripe has it and will settle it: counted as refunded until Stripe says it failed.
@@ -108,35 +115,45 @@ pub fn apply_charge_refunded(
             facts.payment_intent_id.as_deref(),
         ));
     };
-    // Serialises every delivery about this purchase: totals below are read after the lock.
-    Purchase::lock(conn, &purchase.id, ctx.now)?;
+    // Serialises every delivery about this purchase: totals below are read after the locks.
+    let purchase = lock_purchase(conn, &purchase.id, ctx)?;
     // Refunds the event lists by id are handled one by one (ours settle, others are O1).
     for listed in &facts.refunds {
         apply_refund_event(conn, listed, event_id, ctx)?;
     }
-    // Only refunds Stripe acknowledged explain its total: one of ours that Stripe never
-    // accepted is not money back (if Stripe refuses it later, its credits must not return).
-    let known = Refund::acknowledged_amount(conn, &purchase.id)?;
-    let unexplained = facts.amount_refunded.min(purchase.amount) - known;
-    let applied = if unexplained > 0 {
-        record_outside_refund(
-            conn,
-            &purchase,
-            OutsideRefund {
-                amount: unexplained,
-                status: refunds::status::SUCCEEDED,
-                stripe_refund_id: None,
-            },
-            event_id,
-            ctx,
-        )?
-    } else {
-        Applied::processed(format!(
+    // Stripe's total is explained by the refunds Stripe named to us (a refund of ours that
+    // Stripe never accepted has no Stripe id and explains nothing). One it named that failed
+    // later explains a stale total too, so an old `charge.refunded` delivered late does not
+    // bring it back. What is left is the one unnamed outside refund of the purchase.
+    let named = Refund::named_amount(conn, &purchase.id)?;
+    let remainder = (facts.amount_refunded.min(purchase.amount) - named).max(0);
+    let unnamed = Refund::unnamed_outside(conn, &purchase.id)?;
+    let counted = unnamed.as_ref().map_or(0, |u| u.amount);
+    if remainder <= counted {
+        return Ok(Applied::processed(format!(
             "charge {}: {} refunded, all of it known to creditguard",
             facts.charge_id, facts.amount_refunded
-        ))
-    };
-    Ok(applied)
+        )));
+    }
+    if Refund::ours_pending(conn, &purchase.id)? {
+        // Ours may be the refund this total counts, with Stripe's answer not recorded yet:
+        // wait for the job (it records Stripe's answer, or Stripe's refusal) and look again.
+        return Ok(Applied::deferred(format!(
+            "charge {} reports {} refunded, more than creditguard can explain while its own refund of purchase {} waits for Stripe's answer; looked at again after it",
+            facts.charge_id, facts.amount_refunded, purchase.id
+        )));
+    }
+    record_outside_refund(
+        conn,
+        &purchase,
+        OutsideRefund {
+            amount: remainder - counted,
+            status: refunds::status::SUCCEEDED,
+            stripe_refund_id: None,
+        },
+        event_id,
+        ctx,
+    )
 }
 
 /// A refund creditguard did not make, as Stripe reported it.
@@ -191,13 +208,10 @@ fn record_outside_refund(
 ) -> Result<Applied, IngestError> {
     let amount = outside.amount;
     let before = Refund::outside_acknowledged_amount(conn, &purchase.id)?;
-    let unnamed = match outside.stripe_refund_id {
-        Some(_) => Refund::unnamed_outside(conn, &purchase.id)?,
-        None => None,
-    };
-    let (refund_id, credits_before) = match (outside.stripe_refund_id, unnamed) {
-        // `charge.refunded` counted no more than this refund: it was this refund.
-        (Some(stripe_id), Some(unnamed)) if unnamed.amount <= amount => {
+    let unnamed = Refund::unnamed_outside(conn, &purchase.id)?;
+    let refund_id = match (outside.stripe_refund_id, unnamed) {
+        // `charge.refunded`'s total was exactly this refund: it gets its name.
+        (Some(stripe_id), Some(unnamed)) if unnamed.amount == amount => {
             Refund::name_outside(
                 conn,
                 &unnamed.id,
@@ -206,39 +220,51 @@ fn record_outside_refund(
                 outside.status,
                 ctx.now,
             )?;
-            (
-                unnamed.id,
-                (unnamed.credits_revoked, unnamed.credits_shortfall),
-            )
+            unnamed.id
         }
-        // It counted more: this refund is part of it, the rest stays unnamed.
+        // A refund Stripe names is taken out of the unnamed total (as far as it reaches).
         (Some(stripe_id), Some(unnamed)) => {
+            let itemised = amount.min(unnamed.amount);
             Refund::set_amount(
                 conn,
                 &unnamed.id,
-                unnamed.amount - amount,
+                unnamed.amount - itemised,
                 &format!(
-                    "made outside creditguard; {amount} of it itemised by Stripe as {stripe_id}"
+                    "made outside creditguard; {itemised} of it itemised by Stripe as {stripe_id}"
                 ),
                 ctx.now,
             )?;
-            (insert_outside(conn, purchase, &outside, ctx)?, (0, 0))
+            insert_outside(conn, purchase, &outside, ctx)?
         }
-        _ => (insert_outside(conn, purchase, &outside, ctx)?, (0, 0)),
+        // `charge.refunded` reports more than before: the one unnamed row grows.
+        (None, Some(unnamed)) => {
+            Refund::set_amount(
+                conn,
+                &unnamed.id,
+                unnamed.amount + amount,
+                "made outside creditguard (Stripe's total on the charge; not itemised yet)",
+                ctx.now,
+            )?;
+            unnamed.id
+        }
+        _ => insert_outside(conn, purchase, &outside, ctx)?,
     };
     let after = Refund::outside_acknowledged_amount(conn, &purchase.id)?;
     let granted = purchase.credits_granted;
     let wanted = (refunded_credits(after, purchase.amount, granted)
         - refunded_credits(before, purchase.amount, granted))
     .max(0);
-    let revoked = revoke_for_refund(conn, &purchase.id, wanted, &refund_id, ctx)?;
-    let shortfall = wanted - revoked;
-    Refund::set_credits(
+    // One entry per delivery that revokes: the same refund row may take credits more than once
+    // (its unnamed total grows).
+    let revoked = revoke_for_refund(
         conn,
-        &refund_id,
-        credits_before.0 + revoked,
-        credits_before.1 + shortfall,
+        &purchase.id,
+        wanted,
+        &format!("{refund_id}:{event_id}"),
+        ctx,
     )?;
+    let shortfall = wanted - revoked;
+    Refund::add_credits(conn, &refund_id, revoked, shortfall)?;
     refresh_purchase_status(conn, &purchase.id, ctx)?;
     let mut explanation = format!(
         "{amount} {} of purchase {} was refunded outside creditguard; {revoked} of the {wanted} credits it paid for were revoked",

@@ -122,6 +122,8 @@ pub enum StillDue {
 /// The refund job's last look before the call: a refund still pending of a purchase that got
 /// disputed meanwhile is canceled with a CB1 decision, and its credits stay with the dispute
 /// (the ledger's way back holds them for it).
+/// If an earlier call went unanswered (a timeout) and Stripe did make the refund, Stripe's
+/// `refund.updated` still settles it: a refund canceled here may become `succeeded` (`settle`).
 pub fn still_due(
     conn: &mut DbConnection,
     refund_id: &str,
@@ -130,15 +132,14 @@ pub fn still_due(
     let Some(refund) = Refund::find(conn, refund_id)? else {
         return Err(diesel::result::Error::NotFound.into());
     };
-    Purchase::lock(conn, &refund.purchase_id, ctx.now)?;
+    let purchase = super::lookup::lock_purchase(conn, &refund.purchase_id, ctx)?;
     let refund = Refund::find(conn, refund_id)?.ok_or(diesel::result::Error::NotFound)?;
-    let purchase =
-        Purchase::find(conn, &refund.purchase_id)?.ok_or(diesel::result::Error::NotFound)?;
     if refund.status != refunds::status::PENDING {
         return Ok(StillDue::Done);
     }
     let dispute = crate::db::disputes::Dispute::open_of_purchase(conn, &purchase.id)?;
-    if dispute.is_none() && purchase.status != PurchaseStatus::Disputed.as_str() {
+    let disputed = dispute.is_some() || purchase.status == PurchaseStatus::Disputed.as_str();
+    if !disputed {
         return Ok(StillDue::Ask { refund, purchase });
     }
     let dispute_id = dispute.map_or_else(|| "its dispute".to_owned(), |d| d.id);
@@ -194,7 +195,10 @@ pub fn settle(
     detail: Option<&str>,
     ctx: FlowContext<'_>,
 ) -> Result<bool, IngestError> {
-    Purchase::lock(conn, &refund.purchase_id, ctx.now)?;
+    // The purchase, then its account (the one lock order), then the refund read again: the
+    // caller's copy may predate a settlement of its shortfall that held only the account lock.
+    super::lookup::lock_purchase(conn, &refund.purchase_id, ctx)?;
+    let refund = &Refund::find(conn, &refund.id)?.ok_or(diesel::result::Error::NotFound)?;
     if !Refund::transition(conn, &refund.id, to, detail, ctx.now)? {
         return Ok(false);
     }
@@ -202,7 +206,7 @@ pub fn settle(
         refunds::status::FAILED | refunds::status::CANCELED => {
             if refund.credits_shortfall > 0 {
                 // An outside refund that failed owes no credits any more.
-                Refund::set_credits(conn, &refund.id, refund.credits_revoked, 0)?;
+                Refund::add_credits(conn, &refund.id, 0, -refund.credits_shortfall)?;
             }
             // No money went back: the credits return through the ledger's one way in, which
             // first settles what the lot owes (a dispute, an outside refund, a termination).
@@ -247,7 +251,26 @@ pub fn settle(
             );
             refresh_purchase_status(conn, &refund.purchase_id, ctx)?;
         }
-        refunds::status::SUCCEEDED => refresh_purchase_status(conn, &refund.purchase_id, ctx)?,
+        refunds::status::SUCCEEDED => {
+            if refund.status == refunds::status::CANCELED {
+                // Canceled here before Stripe answered (a dispute opened), yet Stripe had made
+                // it: the money went back after all, so its credits go out again (those a
+                // dispute holds are bounded by the money left when it ends).
+                let taken = revoke_for_refund(
+                    conn,
+                    &refund.purchase_id,
+                    refund.credits_revoked,
+                    &format!("{}:succeeded", refund.id),
+                    ctx,
+                )?;
+                tracing::warn!(
+                    refund_id = refund.id,
+                    taken,
+                    "a refund canceled before Stripe answered succeeded after all"
+                );
+            }
+            refresh_purchase_status(conn, &refund.purchase_id, ctx)?
+        }
         _ => {}
     }
     Ok(true)

@@ -138,6 +138,8 @@ pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
                     now,
                     settings: &settings,
                 };
+                // The purchase and its account first (the one lock order), then the refund row.
+                crate::flows::lookup::lock_purchase(conn, &refund.purchase_id, ctx)?;
                 match &settle_to {
                     Some((to, stripe_id)) => {
                         if let Some(stripe_id) = stripe_id {

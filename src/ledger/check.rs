@@ -98,7 +98,8 @@ const INVARIANTS: &[&str] = &[
               l.remaining AS actual,
               CAST(CASE
                 WHEN EXISTS (SELECT 1 FROM disputes d WHERE d.purchase_id = p.id
-                              AND (d.outcome IS NULL OR d.outcome = 'lost')) THEN 0
+                              AND (d.outcome IS NULL
+                                   OR d.outcome NOT IN ('won', 'warning_closed', 'prevented'))) THEN 0
                 WHEN p.amount <= 0 THEN l.granted
                 ELSE l.granted - (l.granted * (CASE WHEN COALESCE(r.refunded, 0) > p.amount
                                                     THEN p.amount ELSE COALESCE(r.refunded, 0) END))
@@ -106,7 +107,7 @@ const INVARIANTS: &[&str] = &[
               END AS BIGINT) AS expected
          FROM credit_lots l
          JOIN purchases p ON p.id = l.purchase_id
-         LEFT JOIN (SELECT purchase_id, SUM(amount) AS refunded FROM refunds
+         LEFT JOIN (SELECT purchase_id, CAST(SUM(amount) AS BIGINT) AS refunded FROM refunds
                      WHERE status IN ('submitted', 'succeeded') GROUP BY purchase_id) r
                 ON r.purchase_id = p.id) lots
       WHERE actual > expected",
@@ -136,7 +137,8 @@ const INVARIANTS: &[&str] = &[
               'purchase ' || p.id || ' is ' || p.status || ', its refunds and disputes make it '
                 || (CASE
                      WHEN EXISTS (SELECT 1 FROM disputes d WHERE d.purchase_id = p.id
-                                   AND (d.outcome IS NULL OR d.outcome = 'lost')) THEN 'disputed'
+                                   AND (d.outcome IS NULL
+                                   OR d.outcome NOT IN ('won', 'warning_closed', 'prevented'))) THEN 'disputed'
                      WHEN COALESCE(r.refunded, 0) >= p.amount THEN 'refunded'
                      WHEN COALESCE(r.refunded, 0) > 0 THEN 'partially_refunded'
                      WHEN p.undelivered_reason IS NOT NULL THEN 'undelivered'
@@ -144,14 +146,15 @@ const INVARIANTS: &[&str] = &[
               p.status AS status,
               (CASE
                  WHEN EXISTS (SELECT 1 FROM disputes d WHERE d.purchase_id = p.id
-                               AND (d.outcome IS NULL OR d.outcome = 'lost')) THEN 'disputed'
+                               AND (d.outcome IS NULL
+                                   OR d.outcome NOT IN ('won', 'warning_closed', 'prevented'))) THEN 'disputed'
                  WHEN COALESCE(r.refunded, 0) >= p.amount THEN 'refunded'
                  WHEN COALESCE(r.refunded, 0) > 0 THEN 'partially_refunded'
                  WHEN p.undelivered_reason IS NOT NULL THEN 'undelivered'
                  ELSE 'credited' END) AS derived,
               CAST(COALESCE(r.refunded, 0) AS BIGINT) AS actual, p.amount AS expected
          FROM purchases p
-         LEFT JOIN (SELECT purchase_id, SUM(amount) AS refunded FROM refunds
+         LEFT JOIN (SELECT purchase_id, CAST(SUM(amount) AS BIGINT) AS refunded FROM refunds
                      WHERE status = 'succeeded' GROUP BY purchase_id) r
                 ON r.purchase_id = p.id) statuses
       WHERE status <> derived",

@@ -44,8 +44,8 @@ fn lot_debts<'a>(
     };
     let hold = match dispute {
         Some(d) if d.outcome.is_none() => DisputeHold::Open { dispute_id: &d.id },
-        Some(d) if d.outcome.as_deref() == Some("lost") => DisputeHold::Lost { dispute_id: &d.id },
-        _ => DisputeHold::None,
+        Some(d) => DisputeHold::Lost { dispute_id: &d.id },
+        None => DisputeHold::None,
     };
     Ok(LotDebts {
         purchase_id: lot.purchase_id.as_deref().unwrap_or("-"),
@@ -81,7 +81,7 @@ pub fn return_credits(
         None => None,
     };
     let dispute = match &lot.purchase_id {
-        Some(id) => Dispute::latest_of_purchase(conn, id)?,
+        Some(id) => Dispute::holding_of_purchase(conn, id)?,
         None => None,
     };
     let debts = lot_debts(conn, &lot, purchase.as_ref(), dispute.as_ref(), terminated)?;
@@ -176,12 +176,7 @@ fn settle_shortfalls(
             break;
         }
         let settled = credits.min(outside.credits_shortfall);
-        Refund::set_credits(
-            conn,
-            &outside.id,
-            outside.credits_revoked + settled,
-            outside.credits_shortfall - settled,
-        )?;
+        Refund::add_credits(conn, &outside.id, settled, -settled)?;
         credits -= settled;
     }
     Ok(())

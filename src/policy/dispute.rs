@@ -13,6 +13,10 @@ pub const SUSPENDED_FOR_DISPUTE: &str = "dispute";
 pub const TERMINATED_FOR_REPEATED_DISPUTES: &str = "repeated_disputes";
 pub const TERMINATED_FOR_FRAUDULENT_DISPUTE: &str = "fraudulent_dispute_lost";
 
+/// Closed statuses that end a dispute in the merchant's favour (CB2). Any other end (`lost`, or
+/// a status creditguard does not know) keeps the purchase's credits out.
+pub const WON: [&str; 3] = ["won", "warning_closed", "prevented"];
+
 /// Thresholds of CB4, from configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct DisputePolicy {
@@ -181,7 +185,7 @@ pub fn decide_closed(facts: &ClosedDispute<'_>) -> Decision<CloseAction> {
         Some(_) => String::new(),
     };
     match facts.status {
-        "won" | "warning_closed" | "prevented" => {
+        s if WON.contains(&s) => {
             let credits = if terminated { 0 } else { facts.credits_revoked };
             Decision {
                 action: CloseAction::Reinstate {

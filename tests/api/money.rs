@@ -1056,3 +1056,123 @@ async fn a_refund_job_that_gave_up_is_listed_and_retried_from_the_command_line()
     .await;
     app.assert_ledger_ok();
 }
+
+// ---- Found in review: edges of the same rules ----
+
+// A purchase held undelivered whose money is going back (E1) is not credited by a later event
+// that names its account: that would be credits for money that is not ours.
+#[tokio::test]
+async fn an_undelivered_purchase_being_refunded_is_not_credited_later() {
+    let app = spawn_app().await;
+    let pi = new_id("pi");
+    let anonymous = payment_intent_succeeded(&pi, json!({ "package_id": "pack_100" }), 2000);
+    assert_eq!(app.deliver(&anonymous).await, "processed");
+    assert_eq!(purchase(&app, &pi).await["status"], "undelivered");
+    assert_eq!(
+        app.deliver(&early_fraud_warning(&pi, true)).await,
+        "processed"
+    );
+    assert_eq!(
+        refunds(&app).await.len(),
+        1,
+        "E1 refunds it in full (it waits for a key)"
+    );
+    let named = checkout_paid(&pi, Some("user_late_name"), "pack_100", 2000);
+    assert_eq!(app.deliver(&named).await, "processed");
+    let held = purchase(&app, &pi).await;
+    assert_eq!(held["status"], "undelivered", "{held}");
+    assert_eq!(held["credits_granted"], 0, "{held}");
+    assert_eq!(app.count("credit_lots"), 0);
+    app.assert_ledger_ok();
+}
+
+// A `charge.refunded` delivered late, after the refund it counted failed, brings nothing back.
+#[tokio::test]
+async fn a_stale_charge_refunded_after_a_failed_refund_counts_nothing() {
+    let app = spawn_app().await;
+    let pi = app.buy("user_stale").await;
+    let charge = new_id("ch");
+    link_charge(&app, &pi, &charge).await;
+    let stale = charge_refunded(&pi, &charge, 2000);
+    let created = outside_refund_updated(&pi, &charge, "re_stale", 2000, "succeeded");
+    assert_eq!(app.deliver(&created).await, "processed");
+    let failed = outside_refund_updated(&pi, &charge, "re_stale", 2000, "failed");
+    assert_eq!(app.deliver(&failed).await, "processed");
+    assert_eq!(app.balance("user_stale").await, 100);
+    assert_eq!(app.deliver(&stale).await, "processed");
+    assert_eq!(app.balance("user_stale").await, 100, "no phantom refund");
+    assert_eq!(
+        app.purchase_of("user_stale", &pi).await["status"],
+        "credited"
+    );
+    app.assert_ledger_ok();
+}
+
+// Two totals, then their refunds named in the other order: 400 in all, never more.
+#[tokio::test]
+async fn growing_totals_itemised_out_of_order_count_once() {
+    let app = spawn_app().await;
+    let pi = app.buy("user_totals").await;
+    let charge = new_id("ch");
+    link_charge(&app, &pi, &charge).await;
+    for event in [
+        charge_refunded(&pi, &charge, 100),
+        charge_refunded(&pi, &charge, 400),
+        outside_refund_updated(&pi, &charge, "re_tot_2", 300, "succeeded"),
+        outside_refund_updated(&pi, &charge, "re_tot_1", 100, "succeeded"),
+        charge_refunded(&pi, &charge, 400),
+    ] {
+        assert_eq!(app.deliver(&event).await, "processed");
+    }
+    let refunds = app.get_json("/v1/refunds", &app.finance_token).await;
+    let total: i64 = refunds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["amount"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 400, "{refunds:#}");
+    assert_eq!(
+        app.balance("user_totals").await,
+        80,
+        "floor(100 × 400 / 2000) = 20 revoked"
+    );
+    app.assert_ledger_ok();
+}
+
+// The money invariant floors like the ledger on both backends (PostgreSQL's SUM is NUMERIC).
+#[tokio::test]
+async fn an_odd_partial_refund_keeps_the_ledger_check_exact() {
+    let app = spawn_app().await;
+    let pi = app.buy("user_odd").await;
+    let charge = new_id("ch");
+    link_charge(&app, &pi, &charge).await;
+    let odd = outside_refund_updated(&pi, &charge, "re_odd", 1015, "succeeded");
+    assert_eq!(app.deliver(&odd).await, "processed");
+    assert_eq!(
+        app.balance("user_odd").await,
+        50,
+        "floor(100 × 1015 / 2000) = 50 revoked"
+    );
+    app.assert_ledger_ok();
+}
+
+// While our refund waits for Stripe's answer, a total it may explain waits too.
+#[tokio::test]
+async fn a_charge_refunded_while_our_refund_waits_is_deferred_not_counted_twice() {
+    let app = spawn_app().await;
+    purchase_at(&app, "user_waits_total", 0).await;
+    let duplicate = purchase_at(&app, "user_waits_total", 2).await;
+    let charge = new_id("ch");
+    link_charge(&app, &duplicate, &charge).await;
+    // No key: ours stays pending. Stripe's total (no refund listed) could be ours.
+    assert_eq!(
+        app.deliver(&charge_refunded(&duplicate, &charge, 2000))
+            .await,
+        "deferred"
+    );
+    let list = refunds(&app).await;
+    assert_eq!(list.len(), 1, "no outside refund recorded: {list:#?}");
+    assert_eq!(app.balance("user_waits_total").await, 100);
+    app.assert_ledger_ok();
+}
