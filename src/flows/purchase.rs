@@ -393,7 +393,10 @@ fn fill_ids(
 
 /// Before a purchase's lot is granted (which takes the account's lock): locks the purchases D1
 /// may find to be duplicates of it, so that an older one refunded as the duplicate is locked
-/// before the account too (one lock order everywhere: purchases, then the account).
+/// before the account too (one lock order everywhere: purchases, then the account). D1's own
+/// query still runs after the grant, even when this found nothing: a purchase of the same
+/// account committing meanwhile (it held the account lock the grant waited for) is visible
+/// only then.
 pub fn lock_duplicate_candidates(
     conn: &mut DbConnection,
     purchase_id: &str,
