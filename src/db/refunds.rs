@@ -314,21 +314,6 @@ impl Refund {
         Ok(())
     }
 
-    pub fn set_credits(
-        conn: &mut DbConnection,
-        id: &str,
-        revoked: i64,
-        shortfall: i64,
-    ) -> QueryResult<()> {
-        diesel::update(refunds::table.find(id))
-            .set((
-                refunds::credits_revoked.eq(revoked),
-                refunds::credits_shortfall.eq(shortfall),
-            ))
-            .execute(conn)?;
-        Ok(())
-    }
-
     pub fn set_stripe_id(
         conn: &mut DbConnection,
         id: &str,

@@ -39,7 +39,7 @@ pub fn apply_payment(
             ctx,
         );
     }
-    let (account, decision) = judge(conn, payment, ctx)?;
+    let (account, decision) = judge(conn, payment, 0, ctx)?;
     let purchase_id = format!("pur_{}", uuid::Uuid::now_v7().simple());
     let (status, credits, reason) = match &decision.action {
         PurchaseAction::Grant { credits } => (PurchaseStatus::Credited, *credits, None),
@@ -151,15 +151,7 @@ fn credit_later(
     // Locked before anything is read that decides it (refunds, its status).
     super::lookup::lock_purchase(conn, &existing.id, ctx)?;
     let refunding = Refund::live_amount(conn, &existing.id)?;
-    if refunding > 0 {
-        // Its money is going back (E1 or a refund made outside creditguard, while it waited):
-        // crediting it now would give credits for money that is not ours.
-        return Ok(Applied::processed(format!(
-            "purchase {} stays undelivered: {refunding} {} of it is being refunded or was refunded",
-            existing.id, existing.currency
-        )));
-    }
-    let (account, decision) = judge(conn, payment, ctx)?;
+    let (account, decision) = judge(conn, payment, refunding, ctx)?;
     let (PurchaseAction::Grant { credits }, Some(account)) = (&decision.action, &account) else {
         return Ok(Applied::processed(format!(
             "purchase {} stays undelivered: {}",
@@ -211,6 +203,7 @@ fn credit_later(
 fn judge(
     conn: &mut DbConnection,
     payment: &PaymentFacts,
+    refunding: i64,
     ctx: FlowContext<'_>,
 ) -> Result<(Option<Account>, Decision<PurchaseAction>), IngestError> {
     let resolved = resolve_account(conn, payment, ctx)?;
@@ -235,6 +228,7 @@ fn judge(
         package,
         amount: payment.amount,
         currency: &payment.currency,
+        refunding,
     });
     let account = match resolved {
         Resolved::Found(account) => Some(account),

@@ -12,6 +12,7 @@ use crate::db::refunds::{self, NewRefund, Refund, ORIGIN_CREDITGUARD};
 use crate::db::DbConnection;
 use crate::domain::{LedgerKind, PurchaseStatus};
 use crate::ledger;
+use crate::policy::dispute::{decide_refund_still_due, RefundStillDue};
 use crate::policy::Rule;
 
 /// The job kind that asks Stripe for a refund; its idempotency key is the refund's id.
@@ -87,7 +88,7 @@ pub fn start_refund(
         },
     )?;
     let revoked = revoke_for_refund(conn, &purchase.id, plan.credits, &refund_id, ctx)?;
-    Refund::set_credits(conn, &refund_id, revoked, 0)?;
+    Refund::add_credits(conn, &refund_id, revoked, 0)?;
     let trace = serde_json::to_string(&crate::telemetry::current_trace_context()).ok();
     jobs::enqueue(
         conn,
@@ -138,25 +139,32 @@ pub fn still_due(
         return Ok(StillDue::Done);
     }
     let dispute = crate::db::disputes::Dispute::open_of_purchase(conn, &purchase.id)?;
-    let disputed = dispute.is_some() || purchase.status == PurchaseStatus::Disputed.as_str();
-    if !disputed {
+    let decision = decide_refund_still_due(
+        &refund.id,
+        &purchase.id,
+        dispute.is_some() || purchase.status == PurchaseStatus::Disputed.as_str(),
+        dispute.as_ref().map(|d| d.id.as_str()),
+        refund.credits_revoked,
+    );
+    if decision.action == RefundStillDue::Ask {
         return Ok(StillDue::Ask { refund, purchase });
     }
-    let dispute_id = dispute.map_or_else(|| "its dispute".to_owned(), |d| d.id);
-    let why = format!(
-        "Refund {} of purchase {} was canceled before Stripe was asked: {dispute_id} is open, Stripe refuses to refund a disputed charge, and the dispute settles the money; its {} credits stay with the dispute.",
-        refund.id, purchase.id, refund.credits_revoked
-    );
     record_purchase_decision(
         conn,
         &purchase.id,
-        Rule::CB1,
+        decision.rule,
         &format!("not_refunded:disputed:{}", refund.id),
-        &why,
+        &decision.explanation,
         &refund.id,
         ctx,
     )?;
-    settle(conn, &refund, refunds::status::CANCELED, Some(&why), ctx)?;
+    settle(
+        conn,
+        &refund,
+        refunds::status::CANCELED,
+        Some(&decision.explanation),
+        ctx,
+    )?;
     tracing::warn!(
         refund_id = refund.id,
         purchase_id = purchase.id,

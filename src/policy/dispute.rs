@@ -226,6 +226,42 @@ pub fn decide_closed(facts: &ClosedDispute<'_>) -> Decision<CloseAction> {
     }
 }
 
+/// Whether a refund decided earlier may still go to Stripe (asked right before each call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundStillDue {
+    Ask,
+    /// The purchase got disputed meanwhile: cancel it; its credits stay with the dispute.
+    Cancel,
+}
+
+/// CB1 for a refund in flight: a disputed charge is never refunded (Stripe refuses it, and the
+/// dispute settles the money). `dispute_id` names the purchase's open dispute, if any.
+pub fn decide_refund_still_due(
+    refund_id: &str,
+    purchase_id: &str,
+    disputed: bool,
+    dispute_id: Option<&str>,
+    credits_revoked: i64,
+) -> Decision<RefundStillDue> {
+    if !disputed {
+        return Decision {
+            action: RefundStillDue::Ask,
+            rule: Rule::CB1,
+            explanation: format!(
+                "Purchase {purchase_id} is not disputed: refund {refund_id} goes to Stripe."
+            ),
+        };
+    }
+    Decision {
+        action: RefundStillDue::Cancel,
+        rule: Rule::CB1,
+        explanation: format!(
+            "Refund {refund_id} of purchase {purchase_id} was canceled before Stripe was asked: {} is open, Stripe refuses to refund a disputed charge, and the dispute settles the money; its {credits_revoked} credits stay with the dispute.",
+            dispute_id.unwrap_or("its dispute")
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,6 +401,18 @@ mod tests {
         assert_eq!(fraud.action, CloseAction::KeepRevokedAndTerminate);
         let odd = decide_closed(&closed("mystery", "general", suspended("u", "dispute")));
         assert_eq!(odd.action, CloseAction::Unknown);
+    }
+
+    #[test]
+    fn cb1_cancels_a_refund_in_flight_of_a_disputed_purchase() {
+        let due = decide_refund_still_due("rf_1", "pur_1", false, None, 100);
+        assert_eq!(due.action, RefundStillDue::Ask);
+        let cancel = decide_refund_still_due("rf_1", "pur_1", true, Some("dp_1"), 100);
+        assert_eq!(
+            (cancel.rule, cancel.action),
+            (Rule::CB1, RefundStillDue::Cancel)
+        );
+        assert!(cancel.explanation.contains("dp_1 is open"));
     }
 
     #[test]

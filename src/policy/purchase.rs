@@ -13,6 +13,9 @@ pub struct PaidPurchase<'a> {
     pub package: Option<&'a Package>,
     pub amount: i64,
     pub currency: &'a str,
+    /// Money of this payment already going back (refunds pending or made): a purchase held
+    /// undelivered that E1 or an outside refund is refunding is not credited later.
+    pub refunding: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +51,7 @@ pub enum UndeliveredReason {
     AmountMismatch,
     CurrencyMismatch,
     AccountTerminated,
+    BeingRefunded,
 }
 
 impl UndeliveredReason {
@@ -60,6 +64,7 @@ impl UndeliveredReason {
             Self::AmountMismatch => "amount_mismatch",
             Self::CurrencyMismatch => "currency_mismatch",
             Self::AccountTerminated => "account_terminated",
+            Self::BeingRefunded => "being_refunded",
         }
     }
 }
@@ -72,6 +77,15 @@ pub fn decide_paid_purchase(facts: &PaidPurchase<'_>) -> Decision<PurchaseAction
         rule: Rule::M1,
         explanation,
     };
+    if facts.refunding > 0 {
+        return undelivered(
+            UndeliveredReason::BeingRefunded,
+            format!(
+                "{} {} of this payment is being refunded or was refunded: crediting it would give credits for money that goes back.",
+                facts.refunding, facts.currency
+            ),
+        );
+    }
     let (account_id, status) = match &facts.account {
         AccountLookup::Found { id, status } => (*id, *status),
         AccountLookup::InvalidReference { reference, problem } => {
@@ -161,7 +175,23 @@ mod tests {
             package,
             amount: 2000,
             currency: "usd",
+            refunding: 0,
         }
+    }
+
+    #[test]
+    fn m1_a_payment_being_refunded_is_not_credited() {
+        let pack = pack();
+        let mut refunded = facts(Some(&pack), AccountStatus::Active);
+        refunded.refunding = 2000;
+        let decision = decide_paid_purchase(&refunded);
+        assert_eq!(decision.rule, Rule::M1);
+        assert_eq!(
+            decision.action,
+            PurchaseAction::HoldUndelivered {
+                reason: UndeliveredReason::BeingRefunded
+            }
+        );
     }
 
     #[test]
