@@ -166,6 +166,15 @@ impl Default for WebhookSettings {
     }
 }
 
+impl StripeSettings {
+    /// A key is set: an empty one (what `${STRIPE_SECRET_KEY:-}` gives) is no key.
+    pub fn has_secret_key(&self) -> bool {
+        self.secret_key
+            .as_ref()
+            .is_some_and(|k| !secrecy::ExposeSecret::expose_secret(k).trim().is_empty())
+    }
+}
+
 impl Default for StripeSettings {
     fn default() -> Self {
         Self {

@@ -61,15 +61,18 @@ pub fn enqueue(
     Ok(inserted == 1)
 }
 
-/// Claims the next job that is due (or whose worker's lease ran out) for `lease`. Run inside a
+/// Claims the next job that is due (or whose worker's lease ran out) for `lease`, but none of
+/// `skip_kinds` (jobs that cannot run in this process, such as Stripe calls without a key). Run inside a
 /// write transaction: on PostgreSQL `FOR UPDATE SKIP LOCKED` lets replicas claim different jobs
 /// at once and never the same one; SQLite has one writer at a time anyway.
 pub fn claim_next(
     conn: &mut DbConnection,
     now: NaiveDateTime,
     lease: TimeDelta,
+    skip_kinds: &[&str],
 ) -> QueryResult<Option<Job>> {
     let due = jobs::table
+        .filter(jobs::kind.ne_all(skip_kinds.to_vec()))
         .filter(
             jobs::status
                 .eq(status::QUEUED)

@@ -18,6 +18,9 @@ use crate::policy::Rule;
 /// The job kind that asks Stripe for a refund; its idempotency key is the refund's id.
 pub const JOB_STRIPE_REFUND: &str = "stripe.refund";
 
+/// A refund's status detail while no Stripe key is set (its job is not run until there is one).
+pub const WAITING_FOR_KEY: &str = "waiting: STRIPE_SECRET_KEY is not set, so Stripe cannot be asked; the refund is decided and recorded, no money has moved";
+
 /// What a policy decided to give back.
 #[derive(Debug, Clone, Copy)]
 pub struct RefundPlan<'a> {
@@ -79,7 +82,11 @@ pub fn start_refund(
             rule: plan.rule.as_str(),
             origin: ORIGIN_CREDITGUARD,
             status: refunds::status::PENDING,
-            status_detail: Some("queued: creditguard will ask Stripe"),
+            status_detail: Some(if ctx.settings.stripe.has_secret_key() {
+                "queued: creditguard will ask Stripe"
+            } else {
+                WAITING_FOR_KEY
+            }),
             stripe_refund_id: None,
             credits_revoked: 0,
             credits_shortfall: 0,

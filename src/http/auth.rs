@@ -105,8 +105,10 @@ impl FromRequest for Caller {
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_owned());
+            // The scheme is case-insensitive (RFC 9110): `bearer` and `BEARER` are Bearer too.
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().to_owned());
         let state = req.app_data::<web::Data<AppState>>().cloned();
         Box::pin(async move {
             let token = token

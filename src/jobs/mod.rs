@@ -79,9 +79,17 @@ impl JobRunner {
         let database = self.database.clone();
         let now = db_time(self.clock.now());
         let lease = TimeDelta::seconds(self.settings.jobs.lease_secs);
+        // Without a Stripe key a refund job could only wait: it is not claimed at all, so a
+        // backlog of waiting refunds costs nothing while idle (they show in /metrics).
+        let skip: &'static [&'static str] = if self.stripe.is_configured() {
+            &[]
+        } else {
+            &[crate::flows::refunding::JOB_STRIPE_REFUND]
+        };
         let claimed = tokio::task::spawn_blocking(move || {
-            database
-                .write(|conn| write_transaction(conn, |conn| jobs::claim_next(conn, now, lease)))
+            database.write(|conn| {
+                write_transaction(conn, |conn| jobs::claim_next(conn, now, lease, skip))
+            })
         })
         .await???;
         let Some(job) = claimed else { return Ok(false) };

@@ -75,7 +75,7 @@ pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
             (Finish::Succeeded, Some((to, Some(created.id))), None)
         }
         Err(StripeCallError::NotConfigured) => {
-            let error = "waiting: STRIPE_SECRET_KEY is not set, so Stripe cannot be asked; the refund is decided and recorded, no money has moved".to_owned();
+            let error = crate::flows::refunding::WAITING_FOR_KEY.to_owned();
             tracing::warn!(refund_id = refund.id, "{error}");
             (runner.wait(error.clone()), None, Some(error))
         }

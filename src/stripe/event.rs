@@ -42,6 +42,11 @@ impl EventEnvelope {
         if envelope.object.as_deref().is_some_and(|o| o != "event") {
             return Err(MalformedEvent("\"object\" is not \"event\"".into()));
         }
+        if envelope.id.contains('\0') || envelope.event_type.contains('\0') {
+            return Err(MalformedEvent(
+                "\"id\" and \"type\" must not contain U+0000".into(),
+            ));
+        }
         if !envelope.id.starts_with("evt_") || envelope.id.len() > 255 {
             return Err(MalformedEvent(
                 "\"id\" must be a Stripe event id (evt_…)".into(),
@@ -74,6 +79,11 @@ impl EventEnvelope {
     /// The fact this event tells, as far as creditguard acts on it.
     pub fn fact(&self) -> Result<StripeFact, MalformedEvent> {
         let object = self.object();
+        // PostgreSQL's text cannot hold U+0000 (SQLite can): refuse it here, the same on both
+        // backends, rather than fail the transaction on every redelivery.
+        if let Some(path) = nul_in(object, "data.object") {
+            return Err(MalformedEvent(format!("{path} contains U+0000")));
+        }
         match self.event_type.as_str() {
             "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
                 if text(object, "payment_status").as_deref() != Some("paid") {
@@ -92,7 +102,7 @@ impl EventEnvelope {
                     account_reference,
                     stripe_customer_id: expandable_id(object, "customer"),
                     package_id: metadata(object, "package_id"),
-                    amount: integer(object, "amount_total")
+                    amount: money(object, "amount_total")?
                         .ok_or_else(|| missing("checkout session without amount_total"))?,
                     currency: text(object, "currency")
                         .ok_or_else(|| missing("checkout session without currency"))?,
@@ -107,9 +117,9 @@ impl EventEnvelope {
                 account_reference: metadata(object, "account_id"),
                 stripe_customer_id: expandable_id(object, "customer"),
                 package_id: metadata(object, "package_id"),
-                amount: integer(object, "amount_received")
+                amount: money(object, "amount_received")?
                     .filter(|a| *a > 0)
-                    .or_else(|| integer(object, "amount"))
+                    .or(money(object, "amount")?)
                     .ok_or_else(|| missing("payment intent without amount"))?,
                 currency: text(object, "currency")
                     .ok_or_else(|| missing("payment intent without currency"))?,
@@ -121,9 +131,8 @@ impl EventEnvelope {
             "charge.refunded" => Ok(StripeFact::ChargeRefunded(ChargeRefundFacts {
                 charge_id: text(object, "id").ok_or_else(|| missing("charge without id"))?,
                 payment_intent_id: expandable_id(object, "payment_intent"),
-                amount: integer(object, "amount")
-                    .ok_or_else(|| missing("charge without amount"))?,
-                amount_refunded: integer(object, "amount_refunded")
+                amount: money(object, "amount")?.ok_or_else(|| missing("charge without amount"))?,
+                amount_refunded: money(object, "amount_refunded")?
                     .ok_or_else(|| missing("charge without amount_refunded"))?,
                 refunds: object
                     .get("refunds")
@@ -187,7 +196,7 @@ impl EventEnvelope {
             dispute_id: text(object, "id").ok_or_else(|| missing("dispute without id"))?,
             charge_id,
             payment_intent_id,
-            amount: integer(object, "amount").ok_or_else(|| missing("dispute without amount"))?,
+            amount: money(object, "amount")?.ok_or_else(|| missing("dispute without amount"))?,
             currency: text(object, "currency")
                 .ok_or_else(|| missing("dispute without currency"))?
                 .to_ascii_lowercase(),
@@ -200,12 +209,15 @@ impl EventEnvelope {
                 .map(|list| {
                     list.iter()
                         .filter_map(Value::as_object)
-                        .map(|bt| BalanceTransaction {
-                            amount: integer(bt, "amount").unwrap_or(0),
-                            fee: integer(bt, "fee").unwrap_or(0),
+                        .map(|bt| {
+                            Ok(BalanceTransaction {
+                                amount: signed_money(bt, "amount")?.unwrap_or(0),
+                                fee: signed_money(bt, "fee")?.unwrap_or(0),
+                            })
                         })
-                        .collect()
+                        .collect::<Result<Vec<_>, MalformedEvent>>()
                 })
+                .transpose()?
                 .unwrap_or_default(),
             opened_at: integer(object, "created")
                 .filter(|t| *t > 0)
@@ -220,7 +232,7 @@ fn refund_facts(object: &Map<String, Value>) -> Result<RefundFacts, MalformedEve
     Ok(RefundFacts {
         stripe_refund_id: text(object, "id").ok_or_else(|| missing("refund without id"))?,
         status: text(object, "status").unwrap_or_else(|| "pending".to_owned()),
-        amount: integer(object, "amount").ok_or_else(|| missing("refund without amount"))?,
+        amount: money(object, "amount")?.ok_or_else(|| missing("refund without amount"))?,
         charge_id: expandable_id(object, "charge"),
         payment_intent_id: expandable_id(object, "payment_intent"),
         creditguard_refund_id: metadata(object, CREDITGUARD_REFUND_ID),
@@ -346,6 +358,57 @@ fn text(object: &Map<String, Value>, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The most money one Stripe object may carry here (minor units): far above any real charge,
+/// far below the point where sums of a few of them could overflow an i64.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+
+/// A money amount Stripe states as a non-negative integer; anything else (negative, beyond
+/// `MAX_AMOUNT`, not an integer) makes the event one creditguard cannot apply (`failed`).
+fn money(object: &Map<String, Value>, key: &str) -> Result<Option<i64>, MalformedEvent> {
+    match signed_money(object, key)? {
+        Some(amount) if amount < 0 => Err(MalformedEvent(format!(
+            "{key} is negative ({amount}); Stripe's amounts are not"
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// A money amount that may be negative (a balance transaction taking money out).
+fn signed_money(object: &Map<String, Value>, key: &str) -> Result<Option<i64>, MalformedEvent> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => match value.as_i64() {
+            Some(amount) if (-MAX_AMOUNT..=MAX_AMOUNT).contains(&amount) => Ok(Some(amount)),
+            _ => Err(MalformedEvent(format!(
+                "{key} is not an amount creditguard can hold: {value}"
+            ))),
+        },
+    }
+}
+
+/// The path of the first string (or key) under `object` that contains U+0000.
+fn nul_in(object: &Map<String, Value>, at: &str) -> Option<String> {
+    object.iter().find_map(|(key, value)| {
+        let path = format!("{at}.{key}");
+        if key.contains('\0') {
+            return Some(path);
+        }
+        nul_in_value(value, &path)
+    })
+}
+
+fn nul_in_value(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path.to_owned()),
+        Value::Object(inner) => nul_in(inner, path),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in_value(item, &format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
 fn integer(object: &Map<String, Value>, key: &str) -> Option<i64> {
     object.get(key).and_then(Value::as_i64)
 }
@@ -469,6 +532,36 @@ mod tests {
             fixture("invoice.paid").fact().unwrap(),
             StripeFact::Unhandled
         );
+    }
+
+    #[test]
+    fn amounts_stripe_cannot_send_make_the_event_unappliable() {
+        let mut refund = fixture("refund.updated");
+        refund
+            .data
+            .object
+            .insert("amount".into(), serde_json::json!(-5));
+        assert!(refund.fact().unwrap_err().0.contains("negative"));
+        let mut dispute = fixture("charge.dispute.funds_withdrawn");
+        dispute.data.object.insert(
+            "balance_transactions".into(),
+            serde_json::json!([{ "amount": -9223372036854775807i64, "fee": 0 }]),
+        );
+        assert!(dispute.fact().is_err(), "no sum of these can overflow");
+        let mut checkout = fixture("checkout.session.completed");
+        checkout.data.object.insert(
+            "client_reference_id".into(),
+            serde_json::json!("user\u{0}42"),
+        );
+        assert!(checkout
+            .fact()
+            .unwrap_err()
+            .0
+            .contains("data.object.client_reference_id contains U+0000"));
+        assert!(EventEnvelope::parse(
+            br#"{"id":"evt_\u0000","type":"x","created":1795000000,"data":{"object":{}}}"#
+        )
+        .is_err());
     }
 
     #[test]

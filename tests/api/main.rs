@@ -5,6 +5,7 @@ mod account_actions;
 mod auth;
 mod consumptions;
 mod disputes;
+mod edges;
 mod fraud;
 mod helpers;
 mod money;

@@ -939,9 +939,17 @@ async fn waiting_for_a_stripe_key_uses_up_no_attempts() {
         app.advance(TimeDelta::seconds(61));
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
+    // Without a key the job is not even claimed: it waits, queued, with its whole budget.
     let (status, attempts, error) = refund_job(&app);
     assert_eq!((status.as_str(), attempts), ("queued", 0), "{error:?}");
-    assert!(error.unwrap_or_default().contains("STRIPE_SECRET_KEY"));
+    let pending = refunds(&app).await;
+    assert!(
+        pending[0]["status_detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("STRIPE_SECRET_KEY"),
+        "{pending:?}"
+    );
     let metrics = app
         .client
         .get(app.url("/metrics"))

@@ -3,7 +3,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crate::flows::webhook::ingest;
 use crate::http::views::{Problem, WebhookReceipt};
 use crate::http::{ApiError, AppState};
-use crate::stripe::{signature, EventEnvelope};
+use crate::stripe::{signature, EventEnvelope, MalformedEvent};
 
 /// `POST /webhooks/stripe`: verify the raw bytes, then parse, then store and apply once.
 /// The 200 is sent only after the event's transaction committed.
@@ -49,13 +49,15 @@ pub async fn receive(
         state.clock.now(),
     )
     .inspect_err(|e| tracing::warn!(reason = %e, "webhook refused: bad signature"))?;
+    // What is stored is the exact signed bytes, so they must be text: not UTF-8 is not an event.
+    let payload_text = std::str::from_utf8(&body)
+        .map_err(|e| MalformedEvent(format!("the body is not UTF-8: {e}")))?
+        .to_owned();
     let event = verified.try_map(EventEnvelope::parse)?;
     let span = tracing::Span::current();
     span.record("event_id", event.id.as_str());
     span.record("event_type", event.event_type.as_str());
 
-    // serde_json accepted the bytes, so they are UTF-8.
-    let payload_text = String::from_utf8_lossy(&body).into_owned();
     let event_id = event.id.clone();
     let ingested = state
         .db_write(move |conn, ctx| Ok(ingest(conn, &event, &payload_text, ctx)?))

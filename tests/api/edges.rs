@@ -1,0 +1,107 @@
+//! Hostile input at the edges (first part of the edges issue): bytes and values a signed event
+//! may carry that creditguard cannot apply, and the bearer scheme's case. Each is answered
+//! without a 5xx, the same on both backends.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn stored(app: &TestApp, event_id: &str) -> (String, Option<String>) {
+    use creditguard::db::schema::webhook_events::dsl;
+    use diesel::prelude::*;
+    let mut conn = app.db();
+    dsl::webhook_events
+        .find(event_id)
+        .select((dsl::status, dsl::detail))
+        .first(&mut *conn)
+        .unwrap_or_else(|e| panic!("event {event_id} not stored: {e}"))
+}
+
+/// A signed event creditguard cannot apply is stored `failed` with its reason and answered
+/// 200: Stripe must not retry it for days, and nothing else is written.
+async fn kept_failed(app: &TestApp, event: &Value, reason: &str) {
+    let response = app.post_event(event).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["outcome"], "ignored", "{answer}");
+    let (status, detail) = stored(app, event["id"].as_str().unwrap());
+    assert_eq!(status, "failed");
+    assert!(detail.unwrap_or_default().contains(reason));
+    assert_eq!(app.count("purchases"), 0);
+    assert_eq!(app.count("refunds"), 0);
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
+async fn a_negative_refund_amount_is_kept_failed_not_a_500() {
+    let app = spawn_app().await;
+    let mut event = fixture("refund.updated");
+    event["id"] = json!(new_id("evt"));
+    event["data"]["object"]["amount"] = json!(-2000);
+    kept_failed(&app, &event, "negative").await;
+}
+
+#[tokio::test]
+async fn balance_transactions_that_would_overflow_are_kept_failed() {
+    let app = spawn_app().await;
+    let mut event = fixture("charge.dispute.funds_withdrawn");
+    event["id"] = json!(new_id("evt"));
+    event["data"]["object"]["balance_transactions"] = json!([
+        { "amount": -9_223_372_036_854_775_807i64, "fee": 0 },
+        { "amount": -9_223_372_036_854_775_807i64, "fee": 0 },
+    ]);
+    kept_failed(&app, &event, "not an amount").await;
+}
+
+#[tokio::test]
+async fn u0000_in_a_signed_event_is_kept_failed_on_both_backends() {
+    let app = spawn_app().await;
+    let event = checkout_paid(&new_id("pi"), Some("user\u{0}42"), "pack_100", 2000);
+    kept_failed(&app, &event, "client_reference_id contains U+0000").await;
+    // Redelivered, it is a duplicate, not a 500.
+    assert_eq!(app.deliver(&event).await, "duplicate");
+}
+
+#[tokio::test]
+async fn a_signed_body_that_is_not_utf8_is_a_malformed_event() {
+    let app = spawn_app().await;
+    let mut bytes = serde_json::to_vec(&checkout_paid(
+        &new_id("pi"),
+        Some("user_bytes"),
+        "pack_100",
+        2000,
+    ))
+    .unwrap();
+    let at = bytes.windows(10).position(|w| w == b"user_bytes").unwrap();
+    bytes[at + 4] = 0xff;
+    let header = sign_with(SECRET, app.now().timestamp(), &bytes);
+    let response = app.post_raw_event(bytes, Some(header)).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["type"], "malformed-event", "{body}");
+    assert_eq!(app.written_rows(), 0, "nothing stored");
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = spawn_app().await;
+    app.buy("user_case").await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let response = app
+            .client
+            .get(app.url("/v1/accounts/user_case"))
+            .header("Authorization", format!("{scheme} {}", app.service_token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{scheme}");
+    }
+    let basic = app
+        .client
+        .get(app.url("/v1/accounts/user_case"))
+        .header("Authorization", format!("Basic {}", app.service_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), 401);
+}
