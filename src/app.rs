@@ -168,6 +168,7 @@ impl Application {
         let workers = runner.spawn();
         let app_state = state.clone();
         let http_workers = workers_count;
+        let max_connections = state.settings.max_connections;
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::<RequestSpan>::new())
@@ -192,6 +193,8 @@ impl Application {
                 }))
         })
         .workers(http_workers)
+        // Per worker in actix: the setting is for the whole server.
+        .max_connections((max_connections / http_workers).max(1))
         .listen(listener)?
         .run();
         Ok(Self {

@@ -30,6 +30,9 @@ pub struct Settings {
     pub environment: Environment,
     /// HTTP worker threads; 0 means one per core.
     pub http_workers: usize,
+    /// Open connections the server keeps at once, all workers together; past it, new
+    /// connections wait in the listen backlog. Keep it well under the open-file limit.
+    pub max_connections: usize,
     pub database: DatabaseSettings,
     pub webhook: WebhookSettings,
     pub stripe: StripeSettings,
@@ -82,6 +85,9 @@ pub struct WebhookSettings {
     pub secret: Option<SecretString>,
     pub tolerance_secs: u64,
     pub body_limit_bytes: usize,
+    /// A webhook body must arrive within this long after its headers, or the request is
+    /// answered 408 (a client that announces a body and never sends it holds no connection).
+    pub body_timeout_millis: u64,
     /// An event that refers to something not known yet (a dispute before its purchase) is
     /// applied again with backoff (the `[jobs]` retry settings) this many times, then `failed`;
     /// the default (with the 10-minute backoff cap) outlasts Stripe's 3 days of retries. The
@@ -138,6 +144,7 @@ impl Default for Settings {
             bind: "127.0.0.1:8080".to_owned(),
             environment: Environment::Development,
             http_workers: 0,
+            max_connections: 800,
             database: DatabaseSettings::default(),
             webhook: WebhookSettings::default(),
             stripe: StripeSettings::default(),
@@ -160,6 +167,7 @@ impl Default for WebhookSettings {
             secret: None,
             tolerance_secs: 300,
             body_limit_bytes: 1024 * 1024,
+            body_timeout_millis: 5_000,
             deferred_max_attempts: 450,
             accept_test_events: false,
         }
@@ -285,6 +293,15 @@ impl Settings {
             return Err(invalid(
                 "STRIPE_WEBHOOK_TOLERANCE_SECS",
                 "must be at least 1",
+            ));
+        }
+        if self.max_connections < 16 {
+            return Err(invalid("max_connections", "must be at least 16"));
+        }
+        if self.webhook.body_timeout_millis < 100 {
+            return Err(invalid(
+                "webhook.body_timeout_millis",
+                "must be at least 100",
             ));
         }
         if self.webhook.body_limit_bytes < 1024 {

@@ -44,6 +44,19 @@ async fn a_webhook_is_one_exported_trace_continuing_the_callers_traceparent() {
         .unwrap();
     assert_eq!(response.status(), 200);
 
+    // A token put in a query string by mistake is never recorded (nor logged: the same field).
+    let misplaced = app
+        .client
+        .get(app.url(&format!(
+            "/v1/accounts/user_traced?access_token={}",
+            app.service_token
+        )))
+        .bearer_auth(&app.service_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(misplaced.status(), 200);
+
     provider.force_flush().unwrap();
     let spans = exporter.get_finished_spans().unwrap();
     let webhook = spans
@@ -84,7 +97,7 @@ async fn a_webhook_is_one_exported_trace_continuing_the_callers_traceparent() {
         request.span_context.trace_id(),
         webhook.span_context.trace_id()
     );
-    // No secret in any exported attribute.
+    // No secret or token in any exported attribute.
     for span in &spans {
         for kv in &span.attributes {
             assert!(
@@ -92,6 +105,19 @@ async fn a_webhook_is_one_exported_trace_continuing_the_callers_traceparent() {
                 "{} leaks the secret",
                 kv.key
             );
+            assert!(
+                !kv.value.as_str().contains(&app.service_token),
+                "{} leaks a token",
+                kv.key
+            );
         }
     }
+    assert!(
+        spans.iter().any(|s| s
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "http.target"
+                && kv.value.as_str() == "/v1/accounts/user_traced")),
+        "the request span records the path"
+    );
 }

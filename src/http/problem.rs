@@ -18,6 +18,8 @@ pub enum ApiError {
     MalformedEvent(#[from] MalformedEvent),
     #[error("the body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the body did not arrive within {} ms", .0.as_millis())]
+    RequestTimeout(std::time::Duration),
     #[error("malformed request: {0}")]
     MalformedRequest(String),
     #[error("invalid {field}: {message}")]
@@ -58,6 +60,7 @@ impl ApiError {
             ApiError::InvalidSignature(_) => ("invalid-signature", "Invalid Stripe signature"),
             ApiError::MalformedEvent(_) => ("malformed-event", "Not a Stripe event"),
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Body too large"),
+            ApiError::RequestTimeout(_) => ("request-timeout", "Request timeout"),
             ApiError::MalformedRequest(_) => ("malformed-request", "Malformed request"),
             ApiError::InvalidRequest { .. } => ("invalid-request", "Invalid request"),
             ApiError::Unauthorized => ("unauthorized", "Unauthorized"),
@@ -83,6 +86,7 @@ impl ResponseError for ApiError {
             | ApiError::MalformedEvent(_)
             | ApiError::MalformedRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::InvalidRequest { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. }

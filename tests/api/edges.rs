@@ -105,3 +105,60 @@ async fn the_bearer_scheme_is_case_insensitive() {
         .unwrap();
     assert_eq!(basic.status(), 401);
 }
+
+/// Sends raw bytes on a new connection and returns what the server answered (until it closes
+/// or `wait` passes).
+async fn raw(app: &TestApp, request: String, wait: std::time::Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn an_announced_body_over_the_limit_is_refused_at_once() {
+    let app = spawn_app().await;
+    let started = std::time::Instant::now();
+    let answer = raw(
+        &app,
+        "POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Stripe-Signature: t=1,v1=00\r\nContent-Length: 10737418240\r\n\r\n"
+            .to_owned(),
+        std::time::Duration::from_secs(3),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload-too-large"), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(app.written_rows(), 0);
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_is_answered_408_and_others_are_served_meanwhile() {
+    let app = spawn_app_with(|s| s.webhook.body_timeout_millis = 300).await;
+    let silent = "POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                  Stripe-Signature: t=1,v1=00\r\nContent-Length: 200\r\n\r\n{\"id\":"
+        .to_owned();
+    let stalls = futures_util::future::join_all(
+        (0..200).map(|_| raw(&app, silent.clone(), std::time::Duration::from_secs(5))),
+    );
+    let healthy = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let (answers, health) = futures_util::future::join(stalls, healthy).await;
+    assert_eq!(health, 200, "served while 200 clients stall");
+    for answer in &answers {
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("request-timeout"), "{answer}");
+    }
+    assert_eq!(app.written_rows(), 0);
+}

@@ -18,7 +18,8 @@ use crate::stripe::{signature, EventEnvelope, MalformedEvent};
     responses(
         (status = 200, description = "Stored and applied (or known already)", body = WebhookReceipt),
         (status = 400, description = "`invalid-signature` (missing or malformed header, no matching v1, timestamp outside the tolerance; nothing is written) or `malformed-event` (signed, but not a Stripe event envelope)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload-too-large`: the body is over the limit (default 1 MiB)", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request-timeout`: the body did not arrive in time (`webhook.body_timeout_millis`, default 5 s)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload-too-large`: the body (or its announced length) is over the limit (default 1 MiB)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the database is down; Stripe retries", body = Problem, content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(
@@ -32,9 +33,19 @@ pub async fn receive(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = state.settings.webhook.body_limit_bytes;
-    let body = payload
-        .to_bytes_limited(limit)
+    // An announced length over the limit is refused before a byte of it is read.
+    let announced = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let timeout = std::time::Duration::from_millis(state.settings.webhook.body_timeout_millis);
+    let body = tokio::time::timeout(timeout, payload.to_bytes_limited(limit))
         .await
+        .map_err(|_| ApiError::RequestTimeout(timeout))?
         .map_err(|_| ApiError::PayloadTooLarge { limit })?
         .map_err(|e| ApiError::MalformedRequest(format!("could not read the body: {e}")))?;
     let header = req
