@@ -101,6 +101,13 @@ impl FromRequest for Caller {
     type Future = Pin<Box<dyn Future<Output = Result<Caller, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // Authenticated already by the route's role check (`routes::require_role`).
+        if let Some(caller) = actix_web::HttpMessage::extensions(req)
+            .get::<Caller>()
+            .cloned()
+        {
+            return Box::pin(async move { Ok(caller) });
+        }
         let token = req
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)

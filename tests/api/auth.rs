@@ -74,3 +74,93 @@ async fn only_a_hash_of_each_token_is_stored() {
         assert!(hashes.contains(&creditguard::http::auth::hash_token(token)));
     }
 }
+
+/// Who may call each route, as the HTTP contract says (admin may call everything).
+fn contract_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
+    const READERS: &[&str] = &["service", "support", "finance"];
+    const BACK_OFFICE: &[&str] = &["support", "finance"];
+    match (method, path) {
+        (
+            _,
+            "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/docs" | "/webhooks/stripe",
+        ) => None,
+        ("PUT", "/v1/accounts/{account_id}") => Some(&["service"]),
+        ("GET", "/v1/accounts/{account_id}" | "/v1/accounts/{account_id}/ledger") => Some(READERS),
+        (
+            "POST",
+            "/v1/accounts/{account_id}/consumptions" | "/v1/consumptions/{generation_id}/failure",
+        ) => Some(&["service"]),
+        (
+            "POST",
+            "/v1/accounts/{account_id}/suspend"
+            | "/v1/accounts/{account_id}/reinstate"
+            | "/v1/accounts/{account_id}/terminate",
+        ) => Some(&["support"]),
+        (
+            "GET",
+            "/v1/purchases" | "/v1/purchases/{purchase_id}" | "/v1/refunds" | "/v1/disputes",
+        ) => Some(BACK_OFFICE),
+        _ => panic!("{method} {path} is in the router but not in this test's contract"),
+    }
+}
+
+#[tokio::test]
+async fn every_route_answers_every_role_as_the_contract_says() {
+    let app = spawn_app().await;
+    let tokens = [
+        ("service", app.service_token.clone()),
+        ("support", app.support_token.clone()),
+        ("finance", app.finance_token.clone()),
+        ("admin", app.admin_token.clone()),
+    ];
+    for spec in creditguard::http::routes::table() {
+        let method = reqwest::Method::from_bytes(spec.method.as_str().as_bytes()).unwrap();
+        let path = spec
+            .path
+            .replace("{account_id}", "user_walk")
+            .replace("{generation_id}", "gen-walk")
+            .replace("{purchase_id}", "pur_walk");
+        let what = format!("{} {}", spec.method, spec.path);
+        let send = |token: Option<&str>| {
+            // A body that parses for no route: a role that may not call a route is refused
+            // before its body is even read.
+            let mut request = app
+                .client
+                .request(method.clone(), app.url(&path))
+                .header("Content-Type", "application/json")
+                .body("{\"not\":\"valid for any route\"}");
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            request.send()
+        };
+        let Some(allowed) = contract_roles(spec.method.as_str(), spec.path) else {
+            let status = send(None).await.unwrap().status();
+            assert!(
+                status != 401 && status != 403,
+                "{what} needs no token: {status}"
+            );
+            continue;
+        };
+        let anonymous = send(None).await.unwrap();
+        assert_eq!(anonymous.status(), 401, "{what} without a token");
+        for (role, token) in &tokens {
+            let response = send(Some(token)).await.unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(json!({}));
+            let admitted = *role == "admin" || allowed.contains(role);
+            if admitted {
+                assert!(
+                    status != 401 && body["type"] != "forbidden",
+                    "{what} admits {role}: {status} {body}"
+                );
+            } else {
+                assert_eq!(
+                    (status.as_u16(), body["type"].as_str()),
+                    (403, Some("forbidden")),
+                    "{what} refuses {role}"
+                );
+            }
+        }
+    }
+}

@@ -3,7 +3,7 @@ use serde::Deserialize;
 
 use crate::db::models::{Account, DecisionRow};
 use crate::db::DbConnection;
-use crate::domain::{AccountId, Credits, GenerationId, Role, SupportReason};
+use crate::domain::{AccountId, Credits, GenerationId, SupportReason};
 use crate::flows::account::{support_action, AccountActionError};
 use crate::flows::credits;
 use crate::http::auth::Caller;
@@ -14,8 +14,6 @@ use crate::http::{page_limit, ApiError, AppState};
 use crate::ledger::{self, ConsumeOutcome};
 use crate::policy::account::SupportAction;
 use crate::policy::Rule;
-
-const READERS: &[Role] = &[Role::Service, Role::Support, Role::Finance];
 
 fn account_id(raw: &str) -> Result<AccountId, ApiError> {
     AccountId::parse(raw).map_err(|e| ApiError::invalid("account_id", e))
@@ -51,12 +49,10 @@ pub struct AccountBody {
         (status = 503, description = "`unavailable`: the database is down", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn put_account(
-    caller: Caller,
     path: web::Path<String>,
     body: web::Json<AccountBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Service])?;
     let id = account_id(&path)?;
     let body = body.into_inner();
     if let Some(email) = &body.email {
@@ -105,11 +101,9 @@ pub async fn put_account(
         (status = 503, description = "`unavailable`: the database is down", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_account(
-    caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(READERS)?;
     let id = account_id(&path)?;
     let view = state
         .db(move |conn, _| {
@@ -147,12 +141,10 @@ pub struct LedgerQuery {
         (status = 503, description = "`unavailable`: the database is down", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_ledger(
-    caller: Caller,
     path: web::Path<String>,
     query: web::Query<LedgerQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(READERS)?;
     let id = account_id(&path)?;
     let limit = page_limit(query.limit)?;
     let after = query.after;
@@ -196,12 +188,10 @@ pub struct ConsumptionBody {
         (status = 503, description = "`unavailable`: the database is down", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn post_consumption(
-    caller: Caller,
     path: web::Path<String>,
     body: web::Json<ConsumptionBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Service])?;
     let id = account_id(&path)?;
     let generation_id = GenerationId::parse(&body.generation_id)
         .map_err(|e| ApiError::invalid("generation_id", e))?;
@@ -242,12 +232,10 @@ pub struct FailureBody {
         (status = 503, description = "`unavailable`: the database is down", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn post_failure(
-    caller: Caller,
     path: web::Path<String>,
     body: web::Json<FailureBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Service])?;
     let generation_id =
         GenerationId::parse(&path).map_err(|e| ApiError::invalid("generation_id", e))?;
     let reason = body.into_inner().reason;
@@ -305,7 +293,8 @@ impl ActionBody {
     }
 }
 
-/// Rule V1: a support action, recorded with who did it, when and why.
+/// Rule V1: a support action, recorded with who did it, when and why (the route admits only
+/// support, so `caller` names the person).
 async fn act(
     caller: Caller,
     path: web::Path<String>,
@@ -313,7 +302,6 @@ async fn act(
     state: web::Data<AppState>,
     action: impl FnOnce(&ActionBody) -> Result<SupportAction, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Support])?;
     let id = account_id(&path)?;
     let body = body.into_inner();
     let action = action(&body)?;

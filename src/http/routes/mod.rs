@@ -7,52 +7,103 @@ pub(crate) mod webhooks;
 
 use std::collections::BTreeMap;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
-use actix_web::{web, HttpResponse, Route};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, HttpMessage as _, HttpResponse, Route};
 
+use super::auth::Caller;
 use super::ApiError;
+use crate::domain::Role;
 
-/// One route of the router: its method, its path (the same pattern in the OpenAPI document), and
-/// how to build its handler.
+/// Who may call a route. The role is a property of the route, checked before any handler or
+/// extractor runs (a body is not even parsed for a caller who may not call it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token needed (Stripe's webhook, health, metrics, the API document).
+    Public,
+    /// A bearer token with one of these roles (or `admin`).
+    Roles(&'static [Role]),
+}
+
+const SERVICE: Access = Access::Roles(&[Role::Service]);
+const SUPPORT: Access = Access::Roles(&[Role::Support]);
+const READERS: Access = Access::Roles(&[Role::Service, Role::Support, Role::Finance]);
+const BACK_OFFICE: Access = Access::Roles(&[Role::Support, Role::Finance]);
+
+/// One route of the router: its method, its path (the same pattern in the OpenAPI document),
+/// who may call it, and how to build its handler.
 pub struct RouteSpec {
     pub method: Method,
     pub path: &'static str,
+    pub access: Access,
     build: fn(Method) -> Route,
 }
 
 macro_rules! route_table {
-    ($($method:ident $path:literal => $handler:path),* $(,)?) => {
-        /// Every route the service serves. `configure` builds the router from this table, and a
-        /// test checks it against the OpenAPI document both ways, so neither can miss a route.
+    ($($method:ident $path:literal $access:ident => $handler:path),* $(,)?) => {
+        /// Every route the service serves. `configure` builds the router from this table, and
+        /// tests check it against the OpenAPI document both ways and walk it with every role.
         pub fn table() -> Vec<RouteSpec> {
             vec![$(RouteSpec {
                 method: Method::$method,
                 path: $path,
+                access: $access,
                 build: |method| web::route().method(method).to($handler),
             }),*]
         }
     };
 }
 
+const PUBLIC: Access = Access::Public;
+
 route_table! {
-    GET "/healthz" => ops::healthz,
-    GET "/readyz" => ops::readyz,
-    GET "/metrics" => ops::metrics,
-    GET "/openapi.json" => ops::openapi_json,
-    GET "/docs" => ops::docs,
-    POST "/webhooks/stripe" => webhooks::receive,
-    PUT "/v1/accounts/{account_id}" => accounts::put_account,
-    GET "/v1/accounts/{account_id}" => accounts::get_account,
-    GET "/v1/accounts/{account_id}/ledger" => accounts::get_ledger,
-    POST "/v1/accounts/{account_id}/consumptions" => accounts::post_consumption,
-    POST "/v1/accounts/{account_id}/suspend" => accounts::suspend,
-    POST "/v1/accounts/{account_id}/reinstate" => accounts::reinstate,
-    POST "/v1/accounts/{account_id}/terminate" => accounts::terminate,
-    POST "/v1/consumptions/{generation_id}/failure" => accounts::post_failure,
-    GET "/v1/purchases" => purchases::list,
-    GET "/v1/purchases/{purchase_id}" => purchases::get,
-    GET "/v1/refunds" => refunds::list,
-    GET "/v1/disputes" => disputes::list,
+    GET "/healthz" PUBLIC => ops::healthz,
+    GET "/readyz" PUBLIC => ops::readyz,
+    GET "/metrics" PUBLIC => ops::metrics,
+    GET "/openapi.json" PUBLIC => ops::openapi_json,
+    GET "/docs" PUBLIC => ops::docs,
+    POST "/webhooks/stripe" PUBLIC => webhooks::receive,
+    PUT "/v1/accounts/{account_id}" SERVICE => accounts::put_account,
+    GET "/v1/accounts/{account_id}" READERS => accounts::get_account,
+    GET "/v1/accounts/{account_id}/ledger" READERS => accounts::get_ledger,
+    POST "/v1/accounts/{account_id}/consumptions" SERVICE => accounts::post_consumption,
+    POST "/v1/accounts/{account_id}/suspend" SUPPORT => accounts::suspend,
+    POST "/v1/accounts/{account_id}/reinstate" SUPPORT => accounts::reinstate,
+    POST "/v1/accounts/{account_id}/terminate" SUPPORT => accounts::terminate,
+    POST "/v1/consumptions/{generation_id}/failure" SERVICE => accounts::post_failure,
+    GET "/v1/purchases" BACK_OFFICE => purchases::list,
+    GET "/v1/purchases/{purchase_id}" BACK_OFFICE => purchases::get,
+    GET "/v1/refunds" BACK_OFFICE => refunds::list,
+    GET "/v1/disputes" BACK_OFFICE => disputes::list,
+}
+
+impl RouteSpec {
+    fn route(&self) -> Route {
+        let route = (self.build)(self.method.clone());
+        match self.access {
+            Access::Public => route,
+            Access::Roles(roles) => route.wrap(from_fn(
+                move |req: ServiceRequest, next: Next<actix_web::body::BoxBody>| {
+                    require_role(roles, req, next)
+                },
+            )),
+        }
+    }
+}
+
+/// 401 without a valid token, 403 for a role the route does not admit; otherwise the caller
+/// is kept in the request (the `Caller` extractor finds it there) and the handler runs.
+async fn require_role(
+    roles: &'static [Role],
+    mut req: ServiceRequest,
+    next: Next<actix_web::body::BoxBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let caller = req.extract::<Caller>().await?;
+    caller.require(roles)?;
+    req.extensions_mut().insert(caller);
+    next.call(req).await
 }
 
 /// Registers the table: one resource per path, so a known path asked with another method gets
@@ -69,8 +120,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .collect::<Vec<_>>()
             .join(", ");
         let mut resource = web::resource(path);
-        for spec in specs {
-            resource = resource.route((spec.build)(spec.method));
+        for spec in &specs {
+            resource = resource.route(spec.route());
         }
         cfg.service(resource.default_service(web::to(move || {
             let allow = allow.clone();
