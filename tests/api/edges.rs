@@ -162,3 +162,99 @@ async fn a_body_that_never_arrives_is_answered_408_and_others_are_served_meanwhi
     }
     assert_eq!(app.written_rows(), 0);
 }
+
+#[tokio::test]
+async fn u0000_in_v1_inputs_is_a_422_naming_the_field_on_both_backends() {
+    let app = spawn_app().await;
+    app.buy("user_nul").await;
+    let consumed = app.consume("user_nul", "gen-nul", 5).await;
+    assert_eq!(consumed.status(), 201);
+    let before = app.written_rows();
+    let nul = "a\u{0}b";
+    let support = app.support_token.clone();
+    let service = app.service_token.clone();
+    let cases: Vec<(&str, String, &str, Option<Value>, &str)> = vec![
+        (
+            "PUT",
+            "/v1/accounts/user_nul".into(),
+            &service,
+            Some(json!({ "email": format!("{nul}@x.y") })),
+            "email",
+        ),
+        (
+            "PUT",
+            "/v1/accounts/user_nul".into(),
+            &service,
+            Some(json!({ "stripe_customer_id": format!("cus_{nul}") })),
+            "stripe_customer_id",
+        ),
+        (
+            "POST",
+            "/v1/consumptions/gen-nul/failure".into(),
+            &service,
+            Some(json!({ "reason": nul })),
+            "reason",
+        ),
+        (
+            "POST",
+            "/v1/accounts/user_nul/suspend".into(),
+            &support,
+            Some(json!({ "reason": "other", "note": nul })),
+            "note",
+        ),
+        (
+            "GET",
+            "/v1/purchases?account_id=a%00b".into(),
+            &support,
+            None,
+            "account_id",
+        ),
+        (
+            "GET",
+            "/v1/purchases/pur_%00".into(),
+            &support,
+            None,
+            "purchase_id",
+        ),
+        (
+            "GET",
+            "/v1/refunds?reason=a%00b".into(),
+            &support,
+            None,
+            "reason",
+        ),
+        (
+            "GET",
+            "/v1/refunds?purchase_id=a%00b".into(),
+            &support,
+            None,
+            "purchase_id",
+        ),
+        (
+            "GET",
+            "/v1/accounts/a%00b".into(),
+            &support,
+            None,
+            "account_id",
+        ),
+    ];
+    for (method, path, token, body, field) in cases {
+        let mut request = app
+            .client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                app.url(&path),
+            )
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(status, 422, "{method} {path}: {problem}");
+        assert_eq!(problem["field"], field, "{method} {path}: {problem}");
+    }
+    assert_eq!(app.written_rows(), before, "nothing written");
+    app.assert_ledger_ok();
+}

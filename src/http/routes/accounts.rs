@@ -10,7 +10,7 @@ use crate::http::auth::Caller;
 use crate::http::views::{
     AccountView, ConsumptionView, LedgerEntryView, LedgerPage, Problem, RestorationView,
 };
-use crate::http::{page_limit, ApiError, AppState};
+use crate::http::{page_limit, plain_text, ApiError, AppState};
 use crate::ledger::{self, ConsumeOutcome};
 use crate::policy::account::SupportAction;
 use crate::policy::Rule;
@@ -55,6 +55,8 @@ pub async fn put_account(
 ) -> Result<HttpResponse, ApiError> {
     let id = account_id(&path)?;
     let body = body.into_inner();
+    plain_text("email", body.email.as_deref())?;
+    plain_text("stripe_customer_id", body.stripe_customer_id.as_deref())?;
     if let Some(email) = &body.email {
         if email.len() > 254 || !email.contains('@') {
             return Err(ApiError::invalid("email", "must be an email address"));
@@ -239,6 +241,7 @@ pub async fn post_failure(
     let generation_id =
         GenerationId::parse(&path).map_err(|e| ApiError::invalid("generation_id", e))?;
     let reason = body.into_inner().reason;
+    plain_text("reason", Some(&reason))?;
     if reason.trim().is_empty() || reason.len() > 1000 {
         return Err(ApiError::invalid(
             "reason",
@@ -275,6 +278,7 @@ pub struct ActionBody {
 impl ActionBody {
     /// Why a person acts is part of the record: a note is required.
     fn note(&self) -> Result<String, ApiError> {
+        plain_text("note", self.note.as_deref())?;
         match self.note.as_deref().map(str::trim) {
             Some(note) if !note.is_empty() && note.chars().count() <= 2000 => Ok(note.to_owned()),
             _ => Err(ApiError::invalid(

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use crate::db::models::{DecisionRow, Purchase, PurchaseFilter};
 use crate::domain::PurchaseStatus;
 use crate::http::views::{Problem, PurchaseView};
-use crate::http::{page_limit, ApiError, AppState};
+use crate::http::{page_limit, plain_text, ApiError, AppState};
 use crate::ledger;
 
 fn load_view(
@@ -41,6 +41,7 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
+    plain_text("account_id", query.account_id.as_deref())?;
     if let Some(status) = &query.status {
         status
             .parse::<PurchaseStatus>()
@@ -77,6 +78,7 @@ pub async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
+    plain_text("purchase_id", Some(&id))?;
     let view = state
         .db(move |conn, _| {
             let purchase = Purchase::find(conn, &id)?.ok_or_else(|| {

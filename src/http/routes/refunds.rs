@@ -3,7 +3,7 @@ use serde::Deserialize;
 
 use crate::db::refunds::{status, Refund, RefundFilter};
 use crate::http::views::{Problem, RefundView};
-use crate::http::{page_limit, ApiError, AppState};
+use crate::http::{page_limit, plain_text, ApiError, AppState};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -31,6 +31,8 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
+    plain_text("reason", query.reason.as_deref())?;
+    plain_text("purchase_id", query.purchase_id.as_deref())?;
     if let Some(s) = &query.status {
         if !status::ALL.contains(&s.as_str()) {
             return Err(ApiError::invalid(
