@@ -206,9 +206,29 @@ fn record_outside_refund(
     event_id: &str,
     ctx: FlowContext<'_>,
 ) -> Result<Applied, IngestError> {
-    let amount = outside.amount;
     let before = Refund::outside_acknowledged_amount(conn, &purchase.id)?;
     let unnamed = Refund::unnamed_outside(conn, &purchase.id)?;
+    // No refund exceeds its charge: what Stripe reports beyond it (inconsistent data, or a
+    // refund already counted under another name) is not counted again.
+    let itemised = match (&outside.stripe_refund_id, &unnamed) {
+        (Some(_), Some(unnamed)) => outside.amount.min(unnamed.amount),
+        _ => 0,
+    };
+    let room = purchase.amount - Refund::acknowledged_amount(conn, &purchase.id)? + itemised;
+    let amount = outside.amount.min(room.max(0));
+    if amount <= 0 {
+        tracing::warn!(
+            purchase_id = purchase.id,
+            stripe_refund_id = outside.stripe_refund_id,
+            reported = outside.amount,
+            "an outside refund beyond what is left of the charge; not counted"
+        );
+        return Ok(Applied::processed(format!(
+            "an outside refund of {} {} reported for purchase {}, whose charge is already refunded in full: nothing more counted",
+            outside.amount, purchase.currency, purchase.id
+        )));
+    }
+    let outside = OutsideRefund { amount, ..outside };
     let refund_id = match (outside.stripe_refund_id, unnamed) {
         // `charge.refunded`'s total was exactly this refund: it gets its name.
         (Some(stripe_id), Some(unnamed)) if unnamed.amount == amount => {

@@ -1184,3 +1184,26 @@ async fn a_charge_refunded_while_our_refund_waits_is_deferred_not_counted_twice(
     assert_eq!(app.balance("user_waits_total").await, 100);
     app.assert_ledger_ok();
 }
+
+// Found by the mutation test: no refund exceeds its charge, whatever Stripe's events say.
+#[tokio::test]
+async fn outside_refunds_beyond_the_charge_are_not_counted() {
+    let app = spawn_app().await;
+    let pi = app.buy("user_beyond").await;
+    let charge = new_id("ch");
+    link_charge(&app, &pi, &charge).await;
+    for id in ["re_beyond_1", "re_beyond_2", "re_beyond_3"] {
+        let event = outside_refund_updated(&pi, &charge, id, 2000, "succeeded");
+        assert_eq!(app.deliver(&event).await, "processed");
+    }
+    let refunds = app.get_json("/v1/refunds", &app.finance_token).await;
+    let total: i64 = refunds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["amount"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 2000, "{refunds:#}");
+    assert_eq!(app.balance("user_beyond").await, 0);
+    app.assert_ledger_ok();
+}
