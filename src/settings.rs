@@ -97,6 +97,14 @@ pub struct WebhookSettings {
     /// secret configured beside the live one must not grant credits. True applies them anyway.
     /// (In development every event is applied.)
     pub accept_test_events: bool,
+    /// Personal data: a Stripe event's payload carries the customer's email, name, billing
+    /// address and card details (brand, last4, fingerprint). After this many days the payload
+    /// of a `processed` or `ignored` event is erased; the row keeps its id, type, times and
+    /// outcome. 0 keeps payloads forever. Deferred and failed events keep theirs (they are
+    /// applied again, or read by a person).
+    pub payload_retention_days: u32,
+    /// How often the eraser runs.
+    pub prune_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +178,8 @@ impl Default for WebhookSettings {
             body_timeout_millis: 5_000,
             deferred_max_attempts: 450,
             accept_test_events: false,
+            payload_retention_days: 0,
+            prune_interval_secs: 3600,
         }
     }
 }

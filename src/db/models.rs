@@ -579,6 +579,19 @@ impl WebhookEventRow {
         Ok(())
     }
 
+    /// Erases the payloads of events applied (`processed`) or not acted on (`ignored`) that
+    /// arrived before `before`; returns how many were erased. The row stays.
+    pub fn erase_payloads(conn: &mut DbConnection, before: NaiveDateTime) -> QueryResult<usize> {
+        diesel::update(
+            webhook_events::table
+                .filter(webhook_events::status.eq_any(["processed", "ignored"]))
+                .filter(webhook_events::received_at.lt(before))
+                .filter(webhook_events::payload.ne("")),
+        )
+        .set(webhook_events::payload.eq(""))
+        .execute(conn)
+    }
+
     /// A deferred event that gave up waiting (`failed`) waits again.
     pub fn redefer_failed(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
         diesel::update(

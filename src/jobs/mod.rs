@@ -52,12 +52,50 @@ pub struct JobRunner {
 impl JobRunner {
     /// Starts the configured number of worker tasks on the current runtime.
     pub fn spawn(self: Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        (0..self.settings.jobs.workers)
+        let mut tasks: Vec<_> = (0..self.settings.jobs.workers)
             .map(|worker| {
                 let runner = self.clone();
                 tokio::spawn(async move { runner.work(worker).await })
             })
-            .collect()
+            .collect();
+        if self.settings.webhook.payload_retention_days > 0 {
+            let runner = self.clone();
+            tasks.push(tokio::spawn(
+                async move { runner.erase_old_payloads().await },
+            ));
+        }
+        tasks
+    }
+
+    /// Personal data is kept no longer than `webhook.payload_retention_days`.
+    async fn erase_old_payloads(self: Arc<Self>) {
+        let every = Duration::from_secs(self.settings.webhook.prune_interval_secs.max(1));
+        let keep = TimeDelta::days(i64::from(self.settings.webhook.payload_retention_days));
+        loop {
+            let database = self.database.clone();
+            let before = db_time(self.clock.now()) - keep;
+            let erased = tokio::task::spawn_blocking(move || {
+                database.write(|conn| {
+                    write_transaction(conn, |conn| {
+                        crate::db::models::WebhookEventRow::erase_payloads(conn, before)
+                    })
+                })
+            })
+            .await;
+            let erased: anyhow::Result<usize> = match erased {
+                Ok(Ok(done)) => done.map_err(Into::into),
+                Ok(Err(no_connection)) => Err(no_connection.into()),
+                Err(task) => Err(task.into()),
+            };
+            match erased {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(erased = n, "old event payloads erased"),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "erasing old event payloads failed; will try again")
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
     }
 
     async fn work(self: Arc<Self>, worker: usize) {

@@ -377,3 +377,52 @@ async fn mutated_signed_events_never_get_a_5xx_and_keep_the_ledger() {
     eprintln!("{refused} of {rounds} mutated events refused with a 4xx; the rest stored");
     app.assert_ledger_ok();
 }
+
+fn payload_of(app: &TestApp, event_id: &str) -> String {
+    use creditguard::db::schema::webhook_events::dsl;
+    use diesel::prelude::*;
+    let mut conn = app.db();
+    dsl::webhook_events
+        .find(event_id)
+        .select(dsl::payload)
+        .first(&mut *conn)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn payloads_with_personal_data_are_erased_after_the_retention() {
+    let app = spawn_app_with(|s| {
+        s.webhook.payload_retention_days = 30;
+        s.webhook.prune_interval_secs = 1;
+    })
+    .await;
+    let pi = new_id("pi");
+    let paid = checkout_paid(&pi, Some("user_gdpr"), "pack_100", 2000);
+    assert_eq!(app.deliver(&paid).await, "processed");
+    let early = dispute_event(
+        "created",
+        &new_id("dp"),
+        &new_id("pi"),
+        None,
+        "needs_response",
+        "general",
+        2000,
+        app.now().timestamp(),
+    );
+    assert_eq!(app.deliver(&early).await, "deferred");
+    let paid_id = paid["id"].as_str().unwrap().to_owned();
+    let early_id = early["id"].as_str().unwrap().to_owned();
+    assert!(payload_of(&app, &paid_id).contains("user_gdpr"));
+    app.advance(chrono::TimeDelta::days(31));
+    eventually(&app, "the old payload to be erased", || {
+        let erased = payload_of(&app, &paid_id).is_empty();
+        async move { erased }
+    })
+    .await;
+    // The row stays, with its outcome; a deferred event keeps what it needs to be applied.
+    let (status, _) = stored(&app, &paid_id);
+    assert_eq!(status, "processed");
+    assert!(!payload_of(&app, &early_id).is_empty());
+    assert_eq!(app.balance("user_gdpr").await, 100);
+    app.assert_ledger_ok();
+}
