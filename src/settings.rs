@@ -305,6 +305,12 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if self.webhook.payload_retention_days > 36_500 {
+            return Err(invalid(
+                "webhook.payload_retention_days",
+                "must be at most 36500 (0 keeps payloads)",
+            ));
+        }
         if self.max_connections < 16 {
             return Err(invalid("max_connections", "must be at least 16"));
         }

@@ -123,6 +123,18 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
+/// The HTTP version as OpenTelemetry writes it (`1.1`, `2.0`).
+fn http_flavor(version: actix_web::http::Version) -> &'static str {
+    use actix_web::http::Version;
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2.0",
+        Version::HTTP_3 => "3.0",
+        _ => "1.1",
+    }
+}
+
 /// One span per request; continues an incoming `traceparent`. tracing-actix-web's own
 /// OpenTelemetry features stop at otel 0.32, hence this small bridge.
 pub struct RequestSpan;
@@ -153,7 +165,7 @@ impl RootSpanBuilder for RequestSpan {
             "HTTP request",
             http.method = %method,
             http.route = %route,
-            http.flavor = ?request.version(),
+            http.flavor = %http_flavor(request.version()),
             http.scheme = %connection.scheme(),
             http.host = %connection.host(),
             http.client_ip = %connection.realip_remote_addr().unwrap_or(""),

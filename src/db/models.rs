@@ -579,17 +579,26 @@ impl WebhookEventRow {
         Ok(())
     }
 
-    /// Erases the payloads of events applied (`processed`) or not acted on (`ignored`) that
-    /// arrived before `before`; returns how many were erased. The row stays.
-    pub fn erase_payloads(conn: &mut DbConnection, before: NaiveDateTime) -> QueryResult<usize> {
-        diesel::update(
-            webhook_events::table
-                .filter(webhook_events::status.eq_any(["processed", "ignored"]))
-                .filter(webhook_events::received_at.lt(before))
-                .filter(webhook_events::payload.ne("")),
-        )
-        .set(webhook_events::payload.eq(""))
-        .execute(conn)
+    /// Erases the payloads of up to `batch` events applied (`processed`) or not acted on
+    /// (`ignored`) that arrived before `before`; returns how many were erased. The rows stay.
+    pub fn erase_payloads(
+        conn: &mut DbConnection,
+        before: NaiveDateTime,
+        batch: i64,
+    ) -> QueryResult<usize> {
+        let due: Vec<String> = webhook_events::table
+            .filter(webhook_events::status.eq_any(["processed", "ignored"]))
+            .filter(webhook_events::received_at.lt(before))
+            .filter(webhook_events::payload.ne(""))
+            .select(webhook_events::id)
+            .limit(batch)
+            .load(conn)?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        diesel::update(webhook_events::table.filter(webhook_events::id.eq_any(due)))
+            .set(webhook_events::payload.eq(""))
+            .execute(conn)
     }
 
     /// A deferred event that gave up waiting (`failed`) waits again.

@@ -193,15 +193,15 @@ impl Refund {
         Ok(amounts.into_iter().sum())
     }
 
-    /// A refund of ours still waits for Stripe's answer.
-    pub fn ours_pending(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<bool> {
-        let n: i64 = refunds::table
+    /// What our refunds still waiting for Stripe's answer add up to.
+    pub fn ours_pending_amount(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
+        let amounts: Vec<i64> = refunds::table
             .filter(refunds::purchase_id.eq(purchase_id))
             .filter(refunds::origin.eq(ORIGIN_CREDITGUARD))
             .filter(refunds::status.eq(status::PENDING))
-            .count()
-            .get_result(conn)?;
-        Ok(n > 0)
+            .select(refunds::amount)
+            .load(conn)?;
+        Ok(amounts.into_iter().sum())
     }
 
     /// Credits that outside refunds of this purchase could not revoke (they were spent).

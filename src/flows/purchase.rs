@@ -148,8 +148,9 @@ fn credit_later(
         ..payment.clone()
     };
     let payment = &payment;
-    // Locked before anything is read that decides it (refunds, its status).
-    super::lookup::lock_purchase(conn, &existing.id, ctx)?;
+    // Locked before anything is read that decides it (refunds, its status); the account is
+    // locked later, by the grant, after D1's candidates (the one lock order).
+    Purchase::lock(conn, &existing.id, ctx.now)?;
     let refunding = Refund::live_amount(conn, &existing.id)?;
     let (account, decision) = judge(conn, payment, refunding, ctx)?;
     let (PurchaseAction::Grant { credits }, Some(account)) = (&decision.action, &account) else {

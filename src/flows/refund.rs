@@ -135,25 +135,42 @@ pub fn apply_charge_refunded(
             facts.charge_id, facts.amount_refunded
         )));
     }
-    if Refund::ours_pending(conn, &purchase.id)? {
-        // Ours may be the refund this total counts, with Stripe's answer not recorded yet:
-        // wait for the job (it records Stripe's answer, or Stripe's refusal) and look again.
+    // A refund of ours still waiting for Stripe's answer may be what this total counts: that
+    // much waits (the event is deferred, and woken when ours settles); more than it could be
+    // is an outside refund now.
+    let unexplained = remainder - counted;
+    let ours_pending = Refund::ours_pending_amount(conn, &purchase.id)?;
+    let outside_now = unexplained - ours_pending;
+    let recorded = if outside_now > 0 {
+        Some(record_outside_refund(
+            conn,
+            &purchase,
+            OutsideRefund {
+                amount: outside_now,
+                status: refunds::status::SUCCEEDED,
+                stripe_refund_id: None,
+            },
+            event_id,
+            ctx,
+        )?)
+    } else {
+        None
+    };
+    if ours_pending > 0 {
         return Ok(Applied::deferred(format!(
-            "charge {} reports {} refunded, more than creditguard can explain while its own refund of purchase {} waits for Stripe's answer; looked at again after it",
-            facts.charge_id, facts.amount_refunded, purchase.id
+            "charge {} reports {} refunded; {} of it may be creditguard's own refund of purchase {}, which waits for Stripe's answer: looked at again when it settles",
+            facts.charge_id,
+            facts.amount_refunded,
+            unexplained.min(ours_pending),
+            purchase.id
         )));
     }
-    record_outside_refund(
-        conn,
-        &purchase,
-        OutsideRefund {
-            amount: remainder - counted,
-            status: refunds::status::SUCCEEDED,
-            stripe_refund_id: None,
-        },
-        event_id,
-        ctx,
-    )
+    Ok(recorded.unwrap_or_else(|| {
+        Applied::processed(format!(
+            "charge {}: {} refunded, all of it known to creditguard",
+            facts.charge_id, facts.amount_refunded
+        ))
+    }))
 }
 
 /// A refund creditguard did not make, as Stripe reported it.
@@ -214,7 +231,8 @@ fn record_outside_refund(
         (Some(_), Some(unnamed)) => outside.amount.min(unnamed.amount),
         _ => 0,
     };
-    let room = purchase.amount - Refund::acknowledged_amount(conn, &purchase.id)? + itemised;
+    // Bounded by what Stripe confirmed (`succeeded`): one of ours only submitted may still fail.
+    let room = purchase.amount - Refund::succeeded_amount(conn, &purchase.id)? + itemised;
     let amount = outside.amount.min(room.max(0));
     if amount <= 0 {
         tracing::warn!(

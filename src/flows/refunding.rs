@@ -217,6 +217,14 @@ pub fn settle(
     if !Refund::transition(conn, &refund.id, to, detail, ctx.now)? {
         return Ok(false);
     }
+    if refund.status == refunds::status::PENDING {
+        // A `charge.refunded` that waited for Stripe's answer to this one looks again now.
+        if let Some(purchase) = Purchase::find(conn, &refund.purchase_id)? {
+            let mut ids = vec![purchase.payment_intent_id.as_str()];
+            ids.extend(purchase.charge_id.as_deref());
+            super::lookup::wake_deferred(conn, &ids, ctx)?;
+        }
+    }
     match to {
         refunds::status::FAILED | refunds::status::CANCELED => {
             if refund.credits_shortfall > 0 {

@@ -72,26 +72,30 @@ impl JobRunner {
         let every = Duration::from_secs(self.settings.webhook.prune_interval_secs.max(1));
         let keep = TimeDelta::days(i64::from(self.settings.webhook.payload_retention_days));
         loop {
-            let database = self.database.clone();
-            let before = db_time(self.clock.now()) - keep;
-            let erased = tokio::task::spawn_blocking(move || {
-                database.write(|conn| {
-                    write_transaction(conn, |conn| {
-                        crate::db::models::WebhookEventRow::erase_payloads(conn, before)
+            // In short batches, each its own transaction: the writer is never held for long.
+            loop {
+                let database = self.database.clone();
+                let before = db_time(self.clock.now()) - keep;
+                let erased = tokio::task::spawn_blocking(move || {
+                    database.write(|conn| {
+                        write_transaction(conn, |conn| {
+                            crate::db::models::WebhookEventRow::erase_payloads(conn, before, 500)
+                        })
                     })
                 })
-            })
-            .await;
-            let erased: anyhow::Result<usize> = match erased {
-                Ok(Ok(done)) => done.map_err(Into::into),
-                Ok(Err(no_connection)) => Err(no_connection.into()),
-                Err(task) => Err(task.into()),
-            };
-            match erased {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(erased = n, "old event payloads erased"),
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "erasing old event payloads failed; will try again")
+                .await;
+                let erased: anyhow::Result<usize> = match erased {
+                    Ok(Ok(done)) => done.map_err(Into::into),
+                    Ok(Err(no_connection)) => Err(no_connection.into()),
+                    Err(task) => Err(task.into()),
+                };
+                match erased {
+                    Ok(0) => break,
+                    Ok(n) => tracing::info!(erased = n, "old event payloads erased"),
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "erasing old event payloads failed; will try again");
+                        break;
+                    }
                 }
             }
             tokio::time::sleep(every).await;

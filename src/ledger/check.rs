@@ -115,11 +115,11 @@ const INVARIANTS: &[&str] = &[
     "SELECT 'terminated account holds no credits' AS invariant, a.id AS subject,
             a.balance AS actual, CAST(0 AS BIGINT) AS expected
        FROM accounts a WHERE a.status = 'terminated' AND a.balance <> 0",
-    // No refund exceeds its charge, alone or together with the others Stripe acknowledged.
+    // No refund exceeds its charge, alone or together with the others Stripe confirmed.
     "SELECT 'refunds within their charge' AS invariant, 'purchase ' || p.id AS subject,
             CAST(SUM(r.amount) AS BIGINT) AS actual, p.amount AS expected
        FROM purchases p JOIN refunds r ON r.purchase_id = p.id
-      WHERE r.status IN ('submitted', 'succeeded')
+      WHERE r.status = 'succeeded'
       GROUP BY p.id, p.amount
      HAVING SUM(r.amount) > p.amount",
     // Money counted refunded is what Stripe acknowledged: each of our refunds that counts has

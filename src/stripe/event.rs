@@ -386,25 +386,41 @@ fn signed_money(object: &Map<String, Value>, key: &str) -> Result<Option<i64>, M
     }
 }
 
-/// The path of the first string (or key) under `object` that contains U+0000.
+/// The path of the first string (or key) under `object` that contains U+0000. The path is
+/// built only once one is found (on the way back out), so a large clean payload costs one walk.
 fn nul_in(object: &Map<String, Value>, at: &str) -> Option<String> {
+    let mut segments = nul_in_object(object)?;
+    segments.push(at.to_owned());
+    segments.reverse();
+    Some(segments.join("."))
+}
+
+/// The segments from the NUL up to `object`, innermost first (keys escaped: the path is
+/// stored as text, which must not hold a NUL itself).
+fn nul_in_object(object: &Map<String, Value>) -> Option<Vec<String>> {
     object.iter().find_map(|(key, value)| {
-        let path = format!("{at}.{key}");
-        if key.contains('\0') {
-            return Some(path);
-        }
-        nul_in_value(value, &path)
+        let found = if key.contains('\0') {
+            Some(Vec::new())
+        } else {
+            nul_in_value(value)
+        };
+        found.map(|mut segments| {
+            segments.push(key.escape_debug().to_string());
+            segments
+        })
     })
 }
 
-fn nul_in_value(value: &Value, path: &str) -> Option<String> {
+fn nul_in_value(value: &Value) -> Option<Vec<String>> {
     match value {
-        Value::String(s) if s.contains('\0') => Some(path.to_owned()),
-        Value::Object(inner) => nul_in(inner, path),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| nul_in_value(item, &format!("{path}[{i}]"))),
+        Value::String(s) if s.contains('\0') => Some(Vec::new()),
+        Value::Object(inner) => nul_in_object(inner),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            nul_in_value(item).map(|mut segments| {
+                segments.push(format!("[{i}]"));
+                segments
+            })
+        }),
         _ => None,
     }
 }

@@ -60,6 +60,10 @@ async fn u0000_in_a_signed_event_is_kept_failed_on_both_backends() {
     kept_failed(&app, &event, "client_reference_id contains U+0000").await;
     // Redelivered, it is a duplicate, not a 500.
     assert_eq!(app.deliver(&event).await, "duplicate");
+    // In a key too (the detail naming it is stored as text).
+    let mut keyed = checkout_paid(&new_id("pi"), Some("user_key"), "pack_100", 2000);
+    keyed["data"]["object"]["metadata"]["bad\u{0}key"] = json!("x");
+    kept_failed(&app, &keyed, "contains U+0000").await;
 }
 
 #[tokio::test]

@@ -1207,3 +1207,63 @@ async fn outside_refunds_beyond_the_charge_are_not_counted() {
     assert_eq!(app.balance("user_beyond").await, 0);
     app.assert_ledger_ok();
 }
+
+// A total deferred while our refund waited is looked at again when ours settles: here Stripe
+// refuses ours (the Dashboard refunded the charge first), so the total is the Dashboard's.
+// (Scenario 3 when `charge.refunded` lists no refunds, as newer API versions send it.)
+#[tokio::test]
+async fn a_deferred_total_is_applied_when_our_refund_settles() {
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_error(
+            500,
+            json!({ "type": "api_error", "message": "try later" }),
+        ))
+        .mount(&stripe)
+        .await;
+    let app = app_with_stripe(&stripe).await;
+    purchase_at(&app, "user_settles", 0).await;
+    let duplicate = purchase_at(&app, "user_settles", 2).await;
+    wait_for(&app, "our refund to be tried and kept pending", |l| {
+        l.len() == 1
+            && l[0]["status_detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("retrying"))
+    })
+    .await;
+    let charge = new_id("ch");
+    link_charge(&app, &duplicate, &charge).await;
+    assert_eq!(
+        app.deliver(&charge_refunded(&duplicate, &charge, 2000))
+            .await,
+        "deferred"
+    );
+    stripe.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_error(
+            400,
+            json!({
+                "type": "invalid_request_error",
+                "code": "charge_already_refunded",
+                "message": "Charge has already been refunded.",
+            }),
+        ))
+        .mount(&stripe)
+        .await;
+    let list = wait_for(&app, "the deferred total to be applied", |l| {
+        l.iter().any(|r| r["rule"] == "O1" && r["amount"] == 2000)
+            && l.iter()
+                .any(|r| r["rule"] == "D1" && r["status"] == "failed")
+    })
+    .await;
+    assert_eq!(list.len(), 2, "{list:#?}");
+    assert_eq!(lot_of(&app, "user_settles", &duplicate).await, 0);
+    assert_eq!(app.balance("user_settles").await, 100);
+    assert_eq!(
+        app.purchase_of("user_settles", &duplicate).await["status"],
+        "refunded"
+    );
+    app.assert_ledger_ok();
+}
