@@ -42,9 +42,15 @@ impl EventEnvelope {
         if envelope.object.as_deref().is_some_and(|o| o != "event") {
             return Err(MalformedEvent("\"object\" is not \"event\"".into()));
         }
-        if envelope.id.contains('\0') || envelope.event_type.contains('\0') {
+        if envelope.id.contains('\0')
+            || envelope.event_type.contains('\0')
+            || envelope
+                .api_version
+                .as_deref()
+                .is_some_and(|v| v.contains('\0'))
+        {
             return Err(MalformedEvent(
-                "\"id\" and \"type\" must not contain U+0000".into(),
+                "\"id\", \"type\" and \"api_version\" must not contain U+0000".into(),
             ));
         }
         if !envelope.id.starts_with("evt_") || envelope.id.len() > 255 {
