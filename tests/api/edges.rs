@@ -292,9 +292,14 @@ fn mutate(value: &mut Value, rng: &mut rand::rngs::StdRng, depth: usize) {
         Value::Object(map) if !map.is_empty() => {
             let keys: Vec<String> = map.keys().cloned().collect();
             let key = keys[rng.random_range(0..keys.len())].clone();
-            match rng.random_range(0..6) {
+            match rng.random_range(0..7) {
                 0 => {
                     map.remove(&key);
+                }
+                6 => {
+                    // An odd key, too (U+0000 in a key must not reach the database).
+                    let value = map.remove(&key).unwrap();
+                    map.insert(format!("{key}\u{0}"), value);
                 }
                 1 | 2 if depth < 4 => mutate(map.get_mut(&key).unwrap(), rng, depth + 1),
                 _ => {
