@@ -75,13 +75,37 @@ pub fn apply_refund_event(
         // Stripe has it and will settle it: counted as refunded until Stripe says it failed.
         "pending" | "requires_action" => refunds::status::SUBMITTED,
         other => {
+            // It may be part of what a `charge.refunded` total counted before Stripe named it:
+            // itemise it out of that total, then let it fail (its credits come back).
+            let counted =
+                Refund::unnamed_outside(conn, &purchase.id)?.is_some_and(|u| u.amount > 0);
+            if counted && matches!(other, "failed" | "canceled") {
+                record_outside_refund(
+                    conn,
+                    &purchase,
+                    OutsideRefund {
+                        amount: facts.amount,
+                        status: refunds::status::SUCCEEDED,
+                        stripe_refund_id: Some(&facts.stripe_refund_id),
+                    },
+                    event_id,
+                    ctx,
+                )?;
+                if let Some(named) = Refund::by_stripe_id(conn, &facts.stripe_refund_id)? {
+                    let to = refunds::status::from_stripe(other);
+                    settle(conn, &named, to, Some(&format!("Stripe: {other}")), ctx)?;
+                }
+                return Ok(Applied::processed(format!(
+                    "outside refund {} is {other}: taken out of Stripe's earlier total; no money moved",
+                    facts.stripe_refund_id
+                )));
+            }
             return Ok(Applied::processed(format!(
                 "outside refund {} is {other}: no money moved",
                 facts.stripe_refund_id
-            )))
+            )));
         }
     };
-    Purchase::lock(conn, &purchase.id, ctx.now)?;
     record_outside_refund(
         conn,
         &purchase,
@@ -260,9 +284,22 @@ fn record_outside_refund(
             )?;
             unnamed.id
         }
-        // A refund Stripe names is taken out of the unnamed total (as far as it reaches).
+        // A refund Stripe names is taken out of the unnamed total (as far as it reaches), with
+        // its share of the credits that total revoked (so a failure later gives them back).
         (Some(stripe_id), Some(unnamed)) => {
             let itemised = amount.min(unnamed.amount);
+            let share = |credits: i64| {
+                if unnamed.amount <= 0 {
+                    0
+                } else {
+                    (i128::from(credits) * i128::from(itemised) / i128::from(unnamed.amount)) as i64
+                }
+            };
+            let (moved_revoked, moved_shortfall) = (
+                share(unnamed.credits_revoked),
+                share(unnamed.credits_shortfall),
+            );
+            Refund::add_credits(conn, &unnamed.id, -moved_revoked, -moved_shortfall)?;
             Refund::set_amount(
                 conn,
                 &unnamed.id,
@@ -272,7 +309,9 @@ fn record_outside_refund(
                 ),
                 ctx.now,
             )?;
-            insert_outside(conn, purchase, &outside, ctx)?
+            let id = insert_outside(conn, purchase, &outside, ctx)?;
+            Refund::add_credits(conn, &id, moved_revoked, moved_shortfall)?;
+            id
         }
         // `charge.refunded` reports more than before: the one unnamed row grows.
         (None, Some(unnamed)) => {

@@ -1010,7 +1010,11 @@ fn cli(app: &TestApp, args: &[&str]) -> (bool, String) {
         .expect("creditguard runs");
     (
         output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
     )
 }
 
@@ -1265,5 +1269,44 @@ async fn a_deferred_total_is_applied_when_our_refund_settles() {
         app.purchase_of("user_settles", &duplicate).await["status"],
         "refunded"
     );
+    app.assert_ledger_ok();
+}
+
+// A Dashboard refund known only from `charge.refunded`'s total that Stripe then reports failed:
+// it is taken out of the total and its credits come back.
+#[tokio::test]
+async fn a_refund_counted_only_in_a_total_that_fails_gives_its_credits_back() {
+    let app = spawn_app().await;
+    let pi = app.buy("user_total_fails").await;
+    let charge = new_id("ch");
+    link_charge(&app, &pi, &charge).await;
+    assert_eq!(
+        app.consume("user_total_fails", &new_id("gen"), 30)
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        app.deliver(&charge_refunded(&pi, &charge, 2000)).await,
+        "processed"
+    );
+    assert_eq!(app.balance("user_total_fails").await, 0);
+    let failed = outside_refund_updated(&pi, &charge, "re_total_fails", 2000, "failed");
+    assert_eq!(app.deliver(&failed).await, "processed");
+    assert_eq!(
+        app.balance("user_total_fails").await,
+        70,
+        "the 70 unused come back"
+    );
+    assert_eq!(
+        app.purchase_of("user_total_fails", &pi).await["status"],
+        "credited"
+    );
+    // Stripe's stale total, delivered again, does not count it again.
+    assert_eq!(
+        app.deliver(&charge_refunded(&pi, &charge, 2000)).await,
+        "processed"
+    );
+    assert_eq!(app.balance("user_total_fails").await, 70);
     app.assert_ledger_ok();
 }
