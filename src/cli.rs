@@ -103,8 +103,15 @@ fn parse_role(raw: &str) -> Result<Role, String> {
     raw.parse()
 }
 
-pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<std::process::ExitCode> {
-    match cli.command.unwrap_or(Command::Serve) {
+pub async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<std::process::ExitCode> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if !matches!(command, Command::Serve) {
+        // One connection: a pool kept topped up would be opening a spare one in a background
+        // thread when the process exits, and the database client's exit handlers can crash
+        // under it (seen as a failed exit code after correct output).
+        settings.database.pool_size = 1;
+    }
+    match command {
         Command::Serve => {
             let app = Application::build(settings).await?;
             app.run_until_stopped().await?;

@@ -1011,9 +1011,10 @@ fn cli(app: &TestApp, args: &[&str]) -> (bool, String) {
     (
         output.status.success(),
         format!(
-            "{}{}",
+            "{}{}\n({})",
             String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+            String::from_utf8_lossy(&output.stderr),
+            output.status
         ),
     )
 }
