@@ -313,7 +313,7 @@ impl Purchase {
     /// what other deliveries for the same purchase write). `FOR NO KEY UPDATE` on PostgreSQL:
     /// the lock an update takes, which does not wait on the key-share locks that inserts of
     /// its lots, refunds and disputes hold; on SQLite the writer already holds the database.
-    pub fn lock(conn: &mut DbConnection, id: &str, _now: NaiveDateTime) -> QueryResult<()> {
+    pub fn lock(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
         if let DbConnection::Pg(c) = conn {
             purchases::table
                 .find(id)

@@ -68,7 +68,7 @@ pub(crate) fn lock_purchase(
     purchase_id: &str,
     ctx: FlowContext<'_>,
 ) -> Result<Purchase, IngestError> {
-    Purchase::lock(conn, purchase_id, ctx.now)?;
+    Purchase::lock(conn, purchase_id)?;
     let purchase = Purchase::find(conn, purchase_id)?.ok_or(diesel::result::Error::NotFound)?;
     if let Some(account_id) = &purchase.account_id {
         ledger::lock_account(conn, account_id, ctx.now)?;

@@ -150,7 +150,7 @@ fn credit_later(
     let payment = &payment;
     // Locked before anything is read that decides it (refunds, its status); the account is
     // locked later, by the grant, after D1's candidates (the one lock order).
-    Purchase::lock(conn, &existing.id, ctx.now)?;
+    Purchase::lock(conn, &existing.id)?;
     let refunding = Refund::live_amount(conn, &existing.id)?;
     let (account, decision) = judge(conn, payment, refunding, ctx)?;
     let (PurchaseAction::Grant { credits }, Some(account)) = (&decision.action, &account) else {

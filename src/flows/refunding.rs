@@ -69,7 +69,7 @@ pub fn start_refund(
         )?;
         return Ok(None);
     }
-    Purchase::lock(conn, &purchase.id, ctx.now)?;
+    Purchase::lock(conn, &purchase.id)?;
     let refund_id = format!("rf_{}", uuid::Uuid::now_v7().simple());
     Refund::insert(
         conn,

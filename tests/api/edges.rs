@@ -6,17 +6,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-fn stored(app: &TestApp, event_id: &str) -> (String, Option<String>) {
-    use creditguard::db::schema::webhook_events::dsl;
-    use diesel::prelude::*;
-    let mut conn = app.db();
-    dsl::webhook_events
-        .find(event_id)
-        .select((dsl::status, dsl::detail))
-        .first(&mut *conn)
-        .unwrap_or_else(|e| panic!("event {event_id} not stored: {e}"))
-}
-
 /// A signed event creditguard cannot apply is stored `failed` with its reason and answered
 /// 200: Stripe must not retry it for days, and nothing else is written.
 async fn kept_failed(app: &TestApp, event: &Value, reason: &str) {
@@ -24,7 +13,7 @@ async fn kept_failed(app: &TestApp, event: &Value, reason: &str) {
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["outcome"], "ignored", "{answer}");
-    let (status, detail) = stored(app, event["id"].as_str().unwrap());
+    let (status, detail) = app.stored_event(event["id"].as_str().unwrap());
     assert_eq!(status, "failed");
     assert!(detail.unwrap_or_default().contains(reason));
     assert_eq!(app.count("purchases"), 0);
@@ -429,7 +418,7 @@ async fn payloads_with_personal_data_are_erased_after_the_retention() {
     })
     .await;
     // The row stays, with its outcome; a deferred event keeps what it needs to be applied.
-    let (status, _) = stored(&app, &paid_id);
+    let (status, _) = app.stored_event(&paid_id);
     assert_eq!(status, "processed");
     assert!(!payload_of(&app, &early_id).is_empty());
     assert_eq!(app.balance("user_gdpr").await, 100);

@@ -348,6 +348,18 @@ impl TestApp {
         );
     }
 
+    /// A stored event's status and detail; panics if it was not stored.
+    pub fn stored_event(&self, event_id: &str) -> (String, Option<String>) {
+        use creditguard::db::schema::webhook_events::dsl;
+        let mut conn = self.db();
+        let conn: &mut DbConnection = &mut conn;
+        dsl::webhook_events
+            .find(event_id)
+            .select((dsl::status, dsl::detail))
+            .first(conn)
+            .unwrap_or_else(|e| panic!("event {event_id} not stored: {e}"))
+    }
+
     /// Terminates the account as support does (V1): its unused credits are revoked.
     pub async fn terminate(&self, account: &str) {
         let response = self

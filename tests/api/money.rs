@@ -32,6 +32,52 @@ async fn purchase_at(app: &TestApp, account: &str, minute: i64) -> String {
     pi
 }
 
+/// Two purchases of pack_100 by `account` minutes apart (D1 refunds the second), with a fake
+/// Stripe answering 500 until the test says otherwise; returns once our refund has been tried
+/// and is kept pending for a retry: (fake Stripe, app, the duplicate's PaymentIntent, our
+/// refund's id).
+async fn duplicate_while_stripe_fails(account: &str) -> (MockServer, TestApp, String, String) {
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_error(
+            500,
+            json!({ "type": "api_error", "message": "try later" }),
+        ))
+        .mount(&stripe)
+        .await;
+    let app = app_with_stripe(&stripe).await;
+    purchase_at(&app, account, 0).await;
+    let duplicate = purchase_at(&app, account, 3).await;
+    let pending = wait_for(&app, "our refund to be tried and kept pending", |l| {
+        l.len() == 1
+            && l[0]["status"] == "pending"
+            && l[0]["status_detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("retrying"))
+    })
+    .await;
+    let ours = pending[0]["id"].as_str().unwrap().to_owned();
+    (stripe, app, duplicate, ours)
+}
+
+/// Stripe now refuses every refund: the charge was refunded already (in the Dashboard).
+async fn stripe_says_already_refunded(stripe: &MockServer) {
+    stripe.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_error(
+            400,
+            json!({
+                "type": "invalid_request_error",
+                "code": "charge_already_refunded",
+                "message": "Charge has already been refunded.",
+            }),
+        ))
+        .mount(&stripe)
+        .await;
+}
+
 /// `charge.succeeded`: links `charge` to the purchase of `pi`.
 async fn link_charge(app: &TestApp, pi: &str, charge: &str) {
     let mut event = fixture("charge.succeeded");
@@ -232,27 +278,7 @@ async fn a_failed_generation_restores_nothing_when_its_purchase_was_refunded() {
 // Scenario 3 (D1, O1)
 #[tokio::test]
 async fn a_duplicate_refunded_in_the_dashboard_while_ours_waits_ends_refunded_once() {
-    let stripe = fake_stripe().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/refunds"))
-        .respond_with(stripe_error(
-            500,
-            json!({ "type": "api_error", "message": "try later" }),
-        ))
-        .mount(&stripe)
-        .await;
-    let app = app_with_stripe(&stripe).await;
-    purchase_at(&app, "user_dup_dash", 0).await;
-    let duplicate = purchase_at(&app, "user_dup_dash", 3).await;
-    let pending = wait_for(&app, "our refund to be tried and kept pending", |l| {
-        l.len() == 1
-            && l[0]["status"] == "pending"
-            && l[0]["status_detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("retrying"))
-    })
-    .await;
-    let ours = pending[0]["id"].as_str().unwrap().to_owned();
+    let (stripe, app, duplicate, ours) = duplicate_while_stripe_fails("user_dup_dash").await;
 
     // Meanwhile the same charge is refunded in the Dashboard; only charge.refunded arrives.
     let charge = new_id("ch");
@@ -269,19 +295,7 @@ async fn a_duplicate_refunded_in_the_dashboard_while_ours_waits_ends_refunded_on
     );
 
     // Stripe now refuses ours: the charge is already refunded.
-    stripe.reset().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/refunds"))
-        .respond_with(stripe_error(
-            400,
-            json!({
-                "type": "invalid_request_error",
-                "code": "charge_already_refunded",
-                "message": "Charge has already been refunded.",
-            }),
-        ))
-        .mount(&stripe)
-        .await;
+    stripe_says_already_refunded(&stripe).await;
     let list = wait_for(&app, "our refund to fail", |l| {
         l.iter()
             .any(|r| r["id"] == ours.as_str() && r["status"] == "failed")
@@ -580,17 +594,6 @@ fn test_mode_checkout(pi: &str, account: &str) -> Value {
     event
 }
 
-fn stored_event(app: &TestApp, event_id: &str) -> (String, Option<String>) {
-    use creditguard::db::schema::webhook_events::dsl;
-    use diesel::prelude::*;
-    let mut conn = app.db();
-    dsl::webhook_events
-        .find(event_id)
-        .select((dsl::status, dsl::detail))
-        .first(&mut *conn)
-        .unwrap_or_else(|e| panic!("event {event_id} not stored: {e}"))
-}
-
 // Scenario 13 (P1 in production)
 #[tokio::test]
 async fn in_production_a_test_mode_checkout_is_stored_and_ignored() {
@@ -608,7 +611,7 @@ async fn in_production_a_test_mode_checkout_is_stored_and_ignored() {
         detail.contains("test") && detail.contains("production"),
         "the answer says test-mode events are ignored in production: {answer}"
     );
-    let (status, _) = stored_event(&app, event["id"].as_str().unwrap());
+    let (status, _) = app.stored_event(event["id"].as_str().unwrap());
     assert_eq!(status, "ignored");
     assert_eq!(app.count("purchases"), 0, "no purchase");
     assert_eq!(app.count("credit_lots"), 0, "no credits");
@@ -635,7 +638,7 @@ async fn in_production_test_mode_events_are_processed_when_accepted_by_setting()
     let pi = new_id("pi");
     let event = test_mode_checkout(&pi, "user_testmode_ok");
     assert_eq!(app.deliver(&event).await, "processed");
-    let (status, _) = stored_event(&app, event["id"].as_str().unwrap());
+    let (status, _) = app.stored_event(event["id"].as_str().unwrap());
     assert_eq!(status, "processed");
     assert_eq!(
         app.purchase_of("user_testmode_ok", &pi).await["status"],
@@ -650,25 +653,7 @@ async fn in_production_test_mode_events_are_processed_when_accepted_by_setting()
 // Scenario 7 (CB1 over D1): the job looks again under the purchase's lock before each call.
 #[tokio::test]
 async fn a_refund_in_flight_is_canceled_when_its_purchase_gets_disputed() {
-    let stripe = fake_stripe().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/refunds"))
-        .respond_with(stripe_error(
-            500,
-            json!({ "type": "api_error", "message": "try later" }),
-        ))
-        .mount(&stripe)
-        .await;
-    let app = app_with_stripe(&stripe).await;
-    purchase_at(&app, "user_inflight", 0).await;
-    let duplicate = purchase_at(&app, "user_inflight", 3).await;
-    wait_for(&app, "our refund to be tried and kept pending", |l| {
-        l.len() == 1
-            && l[0]["status_detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("retrying"))
-    })
-    .await;
+    let (stripe, app, duplicate, _) = duplicate_while_stripe_fails("user_inflight").await;
     let tried = refund_requests(&stripe).await.len();
     let charge = new_id("ch");
     link_charge(&app, &duplicate, &charge).await;
@@ -1218,25 +1203,7 @@ async fn outside_refunds_beyond_the_charge_are_not_counted() {
 // (Scenario 3 when `charge.refunded` lists no refunds, as newer API versions send it.)
 #[tokio::test]
 async fn a_deferred_total_is_applied_when_our_refund_settles() {
-    let stripe = fake_stripe().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/refunds"))
-        .respond_with(stripe_error(
-            500,
-            json!({ "type": "api_error", "message": "try later" }),
-        ))
-        .mount(&stripe)
-        .await;
-    let app = app_with_stripe(&stripe).await;
-    purchase_at(&app, "user_settles", 0).await;
-    let duplicate = purchase_at(&app, "user_settles", 2).await;
-    wait_for(&app, "our refund to be tried and kept pending", |l| {
-        l.len() == 1
-            && l[0]["status_detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("retrying"))
-    })
-    .await;
+    let (stripe, app, duplicate, _) = duplicate_while_stripe_fails("user_settles").await;
     let charge = new_id("ch");
     link_charge(&app, &duplicate, &charge).await;
     assert_eq!(
@@ -1244,19 +1211,7 @@ async fn a_deferred_total_is_applied_when_our_refund_settles() {
             .await,
         "deferred"
     );
-    stripe.reset().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/refunds"))
-        .respond_with(stripe_error(
-            400,
-            json!({
-                "type": "invalid_request_error",
-                "code": "charge_already_refunded",
-                "message": "Charge has already been refunded.",
-            }),
-        ))
-        .mount(&stripe)
-        .await;
+    stripe_says_already_refunded(&stripe).await;
     let list = wait_for(&app, "the deferred total to be applied", |l| {
         l.iter().any(|r| r["rule"] == "O1" && r["amount"] == 2000)
             && l.iter()
