@@ -132,31 +132,26 @@ const INVARIANTS: &[&str] = &[
         AND r.stripe_refund_id IS NULL",
     // A purchase's status agrees with its disputes (an open or lost one makes it `disputed`)
     // and otherwise with the money Stripe confirmed refunded.
-    "SELECT invariant, subject, actual, expected FROM (
-       SELECT 'purchase status agrees with its refunds and disputes' AS invariant,
-              'purchase ' || p.id || ' is ' || p.status || ', its refunds and disputes make it '
-                || (CASE
-                     WHEN EXISTS (SELECT 1 FROM disputes d WHERE d.purchase_id = p.id
-                                   AND (d.outcome IS NULL
-                                   OR d.outcome NOT IN ('won', 'warning_closed', 'prevented'))) THEN 'disputed'
-                     WHEN COALESCE(r.refunded, 0) >= p.amount THEN 'refunded'
-                     WHEN COALESCE(r.refunded, 0) > 0 THEN 'partially_refunded'
-                     WHEN p.undelivered_reason IS NOT NULL THEN 'undelivered'
-                     ELSE 'credited' END) AS subject,
-              p.status AS status,
-              (CASE
-                 WHEN EXISTS (SELECT 1 FROM disputes d WHERE d.purchase_id = p.id
-                               AND (d.outcome IS NULL
-                                   OR d.outcome NOT IN ('won', 'warning_closed', 'prevented'))) THEN 'disputed'
-                 WHEN COALESCE(r.refunded, 0) >= p.amount THEN 'refunded'
-                 WHEN COALESCE(r.refunded, 0) > 0 THEN 'partially_refunded'
-                 WHEN p.undelivered_reason IS NOT NULL THEN 'undelivered'
-                 ELSE 'credited' END) AS derived,
-              CAST(COALESCE(r.refunded, 0) AS BIGINT) AS actual, p.amount AS expected
-         FROM purchases p
-         LEFT JOIN (SELECT purchase_id, CAST(SUM(amount) AS BIGINT) AS refunded FROM refunds
-                     WHERE status = 'succeeded' GROUP BY purchase_id) r
-                ON r.purchase_id = p.id) statuses
+    "SELECT 'purchase status agrees with its refunds and disputes' AS invariant,
+            'purchase ' || id || ' is ' || status || ', its refunds and disputes make it '
+              || derived AS subject,
+            refunded AS actual, amount AS expected
+       FROM (SELECT p.id, p.status, p.amount,
+                    CAST(COALESCE(r.refunded, 0) AS BIGINT) AS refunded,
+                    CASE
+                      WHEN EXISTS (SELECT 1 FROM disputes d WHERE d.purchase_id = p.id
+                                    AND (d.outcome IS NULL
+                                         OR d.outcome NOT IN ('won', 'warning_closed', 'prevented')))
+                        THEN 'disputed'
+                      WHEN COALESCE(r.refunded, 0) >= p.amount THEN 'refunded'
+                      WHEN COALESCE(r.refunded, 0) > 0 THEN 'partially_refunded'
+                      WHEN p.undelivered_reason IS NOT NULL THEN 'undelivered'
+                      ELSE 'credited'
+                    END AS derived
+               FROM purchases p
+               LEFT JOIN (SELECT purchase_id, CAST(SUM(amount) AS BIGINT) AS refunded
+                            FROM refunds WHERE status = 'succeeded' GROUP BY purchase_id) r
+                      ON r.purchase_id = p.id) statuses
       WHERE status <> derived",
 ];
 

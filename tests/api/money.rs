@@ -78,6 +78,14 @@ async fn stripe_says_already_refunded(stripe: &MockServer) {
         .await;
 }
 
+/// A purchase of pack_100 by `account` with its charge linked: (PaymentIntent, charge).
+async fn bought_with_charge(app: &TestApp, account: &str) -> (String, String) {
+    let pi = app.buy(account).await;
+    let charge = new_id("ch");
+    link_charge(app, &pi, &charge).await;
+    (pi, charge)
+}
+
 /// `charge.succeeded`: links `charge` to the purchase of `pi`.
 async fn link_charge(app: &TestApp, pi: &str, charge: &str) {
     let mut event = fixture("charge.succeeded");
@@ -238,9 +246,7 @@ async fn a_won_dispute_gives_back_no_credits_of_a_charge_refunded_after_it_opene
 #[tokio::test]
 async fn a_failed_generation_restores_nothing_when_its_purchase_was_refunded() {
     let app = spawn_app().await;
-    let pi = app.buy("user_t1_o1").await;
-    let charge = new_id("ch");
-    link_charge(&app, &pi, &charge).await;
+    let (pi, charge) = bought_with_charge(&app, "user_t1_o1").await;
     assert_eq!(
         app.consume("user_t1_o1", "gen-t1-o1", 100).await.status(),
         201
@@ -726,9 +732,7 @@ fn outside_refund_updated(
 async fn two_partial_refunds(order: &[&str]) {
     let app = spawn_app().await;
     let account = new_id("user_partial");
-    let pi = app.buy(&account).await;
-    let charge = new_id("ch");
-    link_charge(&app, &pi, &charge).await;
+    let (pi, charge) = bought_with_charge(&app, &account).await;
     assert_eq!(
         app.consume(&account, &new_id("gen"), 20).await.status(),
         201
@@ -783,9 +787,7 @@ async fn partial_dashboard_refunds_count_once_whatever_the_order() {
 #[tokio::test]
 async fn three_one_cent_refunds_revoke_no_credit() {
     let app = spawn_app().await;
-    let pi = app.buy("user_cents").await;
-    let charge = new_id("ch");
-    link_charge(&app, &pi, &charge).await;
+    let (pi, charge) = bought_with_charge(&app, "user_cents").await;
     for n in 0..3 {
         let event = outside_refund_updated(&pi, &charge, &format!("re_cent_{n}"), 1, "succeeded");
         assert_eq!(app.deliver(&event).await, "processed");
@@ -804,9 +806,7 @@ async fn three_one_cent_refunds_revoke_no_credit() {
 #[tokio::test]
 async fn an_outside_refund_that_fails_after_succeeding_gives_its_credits_back() {
     let app = spawn_app().await;
-    let pi = app.buy("user_refail").await;
-    let charge = new_id("ch");
-    link_charge(&app, &pi, &charge).await;
+    let (pi, charge) = bought_with_charge(&app, "user_refail").await;
     let succeeded = outside_refund_updated(&pi, &charge, "re_refail", 2000, "succeeded");
     assert_eq!(app.deliver(&succeeded).await, "processed");
     assert_eq!(app.balance("user_refail").await, 0);
@@ -841,9 +841,7 @@ async fn an_outside_refund_that_fails_after_succeeding_gives_its_credits_back() 
 #[tokio::test]
 async fn an_outside_refund_that_goes_from_pending_to_failed_gives_its_credits_back() {
     let app = spawn_app().await;
-    let pi = app.buy("user_pendfail").await;
-    let charge = new_id("ch");
-    link_charge(&app, &pi, &charge).await;
+    let (pi, charge) = bought_with_charge(&app, "user_pendfail").await;
     let pending = outside_refund_updated(&pi, &charge, "re_pendfail", 1000, "pending");
     assert_eq!(app.deliver(&pending).await, "processed");
     assert_eq!(app.balance("user_pendfail").await, 50);
@@ -1088,9 +1086,7 @@ async fn an_undelivered_purchase_being_refunded_is_not_credited_later() {
 #[tokio::test]
 async fn a_stale_charge_refunded_after_a_failed_refund_counts_nothing() {
     let app = spawn_app().await;
-    let pi = app.buy("user_stale").await;
-    let charge = new_id("ch");
-    link_charge(&app, &pi, &charge).await;
+    let (pi, charge) = bought_with_charge(&app, "user_stale").await;
     let stale = charge_refunded(&pi, &charge, 2000);
     let created = outside_refund_updated(&pi, &charge, "re_stale", 2000, "succeeded");
     assert_eq!(app.deliver(&created).await, "processed");
@@ -1110,9 +1106,7 @@ async fn a_stale_charge_refunded_after_a_failed_refund_counts_nothing() {
 #[tokio::test]
 async fn growing_totals_itemised_out_of_order_count_once() {
     let app = spawn_app().await;
-    let pi = app.buy("user_totals").await;
-    let charge = new_id("ch");
-    link_charge(&app, &pi, &charge).await;
+    let (pi, charge) = bought_with_charge(&app, "user_totals").await;
     for event in [
         charge_refunded(&pi, &charge, 100),
         charge_refunded(&pi, &charge, 400),
@@ -1142,9 +1136,7 @@ async fn growing_totals_itemised_out_of_order_count_once() {
 #[tokio::test]
 async fn an_odd_partial_refund_keeps_the_ledger_check_exact() {
     let app = spawn_app().await;
-    let pi = app.buy("user_odd").await;
-    let charge = new_id("ch");
-    link_charge(&app, &pi, &charge).await;
+    let (pi, charge) = bought_with_charge(&app, "user_odd").await;
     let odd = outside_refund_updated(&pi, &charge, "re_odd", 1015, "succeeded");
     assert_eq!(app.deliver(&odd).await, "processed");
     assert_eq!(
@@ -1179,9 +1171,7 @@ async fn a_charge_refunded_while_our_refund_waits_is_deferred_not_counted_twice(
 #[tokio::test]
 async fn outside_refunds_beyond_the_charge_are_not_counted() {
     let app = spawn_app().await;
-    let pi = app.buy("user_beyond").await;
-    let charge = new_id("ch");
-    link_charge(&app, &pi, &charge).await;
+    let (pi, charge) = bought_with_charge(&app, "user_beyond").await;
     for id in ["re_beyond_1", "re_beyond_2", "re_beyond_3"] {
         let event = outside_refund_updated(&pi, &charge, id, 2000, "succeeded");
         assert_eq!(app.deliver(&event).await, "processed");
@@ -1233,9 +1223,7 @@ async fn a_deferred_total_is_applied_when_our_refund_settles() {
 #[tokio::test]
 async fn a_refund_counted_only_in_a_total_that_fails_gives_its_credits_back() {
     let app = spawn_app().await;
-    let pi = app.buy("user_total_fails").await;
-    let charge = new_id("ch");
-    link_charge(&app, &pi, &charge).await;
+    let (pi, charge) = bought_with_charge(&app, "user_total_fails").await;
     assert_eq!(
         app.consume("user_total_fails", &new_id("gen"), 30)
             .await

@@ -152,3 +152,26 @@ async fn a_known_path_with_the_wrong_method_is_405_with_allow() {
     assert_eq!(webhook.status(), 405);
     assert_eq!(webhook.headers()["allow"], "POST");
 }
+
+#[tokio::test]
+async fn the_ledger_check_names_a_purchase_status_its_money_does_not_explain() {
+    let app = spawn_app().await;
+    app.buy("user_status").await;
+    app.assert_ledger_ok();
+    {
+        use creditguard::db::schema::purchases::dsl;
+        use diesel::prelude::*;
+        let mut conn = app.db();
+        diesel::update(dsl::purchases)
+            .set(dsl::status.eq("refunded"))
+            .execute(&mut *conn)
+            .unwrap();
+    }
+    let report = app.ledger_report();
+    let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("is refunded, its refunds and disputes make it credited")),
+        "{text:?}"
+    );
+}
