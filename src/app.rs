@@ -2,7 +2,8 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
@@ -10,7 +11,7 @@ use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
 use crate::clock::{Clock, SystemClock};
-use crate::db::{self, build_pool, run_migrations, Database, DatabaseTarget};
+use crate::db::{self, Backend, Database, DatabaseTarget, MigrateError};
 use crate::http::auth::TokenCache;
 use crate::http::{problem, routes, AppState};
 use crate::settings::{Environment, Settings};
@@ -22,6 +23,8 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     workers: Vec<tokio::task::JoinHandle<()>>,
+    /// Why the service stopped by itself (migrations that failed after a wait at start-up).
+    fatal: Arc<Mutex<Option<anyhow::Error>>>,
 }
 
 /// Where the webhook secrets came from (logged at start-up, never the secret itself).
@@ -96,19 +99,98 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
-/// Opens the pool and applies pending migrations (run at start-up and by `creditguard migrate`).
+/// Opens the pool and applies pending migrations, failing at once if the database cannot be
+/// reached (`creditguard migrate` and the other commands).
 pub async fn open_database(settings: &Settings) -> anyhow::Result<(Database, Vec<String>)> {
     let target = settings.database_target();
-    let size = settings.database.pool_size;
-    tokio::task::spawn_blocking(move || {
-        let pool = build_pool(&target, size)
-            .with_context(|| format!("cannot open the database {}", target.redacted()))?;
-        let mut conn = pool.get().context("no database connection")?;
-        let applied = run_migrations(&mut conn)?;
-        drop(conn);
-        Ok((Database::new(pool, target.backend()), applied))
-    })
-    .await?
+    let database = Database::open(&target, &settings.database);
+    let migrating = database.clone();
+    let applied = tokio::task::spawn_blocking(move || migrating.migrate())
+        .await?
+        .with_context(|| format!("cannot open the database {}", target.redacted()))?;
+    Ok((database, applied))
+}
+
+/// The first attempt at start-up. PostgreSQL that cannot be reached is waited for (unless
+/// `database.exit_if_unavailable_at_startup`): the service serves `/healthz` meanwhile, and
+/// `/readyz` says 503 until `wait_for_database` has applied the migrations. A SQLite file that
+/// cannot be opened is a configuration error: nothing to wait for.
+async fn first_migration(settings: &Settings, database: &Database) -> anyhow::Result<bool> {
+    let target = settings.database_target();
+    let migrating = database.clone();
+    match tokio::task::spawn_blocking(move || migrating.migrate()).await? {
+        Ok(applied) => {
+            if !applied.is_empty() {
+                tracing::info!(?applied, "migrations applied");
+            }
+            Ok(true)
+        }
+        Err(MigrateError::Unavailable(e))
+            if target.backend() == Backend::Postgres
+                && !settings.database.exit_if_unavailable_at_startup =>
+        {
+            tracing::warn!(
+                database = %target.redacted(),
+                error = %e,
+                "database unreachable at start-up: serving /healthz, /readyz answers 503, retrying \
+                 until it answers (database.exit_if_unavailable_at_startup = true exits instead)"
+            );
+            Ok(false)
+        }
+        Err(e) => Err(anyhow::Error::new(e)
+            .context(format!("cannot open the database {}", target.redacted()))),
+    }
+}
+
+/// Retries the migrations with backoff until they are applied. A failure of the migrations
+/// themselves (the database answered) stops the server: retrying would not help.
+async fn wait_for_database(
+    database: Database,
+    server: ServerHandle,
+    fatal: Arc<Mutex<Option<anyhow::Error>>>,
+) {
+    let mut pause = Duration::from_millis(250);
+    loop {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+        let migrating = database.clone();
+        let attempt = tokio::task::spawn_blocking(move || {
+            // A probe first: the pool's own attempts back off for seconds.
+            if migrating.availability().is_down() {
+                migrating.probe();
+            }
+            migrating.migrate()
+        })
+        .await;
+        match attempt {
+            Ok(Ok(applied)) => {
+                tracing::info!(?applied, "database reachable: migrations applied, ready");
+                return;
+            }
+            Ok(Err(MigrateError::Unavailable(e))) => {
+                tracing::debug!(error = %e, "database still unreachable");
+            }
+            Ok(Err(MigrateError::Failed(e))) => {
+                tracing::error!(error = %format!("{e:#}"), "migrations failed; stopping");
+                *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                server.stop(true).await;
+                return;
+            }
+            Err(task) => tracing::error!(error = %task, "migration attempt panicked"),
+        }
+    }
+}
+
+/// While the breaker is open, one connection attempt every half second finds out when the
+/// database is back; requests meanwhile get their 503 at once.
+async fn probe_while_down(database: Database) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if database.availability().is_down() {
+            let probing = database.clone();
+            let _ = tokio::task::spawn_blocking(move || probing.probe()).await;
+        }
+    }
 }
 
 impl Application {
@@ -123,10 +205,8 @@ impl Application {
         settings.validate()?;
         let target = settings.database_target();
         let (webhook_secrets, source) = resolve_webhook_secrets(&settings, &target)?;
-        let (database, applied) = open_database(&settings).await?;
-        if !applied.is_empty() {
-            tracing::info!(?applied, "migrations applied");
-        }
+        let database = Database::open(&target, &settings.database);
+        let ready = first_migration(&settings, &database).await?;
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let port = listener.local_addr()?.port();
@@ -197,11 +277,22 @@ impl Application {
         .max_connections((max_connections / http_workers).max(1))
         .listen(listener)?
         .run();
+        let mut workers = workers;
+        workers.push(tokio::spawn(probe_while_down(state.database.clone())));
+        let fatal = Arc::new(Mutex::new(None));
+        if !ready {
+            workers.push(tokio::spawn(wait_for_database(
+                state.database.clone(),
+                server.handle(),
+                fatal.clone(),
+            )));
+        }
         Ok(Self {
             port,
             server,
             state,
             workers,
+            fatal,
         })
     }
 
@@ -219,12 +310,15 @@ impl Application {
 
     /// Serves until the server is stopped (signal or handle), then stops the job workers; a job
     /// cut off mid-run is claimed again when its lease runs out.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let result = self.server.await;
         for worker in &self.workers {
             worker.abort();
         }
-        result
+        if let Some(fatal) = self.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(fatal);
+        }
+        Ok(result?)
     }
 }
 

@@ -76,6 +76,12 @@ impl Default for JobSettings {
 pub struct DatabaseSettings {
     /// Connections in the pool.
     pub pool_size: u32,
+    /// How long a request waits for a pooled connection while the database is up (pool
+    /// exhausted); past it, 503. While the database is known to be down the 503 is immediate.
+    pub checkout_timeout_millis: u64,
+    /// PostgreSQL: exit at start-up when the database cannot be reached, instead of serving
+    /// `/healthz` (with `/readyz` at 503) and retrying until it answers.
+    pub exit_if_unavailable_at_startup: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,7 +171,11 @@ impl Default for Settings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { pool_size: 16 }
+        Self {
+            pool_size: 16,
+            checkout_timeout_millis: 5000,
+            exit_if_unavailable_at_startup: false,
+        }
     }
 }
 
@@ -334,6 +344,12 @@ impl Settings {
         }
         if self.database.pool_size == 0 {
             return Err(invalid("database.pool_size", "must be at least 1"));
+        }
+        if self.database.checkout_timeout_millis < 100 {
+            return Err(invalid(
+                "database.checkout_timeout_millis",
+                "must be at least 100",
+            ));
         }
         url::Url::parse(&self.stripe.api_base)
             .map_err(|e| invalid("STRIPE_API_BASE", e.to_string()))?;

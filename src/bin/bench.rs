@@ -223,9 +223,9 @@ fn run_bare(args: &Args, secret: &str) -> anyhow::Result<Phase> {
     let scratch = Scratch::create(&args.database_url, "bare")?;
     let settings = Arc::new(settings_for(&scratch.url, secret, args.concurrency as u32));
     let target = settings.database_target();
-    let pool = creditguard::db::build_pool(&target, args.concurrency as u32)?;
-    creditguard::db::run_migrations(&mut *pool.get()?)?;
-    let database = creditguard::db::Database::new(pool.clone(), target.backend());
+    let database = creditguard::db::Database::open(&target, &settings.database);
+    database.migrate()?;
+    let pool = database.pool().clone();
     let secrets = WebhookSecrets::parse_list(secret).context("secret")?;
     seed_accounts_bare(&pool, &settings, &secrets, args)?;
     let deadline = Instant::now() + Duration::from_secs(args.seconds);

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::pg::PgConnection;
@@ -14,6 +14,9 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use diesel::Connection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+pub use super::availability::{Availability, Unavailable};
+use crate::settings::DatabaseSettings;
 
 #[derive(diesel::MultiConnection)]
 pub enum DbConnection {
@@ -116,7 +119,7 @@ impl DatabaseTarget {
 
     pub fn establish(&self) -> Result<DbConnection, ConnectError> {
         match self {
-            Self::Postgres { url } => PgConnection::establish(url)
+            Self::Postgres { url } => PgConnection::establish(&with_connect_timeout(url))
                 .map(DbConnection::Pg)
                 .map_err(|e| ConnectError::Postgres(e.to_string())),
             Self::Sqlite { path } => {
@@ -149,6 +152,18 @@ impl DatabaseTarget {
     }
 }
 
+/// libpq waits for an unreachable host as long as the OS lets a TCP connect hang (minutes);
+/// unless the URL says otherwise, give up after a few seconds, so that a probe during a network
+/// outage ends and the breaker stays truthful.
+fn with_connect_timeout(url: &str) -> std::borrow::Cow<'_, str> {
+    const DEFAULT_CONNECT_TIMEOUT_SECS: u32 = 5;
+    if url.contains("connect_timeout=") {
+        return url.into();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}connect_timeout={DEFAULT_CONNECT_TIMEOUT_SECS}").into()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("cannot connect to PostgreSQL: {0}")]
@@ -159,15 +174,20 @@ pub enum ConnectError {
     Check(#[from] DieselError),
 }
 
-/// r2d2 manager that keeps the real connection error (see module doc).
+/// r2d2 manager that keeps the real connection error (see module doc) and tells the breaker
+/// (`Availability`) about every connection it opens or fails to open.
 #[derive(Debug, Clone)]
 pub struct ConnectionManager {
     target: DatabaseTarget,
+    availability: Arc<Availability>,
 }
 
 impl ConnectionManager {
-    pub fn new(target: DatabaseTarget) -> Self {
-        Self { target }
+    pub fn new(target: DatabaseTarget, availability: Arc<Availability>) -> Self {
+        Self {
+            target,
+            availability,
+        }
     }
 }
 
@@ -176,7 +196,12 @@ impl r2d2::ManageConnection for ConnectionManager {
     type Error = ConnectError;
 
     fn connect(&self) -> Result<DbConnection, ConnectError> {
-        self.target.establish()
+        let opened = self.target.establish();
+        match &opened {
+            Ok(_) => self.availability.mark_up(),
+            Err(e) => self.availability.mark_down(&e.to_string()),
+        }
+        opened
     }
 
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), ConnectError> {
@@ -190,51 +215,130 @@ impl r2d2::ManageConnection for ConnectionManager {
     }
 }
 
-/// The pool, plus for SQLite a write gate: one writer at a time inside this process. SQLite
-/// admits one writer anyway; without the gate, waiting writers sleep in SQLite's busy handler
-/// (1, 2, 5 … 100 ms steps), which turned a 1 ms transaction into a 300 ms p99 under load. With
-/// it they queue on a mutex and start the moment the previous writer commits. The busy timeout
-/// stays for other processes (the CLI) writing to the same file.
+/// How often a request waiting for a pooled connection looks at the breaker: a wait that began
+/// just before an outage ends within this, not at the checkout timeout.
+const BREAKER_LOOK_EVERY: Duration = Duration::from_millis(100);
+
+/// The pool, the breaker, plus for SQLite a write gate: one writer at a time inside this
+/// process. SQLite admits one writer anyway; without the gate, waiting writers sleep in SQLite's
+/// busy handler (1, 2, 5 … 100 ms steps), which turned a 1 ms transaction into a 300 ms p99 under
+/// load. With it they queue on a mutex and start the moment the previous writer commits. The
+/// busy timeout stays for other processes (the CLI) writing to the same file.
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
+    target: DatabaseTarget,
+    availability: Arc<Availability>,
+    checkout_timeout: Duration,
     write_gate: Option<Arc<Mutex<()>>>,
 }
 
+/// Why `Database::migrate` failed: the database could not be reached (worth waiting for), or
+/// it was reached and the migrations failed (not worth retrying).
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+    #[error(transparent)]
+    Failed(anyhow::Error),
+}
+
 impl Database {
-    pub fn new(pool: Pool, backend: Backend) -> Self {
-        let write_gate = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
-        Self { pool, write_gate }
+    /// Opens the pool without waiting for a connection (start-up must not depend on the
+    /// database being up). Nothing is handed out until `migrate` has succeeded.
+    pub fn open(target: &DatabaseTarget, settings: &DatabaseSettings) -> Self {
+        let availability = Arc::new(Availability::default());
+        let checkout_timeout = Duration::from_millis(settings.checkout_timeout_millis.max(1));
+        let pool = r2d2::Pool::builder()
+            .max_size(settings.pool_size)
+            .min_idle(Some(1))
+            // Our checkouts pass their own timeout. r2d2 uses this one for `get()` and to cap
+            // the backoff (half of it) of a connection it keeps retrying: after an outage the
+            // pool refills within half a second, not half the checkout timeout.
+            .connection_timeout(Duration::from_secs(1))
+            // A dead server is noticed at checkout, not by the request that gets the connection.
+            .test_on_check_out(true)
+            // Each failed attempt would log an ERROR; the breaker logs an outage once.
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(ConnectionManager::new(target.clone(), availability.clone()));
+        let write_gate = (target.backend() == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Self {
+            pool,
+            target: target.clone(),
+            availability,
+            checkout_timeout,
+            write_gate,
+        }
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
+    pub fn backend(&self) -> Backend {
+        self.target.backend()
+    }
+
+    pub fn availability(&self) -> &Availability {
+        &self.availability
+    }
+
     /// A connection for reads.
-    pub fn read(&self) -> Result<PooledConnection, r2d2::Error> {
-        self.pool.get()
+    pub fn read(&self) -> Result<PooledConnection, Unavailable> {
+        self.availability.check()?;
+        self.checkout(self.checkout_timeout)
+    }
+
+    /// A connection within `timeout` (readiness asks with a short one), even before the
+    /// migrations are applied.
+    pub fn read_within(&self, timeout: Duration) -> Result<PooledConnection, Unavailable> {
+        self.availability.check_reachable()?;
+        self.checkout(timeout.min(self.checkout_timeout))
     }
 
     /// Runs `work`, which writes, with a connection, after the write gate (SQLite).
-    pub fn write<T>(&self, work: impl FnOnce(&mut DbConnection) -> T) -> Result<T, r2d2::Error> {
+    pub fn write<T>(&self, work: impl FnOnce(&mut DbConnection) -> T) -> Result<T, Unavailable> {
+        // Before the gate: while the database is down, a writer does not queue to learn it.
+        self.availability.check()?;
         let _turn = self
             .write_gate
             .as_ref()
             .map(|gate| gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        let mut conn = self.pool.get()?;
+        let mut conn = self.checkout(self.checkout_timeout)?;
         Ok(work(&mut conn))
     }
-}
 
-pub fn build_pool(target: &DatabaseTarget, max_size: u32) -> Result<Pool, r2d2::Error> {
-    r2d2::Pool::builder()
-        .max_size(max_size)
-        .min_idle(Some(1))
-        .connection_timeout(Duration::from_secs(5))
-        // A dead server is noticed at checkout, not by the request that gets the connection.
-        .test_on_check_out(true)
-        .build(ConnectionManager::new(target.clone()))
+    /// Waits for a pooled connection up to `timeout`, but gives up as soon as the breaker opens.
+    fn checkout(&self, timeout: Duration) -> Result<PooledConnection, Unavailable> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.pool.get_timeout(left.min(BREAKER_LOOK_EVERY)) {
+                Ok(conn) => return Ok(conn),
+                Err(source) if left <= BREAKER_LOOK_EVERY => {
+                    return Err(Unavailable::Timeout { timeout, source })
+                }
+                Err(_) => self.availability.check_reachable()?,
+            }
+        }
+    }
+
+    /// Applies pending migrations and opens the start-up gate; returns the versions applied.
+    pub fn migrate(&self) -> Result<Vec<String>, MigrateError> {
+        let mut conn = self.read_within(self.checkout_timeout)?;
+        let applied = run_migrations(&mut conn).map_err(MigrateError::Failed)?;
+        self.availability.set_migrated();
+        Ok(applied)
+    }
+
+    /// One connection attempt outside the pool, made while the breaker is open: its outcome
+    /// opens or closes the breaker. Blocking.
+    pub fn probe(&self) {
+        match self.target.establish() {
+            Ok(_) => self.availability.mark_up(),
+            Err(e) => self.availability.mark_down(&e.to_string()),
+        }
+    }
 }
 
 /// Applies pending migrations of the connection's backend; returns the versions applied.
@@ -414,6 +518,22 @@ mod tests {
             Err(DatabaseUrlError::UnsupportedScheme(s)) if s == "mysql"
         ));
         assert!(DatabaseTarget::parse("  ").is_err());
+    }
+
+    #[test]
+    fn a_connect_timeout_is_added_unless_the_url_has_one() {
+        assert_eq!(
+            with_connect_timeout("postgres://h/db"),
+            "postgres://h/db?connect_timeout=5"
+        );
+        assert_eq!(
+            with_connect_timeout("postgres://h/db?sslmode=require"),
+            "postgres://h/db?sslmode=require&connect_timeout=5"
+        );
+        assert_eq!(
+            with_connect_timeout("postgres://h/db?connect_timeout=30"),
+            "postgres://h/db?connect_timeout=30"
+        );
     }
 
     #[test]

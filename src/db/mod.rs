@@ -4,6 +4,7 @@
 //! Error rule: functions here return `diesel::result::Error` (or a small enum that wraps it);
 //! flows turn those into their own errors; the HTTP edge maps to problem+json.
 
+pub mod availability;
 pub mod connection;
 pub mod disputes;
 pub mod jobs;
@@ -12,9 +13,10 @@ pub mod refunds;
 #[rustfmt::skip]
 pub mod schema;
 
+pub use availability::{Availability, Unavailable};
 pub use connection::{
-    build_pool, has_pending_migrations, run_migrations, write_transaction, Backend, Database,
-    DatabaseTarget, DbConnection, Pool, PooledConnection, TransactionError,
+    has_pending_migrations, run_migrations, write_transaction, Backend, Database, DatabaseTarget,
+    DbConnection, MigrateError, Pool, PooledConnection, TransactionError,
 };
 
 /// Times are stored as naive UTC truncated to microseconds: PostgreSQL keeps microseconds and

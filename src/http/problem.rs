@@ -54,6 +54,15 @@ impl ApiError {
         }
     }
 
+    /// A 503 given at once because the database is known to be down or not ready yet.
+    fn is_known_outage(&self) -> bool {
+        use crate::db::Unavailable;
+        matches!(self, ApiError::Unavailable(e) if matches!(
+            e.downcast_ref::<Unavailable>(),
+            Some(Unavailable::Down { .. } | Unavailable::Starting)
+        ))
+    }
+
     /// The stable `type` slug and title.
     fn kind(&self) -> (&'static str, &'static str) {
         match self {
@@ -104,7 +113,13 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         let (slug, title) = self.kind();
-        if status.is_server_error() {
+        if self.is_known_outage() {
+            // The breaker logged the outage once; one line per refused request would flood.
+            tracing::debug!(error = %self, "request refused: database unavailable");
+        } else if matches!(self, ApiError::Unavailable(_)) {
+            // An outage or an exhausted pool, not a bug: Stripe and clients retry a 503.
+            tracing::warn!(error = ?anyhow_chain(self), "request failed: database unavailable");
+        } else if status.is_server_error() {
             tracing::error!(error = ?anyhow_chain(self), "request failed");
         } else {
             tracing::info!(problem = slug, detail = %self, "request refused");
@@ -179,8 +194,8 @@ impl From<DieselError> for ApiError {
     }
 }
 
-impl From<r2d2::Error> for ApiError {
-    fn from(err: r2d2::Error) -> Self {
+impl From<crate::db::Unavailable> for ApiError {
+    fn from(err: crate::db::Unavailable) -> Self {
         ApiError::Unavailable(err.into())
     }
 }

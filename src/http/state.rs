@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use actix_web::web;
 use chrono::NaiveDateTime;
+use diesel::r2d2::R2D2Connection;
 
 use super::auth::TokenCache;
 use super::ApiError;
@@ -59,13 +60,22 @@ impl AppState {
             let run = |conn: &mut DbConnection| {
                 // The time is read once the connection (and, for writes, the gate) is ours.
                 let now = db_time(clock.now());
-                work(
+                let outcome = work(
                     conn,
                     FlowContext {
                         now,
                         settings: &settings,
                     },
-                )
+                );
+                match outcome {
+                    // The server went away mid-request (an error the driver does not class as a
+                    // connection error, such as an administrator shutdown): that is an outage,
+                    // 503, not a bug. Nothing was committed; the transaction died with it.
+                    Err(ApiError::Unexpected(e)) if R2D2Connection::ping(conn).is_err() => Err(
+                        ApiError::Unavailable(e.context("the database connection was lost")),
+                    ),
+                    other => other,
+                }
             };
             if writes {
                 database.write(run)?

@@ -108,6 +108,11 @@ impl JobRunner {
             match self.run_next().await {
                 Ok(true) => continue,
                 Ok(false) => tokio::time::sleep(idle).await,
+                Err(e) if e.downcast_ref::<crate::db::Unavailable>().is_some() => {
+                    // Logged once by the breaker; the jobs wait in the database meanwhile.
+                    tracing::debug!(worker, error = %e, "job worker waits for the database");
+                    tokio::time::sleep(idle.max(Duration::from_secs(1))).await;
+                }
                 Err(e) => {
                     tracing::error!(worker, error = %format!("{e:#}"), "job worker error");
                     tokio::time::sleep(idle).await;

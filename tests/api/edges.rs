@@ -156,6 +156,143 @@ async fn a_body_that_never_arrives_is_answered_408_and_others_are_served_meanwhi
     assert_eq!(app.written_rows(), 0);
 }
 
+/// Rejections that actix-http makes before any application code runs (a request head with too many
+/// headers, bytes that are not HTTP) carry no body at all, and actix gives the application no
+/// hook to shape them; they write nothing, and the service goes on serving.
+#[tokio::test]
+async fn requests_rejected_before_the_application_get_a_bodyless_answer_and_change_nothing() {
+    let app = spawn_app().await;
+    let wait = std::time::Duration::from_secs(5);
+    // More headers than actix parses (96) is its "too large" head; a few KiB, so that the
+    // whole request is written before the server answers and closes.
+    let padding: String = (0..120).map(|n| format!("X-Padding-{n}: a\r\n")).collect();
+    let huge_head = format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{padding}\r\n");
+    let answer = raw(&app, huge_head, wait).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let garbage = raw(&app, "\u{1}\u{2} not http\r\n\r\n".to_owned(), wait).await;
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
+    for answer in [&answer, &garbage] {
+        let lower = answer.to_ascii_lowercase();
+        assert!(lower.contains("content-length: 0"), "no body: {answer}");
+        assert!(!lower.contains("text/plain"), "{answer}");
+    }
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(app.written_rows(), 0);
+}
+
+/// A child process that does not outlive a failed test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The service as its own process under a low open-file limit (`ulimit -n 256`), flooded with
+/// more silent connections than it has file descriptors: each announces a body and never sends
+/// it. Without the connection cap the process ran out of descriptors and answered nobody; with
+/// it, the silent ones wait in the listen backlog, are answered 408 in turn, and a client that
+/// comes after them is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_beyond_the_open_file_limit_do_not_stop_the_service() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_db, url) = TestDatabase::create();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log_file = tempfile::NamedTempFile::new().unwrap();
+    let service = KillOnDrop(
+        std::process::Command::new("sh")
+            .args(["-c", "ulimit -n 256 && exec \"$0\" serve"])
+            .arg(env!("CARGO_BIN_EXE_creditguard"))
+            .env("DATABASE_URL", &url)
+            .env("STRIPE_WEBHOOK_SECRET", SECRET)
+            .env("CREDITGUARD_CONFIG", "/dev/null")
+            .env("CREDITGUARD_BIND", format!("127.0.0.1:{port}"))
+            .env("CREDITGUARD_MAX_CONNECTIONS", "64")
+            .env("CREDITGUARD_HTTP_WORKERS", "2")
+            .env("CREDITGUARD_WEBHOOK__BODY_TIMEOUT_MILLIS", "1000")
+            .env("CREDITGUARD_DATABASE__POOL_SIZE", "4")
+            .env("RUST_LOG", "warn")
+            .stderr(log_file.reopen().unwrap())
+            .spawn()
+            .expect("creditguard serve runs"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(up, "the service did not come up");
+
+    let silent = "POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                  Stripe-Signature: t=1,v1=00\r\nContent-Length: 200\r\n\r\n{\"id\":";
+    let mut streams = Vec::new();
+    for _ in 0..300 {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("the kernel accepts into the backlog");
+        stream.write_all(silent.as_bytes()).await.unwrap();
+        streams.push(stream);
+    }
+    // A client after 300 silent ones, which the process could not all hold at once.
+    let health = client.get(format!("{base}/healthz")).send().await;
+    assert_eq!(
+        health.map(|r| r.status().as_u16()).ok(),
+        Some(200),
+        "served after the silent connections"
+    );
+    let event = checkout_paid(&new_id("pi"), Some("user_after_flood"), "pack_100", 2000);
+    let body = serde_json::to_vec(&event).unwrap();
+    let signature = sign_with(SECRET, chrono::Utc::now().timestamp(), &body);
+    let response = client
+        .post(format!("{base}/webhooks/stripe"))
+        .header("Content-Type", "application/json")
+        .header("Stripe-Signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "a webhook after the flood is applied"
+    );
+    // Every silent connection got its 408 (none was dropped for want of a descriptor).
+    for (n, mut stream) in streams.into_iter().enumerate() {
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            stream.read_to_end(&mut answer),
+        )
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "silent connection {n}: {answer:?}"
+        );
+    }
+    drop(service);
+    let log = std::fs::read_to_string(log_file.path()).unwrap();
+    assert!(
+        !log.contains("Too many open files"),
+        "the process ran out of file descriptors:\n{log}"
+    );
+}
+
 #[tokio::test]
 async fn u0000_in_v1_inputs_is_a_422_naming_the_field_on_both_backends() {
     let app = spawn_app().await;

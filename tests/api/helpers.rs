@@ -111,7 +111,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 /// `TEST_LOG=debug cargo test …` prints the service's logs (off by default: they are noise).
-fn init_test_log() {
+pub fn init_test_log() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         if let Ok(filter) = std::env::var("TEST_LOG") {

@@ -10,6 +10,7 @@ mod fraud;
 mod helpers;
 mod money;
 mod ops;
+mod outage;
 mod purchases;
 mod refunds;
 mod schema;

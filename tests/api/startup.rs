@@ -129,3 +129,93 @@ fn a_bad_setting_stops_start_up_with_its_name() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL"));
 }
+
+/// Nothing listens on port 1: PostgreSQL is "down" for as long as the test runs.
+const UNREACHABLE_POSTGRES: &str = "postgres://postgres@127.0.0.1:1/none";
+
+#[tokio::test]
+async fn postgres_down_at_start_up_is_waited_for_with_healthz_up_and_readyz_503() {
+    let mut settings = test_settings(UNREACHABLE_POSTGRES.into());
+    settings.database.checkout_timeout_millis = 30_000;
+    let started = std::time::Instant::now();
+    let app = Application::build(settings)
+        .await
+        .expect("starts while the database is down");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "start-up waited {:?}: a refused connection is known at once",
+        started.elapsed()
+    );
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("{address}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = client
+        .get(format!("{address}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["reason"], "database unavailable");
+    let event = checkout_paid(&new_id("pi"), Some("user_1"), "pack_100", 2000);
+    let bytes = serde_json::to_vec(&event).unwrap();
+    let signature = sign_with(SECRET, chrono::Utc::now().timestamp(), &bytes);
+    let response = client
+        .post(format!("{address}/webhooks/stripe"))
+        .header("Content-Type", "application/json")
+        .header("Stripe-Signature", signature)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503, "Stripe will retry");
+    assert!(response.headers().contains_key("retry-after"));
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "unavailable");
+    let api = client
+        .get(format!("{address}/v1/accounts/user_1"))
+        .bearer_auth("cg_whatever")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        api.status(),
+        503,
+        "no token can be checked without the database"
+    );
+    handle.stop(false).await;
+}
+
+#[tokio::test]
+async fn exit_if_unavailable_at_startup_brings_back_the_fast_exit() {
+    let mut settings = test_settings(UNREACHABLE_POSTGRES.into());
+    settings.database.exit_if_unavailable_at_startup = true;
+    let error = Application::build(settings)
+        .await
+        .err()
+        .expect("start-up fails")
+        .to_string();
+    assert!(error.contains("cannot open the database"), "{error}");
+}
+
+#[tokio::test]
+async fn a_sqlite_file_that_cannot_be_opened_stops_start_up_at_once() {
+    // A folder where the file should be: nothing to wait for, a configuration error.
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(format!("sqlite://{}", dir.path().display()));
+    let error = Application::build(settings)
+        .await
+        .err()
+        .expect("start-up fails");
+    assert!(
+        format!("{error:#}").contains("cannot open the database"),
+        "{error:#}"
+    );
+}

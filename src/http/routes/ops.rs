@@ -28,21 +28,32 @@ pub async fn healthz() -> HttpResponse {
     (status = 503, description = "The database does not answer, or migrations are pending", body = Health),
 ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let check = state
-        .db(|conn, _| has_pending_migrations(conn).map_err(ApiError::Unavailable))
-        .await;
+    let database = state.database.clone();
+    // Answers at once while the breaker is open; otherwise waits at most this for a connection.
+    let check = web::block(move || {
+        let mut conn = database.read_within(READINESS_CHECKOUT_TIMEOUT)?;
+        if !database.availability().is_migrated() {
+            return Ok(true);
+        }
+        has_pending_migrations(&mut conn).map_err(ApiError::Unavailable)
+    })
+    .await
+    .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("blocking task failed: {e}")))
+    .and_then(|answer| answer);
     match check {
         Ok(false) => HttpResponse::Ok().json(health("ready", None)),
         Ok(true) => {
             HttpResponse::ServiceUnavailable().json(health("not ready", Some("migrations pending")))
         }
         Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
+            tracing::debug!(error = %e, "readiness check failed");
             HttpResponse::ServiceUnavailable()
                 .json(health("not ready", Some("database unavailable")))
         }
     }
 }
+
+const READINESS_CHECKOUT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Prometheus text format. Gauges are read from the database at scrape time, so they are right
 /// across replicas.

@@ -1,0 +1,150 @@
+//! Whether the database can be used, as this process last saw it: a circuit breaker, and the
+//! start-up gate (migrations applied).
+//!
+//! The breaker opens when opening a connection fails (the connection manager reports every
+//! attempt). While it is open, a request gets its 503 at once instead of each one waiting out
+//! the checkout timeout, and a single background probe, not the traffic, finds out when the
+//! database is back. It closes on the first connection that opens.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+pub struct Availability {
+    outage: Mutex<Option<Outage>>,
+    /// Set once the migrations are applied; until then nothing but `/healthz` and `/readyz`
+    /// may touch the database (its tables may not exist yet).
+    migrated: AtomicBool,
+    /// Mirrors `outage.is_some()`, so that the hot path reads an atomic, not a mutex.
+    down: AtomicBool,
+}
+
+#[derive(Debug, Clone)]
+struct Outage {
+    since: Instant,
+    error: String,
+}
+
+/// Why no connection was handed out. Every variant is a 503 with `Retry-After` at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error("the database is unreachable (for {}s): {error}", since.elapsed().as_secs())]
+    Down { since: Instant, error: String },
+    #[error("the database is not ready yet: migrations are not applied (waiting for the database since start-up)")]
+    Starting,
+    #[error("no database connection became free within {timeout:?}: {source}")]
+    Timeout {
+        timeout: Duration,
+        #[source]
+        source: r2d2::Error,
+    },
+}
+
+impl Availability {
+    /// Ready at once: for callers that applied the migrations themselves (CLI, benchmark).
+    pub fn migrated() -> Self {
+        let availability = Self::default();
+        availability.set_migrated();
+        availability
+    }
+
+    pub fn set_migrated(&self) {
+        self.migrated.store(true, Ordering::Release);
+    }
+
+    pub fn is_migrated(&self) -> bool {
+        self.migrated.load(Ordering::Acquire)
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
+    /// Ok if a connection may be asked for now.
+    pub fn check(&self) -> Result<(), Unavailable> {
+        self.check_reachable()?;
+        if !self.is_migrated() {
+            return Err(Unavailable::Starting);
+        }
+        Ok(())
+    }
+
+    /// Like `check`, before migrations are applied (the migrator and readiness use it).
+    pub fn check_reachable(&self) -> Result<(), Unavailable> {
+        if !self.is_down() {
+            return Ok(());
+        }
+        match self.lock().clone() {
+            Some(Outage { since, error }) => Err(Unavailable::Down { since, error }),
+            None => Ok(()),
+        }
+    }
+
+    /// A connection could not be opened: open the breaker (logged once per outage).
+    pub fn mark_down(&self, error: &str) {
+        let mut outage = self.lock();
+        match outage.as_mut() {
+            Some(known) => known.error = error.to_owned(),
+            None => {
+                tracing::warn!(
+                    error,
+                    "database unreachable: requests get 503 at once until a probe reaches it again"
+                );
+                *outage = Some(Outage {
+                    since: Instant::now(),
+                    error: error.to_owned(),
+                });
+                self.down.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// A connection opened: close the breaker.
+    pub fn mark_up(&self) {
+        if !self.is_down() {
+            return;
+        }
+        if let Some(outage) = self.lock().take() {
+            self.down.store(false, Ordering::Release);
+            tracing::info!(
+                down_for_ms = outage.since.elapsed().as_millis() as u64,
+                "database reachable again"
+            );
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Outage>> {
+        self.outage
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_opens_on_a_failed_connection_and_closes_on_the_next_one() {
+        let availability = Availability::migrated();
+        assert!(availability.check().is_ok());
+        availability.mark_down("connection refused");
+        availability.mark_down("connection refused again");
+        match availability.check() {
+            Err(Unavailable::Down { error, .. }) => assert_eq!(error, "connection refused again"),
+            other => panic!("expected Down, got {other:?}"),
+        }
+        availability.mark_up();
+        assert!(availability.check().is_ok());
+    }
+
+    #[test]
+    fn nothing_is_handed_out_before_the_migrations_are_applied() {
+        let availability = Availability::default();
+        assert!(availability.check_reachable().is_ok());
+        assert!(matches!(availability.check(), Err(Unavailable::Starting)));
+        availability.set_migrated();
+        assert!(availability.check().is_ok());
+    }
+}
