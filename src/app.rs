@@ -103,12 +103,17 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 /// reached (`creditguard migrate` and the other commands).
 pub async fn open_database(settings: &Settings) -> anyhow::Result<(Database, Vec<String>)> {
     let target = settings.database_target();
-    let database = Database::open(&target, &settings.database);
-    let migrating = database.clone();
-    let applied = tokio::task::spawn_blocking(move || migrating.migrate())
-        .await?
-        .with_context(|| format!("cannot open the database {}", target.redacted()))?;
-    Ok((database, applied))
+    let database_settings = settings.database.clone();
+    tokio::task::spawn_blocking(move || {
+        let context = || format!("cannot open the database {}", target.redacted());
+        // One direct attempt first: a command fails with the real error at once, and never
+        // exits while a pool thread is still retrying inside libpq.
+        drop(target.establish().with_context(context)?);
+        let database = Database::open(&target, &database_settings);
+        let applied = database.migrate().with_context(context)?;
+        Ok((database, applied))
+    })
+    .await?
 }
 
 /// The first attempt at start-up. PostgreSQL that cannot be reached is waited for (unless
@@ -142,27 +147,21 @@ async fn first_migration(settings: &Settings, database: &Database) -> anyhow::Re
     }
 }
 
-/// Retries the migrations with backoff until they are applied. A failure of the migrations
-/// themselves (the database answered) stops the server: retrying would not help.
+/// Applies the migrations as soon as the database answers (the probe closes the breaker). A
+/// failure of the migrations themselves (the database answered) stops the server: retrying
+/// would not help.
 async fn wait_for_database(
     database: Database,
     server: ServerHandle,
     fatal: Arc<Mutex<Option<anyhow::Error>>>,
 ) {
-    let mut pause = Duration::from_millis(250);
     loop {
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if database.availability().is_down() {
+            continue;
+        }
         let migrating = database.clone();
-        let attempt = tokio::task::spawn_blocking(move || {
-            // A probe first: the pool's own attempts back off for seconds.
-            if migrating.availability().is_down() {
-                migrating.probe();
-            }
-            migrating.migrate()
-        })
-        .await;
-        match attempt {
+        match tokio::task::spawn_blocking(move || migrating.migrate()).await {
             Ok(Ok(applied)) => {
                 tracing::info!(?applied, "database reachable: migrations applied, ready");
                 return;

@@ -33,6 +33,8 @@ pub enum Unavailable {
     Down { since: Instant, error: String },
     #[error("the database is not ready yet: migrations are not applied (waiting for the database since start-up)")]
     Starting,
+    #[error("the database connection was lost: {0}")]
+    Lost(String),
     #[error("no database connection became free within {timeout:?}: {source}")]
     Timeout {
         timeout: Duration,
@@ -61,24 +63,23 @@ impl Availability {
         self.down.load(Ordering::Acquire)
     }
 
-    /// Ok if a connection may be asked for now.
-    pub fn check(&self) -> Result<(), Unavailable> {
-        self.check_reachable()?;
-        if !self.is_migrated() {
-            return Err(Unavailable::Starting);
+    /// Err until the migrations are applied.
+    pub fn check_migrated(&self) -> Result<(), Unavailable> {
+        if self.is_migrated() {
+            Ok(())
+        } else {
+            Err(Unavailable::Starting)
         }
-        Ok(())
     }
 
-    /// Like `check`, before migrations are applied (the migrator and readiness use it).
-    pub fn check_reachable(&self) -> Result<(), Unavailable> {
+    /// The outage while the breaker is open, as the error to answer with.
+    pub fn outage(&self) -> Option<Unavailable> {
         if !self.is_down() {
-            return Ok(());
+            return None;
         }
-        match self.lock().clone() {
-            Some(Outage { since, error }) => Err(Unavailable::Down { since, error }),
-            None => Ok(()),
-        }
+        self.lock()
+            .clone()
+            .map(|Outage { since, error }| Unavailable::Down { since, error })
     }
 
     /// A connection could not be opened: open the breaker (logged once per outage).
@@ -128,23 +129,25 @@ mod tests {
     #[test]
     fn the_breaker_opens_on_a_failed_connection_and_closes_on_the_next_one() {
         let availability = Availability::migrated();
-        assert!(availability.check().is_ok());
+        assert!(availability.outage().is_none());
         availability.mark_down("connection refused");
         availability.mark_down("connection refused again");
-        match availability.check() {
-            Err(Unavailable::Down { error, .. }) => assert_eq!(error, "connection refused again"),
+        match availability.outage() {
+            Some(Unavailable::Down { error, .. }) => assert_eq!(error, "connection refused again"),
             other => panic!("expected Down, got {other:?}"),
         }
         availability.mark_up();
-        assert!(availability.check().is_ok());
+        assert!(availability.outage().is_none());
     }
 
     #[test]
     fn nothing_is_handed_out_before_the_migrations_are_applied() {
         let availability = Availability::default();
-        assert!(availability.check_reachable().is_ok());
-        assert!(matches!(availability.check(), Err(Unavailable::Starting)));
+        assert!(matches!(
+            availability.check_migrated(),
+            Err(Unavailable::Starting)
+        ));
         availability.set_migrated();
-        assert!(availability.check().is_ok());
+        assert!(availability.check_migrated().is_ok());
     }
 }

@@ -12,7 +12,7 @@ use diesel::pg::PgConnection;
 use diesel::r2d2::R2D2Connection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
-use diesel::Connection;
+use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 pub use super::availability::{Availability, Unavailable};
@@ -119,7 +119,7 @@ impl DatabaseTarget {
 
     pub fn establish(&self) -> Result<DbConnection, ConnectError> {
         match self {
-            Self::Postgres { url } => PgConnection::establish(&with_connect_timeout(url))
+            Self::Postgres { url } => PgConnection::establish(&with_libpq_timeouts(url))
                 .map(DbConnection::Pg)
                 .map_err(|e| ConnectError::Postgres(e.to_string())),
             Self::Sqlite { path } => {
@@ -152,16 +152,28 @@ impl DatabaseTarget {
     }
 }
 
-/// libpq waits for an unreachable host as long as the OS lets a TCP connect hang (minutes);
-/// unless the URL says otherwise, give up after a few seconds, so that a probe during a network
-/// outage ends and the breaker stays truthful.
-fn with_connect_timeout(url: &str) -> std::borrow::Cow<'_, str> {
-    const DEFAULT_CONNECT_TIMEOUT_SECS: u32 = 5;
-    if url.contains("connect_timeout=") {
+/// libpq's defaults wait on a vanished server as long as TCP lets them: a connect to an
+/// unreachable host for minutes, a query whose server went silent for about 15 minutes. Unless
+/// the URL says otherwise, give up after a few seconds (connecting, unacknowledged writes) and
+/// about a minute (a silent peer, by keepalives), so that the breaker learns of an outage.
+fn with_libpq_timeouts(url: &str) -> std::borrow::Cow<'_, str> {
+    const DEFAULTS: [(&str, &str); 5] = [
+        ("connect_timeout", "5"),
+        ("tcp_user_timeout", "10000"),
+        ("keepalives_idle", "30"),
+        ("keepalives_interval", "10"),
+        ("keepalives_count", "3"),
+    ];
+    let missing: Vec<String> = DEFAULTS
+        .iter()
+        .filter(|(key, _)| !url.contains(&format!("{key}=")))
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    if missing.is_empty() {
         return url.into();
     }
     let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}connect_timeout={DEFAULT_CONNECT_TIMEOUT_SECS}").into()
+    format!("{url}{separator}{}", missing.join("&")).into()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -285,21 +297,19 @@ impl Database {
 
     /// A connection for reads.
     pub fn read(&self) -> Result<PooledConnection, Unavailable> {
-        self.availability.check()?;
+        self.availability.check_migrated()?;
         self.checkout(self.checkout_timeout)
     }
 
     /// A connection within `timeout` (readiness asks with a short one), even before the
     /// migrations are applied.
     pub fn read_within(&self, timeout: Duration) -> Result<PooledConnection, Unavailable> {
-        self.availability.check_reachable()?;
         self.checkout(timeout.min(self.checkout_timeout))
     }
 
     /// Runs `work`, which writes, with a connection, after the write gate (SQLite).
     pub fn write<T>(&self, work: impl FnOnce(&mut DbConnection) -> T) -> Result<T, Unavailable> {
-        // Before the gate: while the database is down, a writer does not queue to learn it.
-        self.availability.check()?;
+        self.availability.check_migrated()?;
         let _turn = self
             .write_gate
             .as_ref()
@@ -308,25 +318,38 @@ impl Database {
         Ok(work(&mut conn))
     }
 
-    /// Waits for a pooled connection up to `timeout`, but gives up as soon as the breaker opens.
+    /// Waits for a pooled connection up to `timeout`, but not while the breaker is open: then
+    /// only a pooled connection that still answers is handed out (the server may refuse new
+    /// connections yet serve the ones it has: too many clients, a rotated password), at once.
     fn checkout(&self, timeout: Duration) -> Result<PooledConnection, Unavailable> {
         let deadline = Instant::now() + timeout;
         loop {
+            if let Some(outage) = self.availability.outage() {
+                return self.pool.try_get().ok_or(outage);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             match self.pool.get_timeout(left.min(BREAKER_LOOK_EVERY)) {
                 Ok(conn) => return Ok(conn),
                 Err(source) if left <= BREAKER_LOOK_EVERY => {
                     return Err(Unavailable::Timeout { timeout, source })
                 }
-                Err(_) => self.availability.check_reachable()?,
+                Err(_) => {}
             }
         }
     }
 
     /// Applies pending migrations and opens the start-up gate; returns the versions applied.
+    /// On PostgreSQL an advisory lock makes replicas that start together take turns (the
+    /// second finds nothing to apply).
     pub fn migrate(&self) -> Result<Vec<String>, MigrateError> {
         let mut conn = self.read_within(self.checkout_timeout)?;
-        let applied = run_migrations(&mut conn).map_err(MigrateError::Failed)?;
+        let applied = with_migration_lock(&mut conn, run_migrations).map_err(|e| {
+            // A connection lost mid-way is an outage to wait out, not a broken migration.
+            match R2D2Connection::ping(&mut *conn) {
+                Err(lost) => MigrateError::Unavailable(Unavailable::Lost(format!("{e:#}: {lost}"))),
+                Ok(()) => MigrateError::Failed(e),
+            }
+        })?;
         self.availability.set_migrated();
         Ok(applied)
     }
@@ -339,6 +362,25 @@ impl Database {
             Err(e) => self.availability.mark_down(&e.to_string()),
         }
     }
+}
+
+/// Any number, the same in every version: the advisory lock key of migrations.
+const MIGRATION_LOCK_KEY: i64 = 0x6372_6564_6974;
+
+fn with_migration_lock<T>(
+    conn: &mut DbConnection,
+    work: impl FnOnce(&mut DbConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if let DbConnection::Pg(pg) = conn {
+        diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")).execute(pg)?;
+    }
+    let result = work(conn);
+    if let DbConnection::Pg(pg) = conn {
+        // A session lock: released with the connection anyway if this fails.
+        let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+            .execute(pg);
+    }
+    result
 }
 
 /// Applies pending migrations of the connection's backend; returns the versions applied.
@@ -521,19 +563,20 @@ mod tests {
     }
 
     #[test]
-    fn a_connect_timeout_is_added_unless_the_url_has_one() {
+    fn libpq_timeouts_are_added_unless_the_url_sets_them() {
+        let all = "connect_timeout=5&tcp_user_timeout=10000&keepalives_idle=30\
+                   &keepalives_interval=10&keepalives_count=3";
         assert_eq!(
-            with_connect_timeout("postgres://h/db"),
-            "postgres://h/db?connect_timeout=5"
+            with_libpq_timeouts("postgres://h/db"),
+            format!("postgres://h/db?{all}")
         );
         assert_eq!(
-            with_connect_timeout("postgres://h/db?sslmode=require"),
-            "postgres://h/db?sslmode=require&connect_timeout=5"
+            with_libpq_timeouts("postgres://h/db?sslmode=require"),
+            format!("postgres://h/db?sslmode=require&{all}")
         );
-        assert_eq!(
-            with_connect_timeout("postgres://h/db?connect_timeout=30"),
-            "postgres://h/db?connect_timeout=30"
-        );
+        let own = with_libpq_timeouts("postgres://h/db?connect_timeout=30");
+        assert!(own.starts_with("postgres://h/db?connect_timeout=30&tcp_user_timeout=10000"));
+        assert_eq!(own.matches("connect_timeout=").count(), 1);
     }
 
     #[test]

@@ -102,13 +102,16 @@ impl ThrowawayCluster {
 
     fn command(&self, program: &str) -> Command {
         let program = self.bin.join(program);
-        if self.as_postgres_user {
+        let mut command = if self.as_postgres_user {
             let mut command = Command::new("runuser");
             command.args(["-u", "postgres", "--"]).arg(program);
             command
         } else {
             Command::new(program)
-        }
+        };
+        // A folder the postgres user may enter (runuser keeps the caller's).
+        command.current_dir(self.dir.path());
+        command
     }
 
     fn start(&self) {
