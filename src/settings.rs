@@ -56,6 +56,9 @@ pub struct JobSettings {
     pub max_attempts: i64,
     /// A running job whose worker has not finished it within this time is claimed again.
     pub lease_secs: i64,
+    /// How often the service looks for work that is due by time rather than by an event
+    /// (M1: undelivered purchases past `policy.misdelivery_refund_after_secs`).
+    pub sweep_interval_millis: u64,
 }
 
 impl Default for JobSettings {
@@ -67,6 +70,7 @@ impl Default for JobSettings {
             retry_max_secs: 600,
             max_attempts: 25,
             lease_secs: 120,
+            sweep_interval_millis: 60_000,
         }
     }
 }
@@ -341,6 +345,9 @@ impl Settings {
                 "jobs.lease_secs",
                 "must be longer than stripe.timeout_secs",
             ));
+        }
+        if self.jobs.sweep_interval_millis < 10 {
+            return Err(invalid("jobs.sweep_interval_millis", "must be at least 10"));
         }
         if self.database.pool_size == 0 {
             return Err(invalid("database.pool_size", "must be at least 1"));

@@ -8,6 +8,9 @@ use super::schema::{accounts, api_tokens, decisions, purchases, stripe_charges, 
 use super::DbConnection;
 use crate::per_backend;
 
+/// The reason of M1's full refund of a purchase that stayed undelivered (at most one each).
+pub const MISDELIVERY_REFUND_REASON: &str = "misdelivery";
+
 // ---------------------------------------------------------------------------------------------
 // accounts
 
@@ -280,6 +283,47 @@ impl Purchase {
             query = query.filter(purchases::status.eq(status));
         }
         query.load(conn)
+    }
+
+    /// M1's sweep: undelivered purchases paid before `paid_before` with no misdelivery refund
+    /// and no refund in flight, oldest first.
+    pub fn undelivered_due(
+        conn: &mut DbConnection,
+        paid_before: NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<Vec<String>> {
+        use super::schema::refunds;
+        purchases::table
+            .filter(purchases::status.eq(crate::domain::PurchaseStatus::Undelivered.as_str()))
+            .filter(purchases::paid_at.le(paid_before))
+            // Not one already refunded by M1, nor one whose money is going back otherwise.
+            .filter(diesel::dsl::not(diesel::dsl::exists(
+                refunds::table
+                    .filter(refunds::purchase_id.eq(purchases::id))
+                    .filter(
+                        refunds::reason
+                            .eq(MISDELIVERY_REFUND_REASON)
+                            .or(refunds::status.eq_any(crate::db::refunds::status::LIVE)),
+                    ),
+            )))
+            .order((purchases::paid_at.asc(), purchases::id.asc()))
+            .select(purchases::id)
+            .limit(limit)
+            .load(conn)
+    }
+
+    /// Undelivered purchases paid by this Stripe customer (linking the customer to an account
+    /// may now credit them).
+    pub fn undelivered_of_customer(
+        conn: &mut DbConnection,
+        customer: &str,
+    ) -> QueryResult<Vec<String>> {
+        purchases::table
+            .filter(purchases::stripe_customer_id.eq(customer))
+            .filter(purchases::status.eq(crate::domain::PurchaseStatus::Undelivered.as_str()))
+            .order((purchases::paid_at.asc(), purchases::id.asc()))
+            .select(purchases::id)
+            .load(conn)
     }
 
     /// An undelivered purchase becomes credited (guarded: true only for the one caller that

@@ -154,6 +154,20 @@ impl Refund {
 
     /// Money going back for this purchase, as far as anyone knows: refunds not failed or
     /// canceled, ours still waiting for Stripe included.
+    /// Whether the purchase has a refund of this reason, in any status.
+    pub fn exists_with_reason(
+        conn: &mut DbConnection,
+        purchase_id: &str,
+        reason: &str,
+    ) -> QueryResult<bool> {
+        diesel::select(diesel::dsl::exists(
+            refunds::table
+                .filter(refunds::purchase_id.eq(purchase_id))
+                .filter(refunds::reason.eq(reason)),
+        ))
+        .get_result(conn)
+    }
+
     pub fn live_amount(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
         Self::amount_in(conn, purchase_id, &status::LIVE)
     }

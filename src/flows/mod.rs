@@ -48,6 +48,31 @@ pub fn record_purchase_decision(
     reference: &str,
     ctx: FlowContext<'_>,
 ) -> diesel::QueryResult<()> {
+    record_purchase_decision_by(
+        conn,
+        purchase_id,
+        rule,
+        action,
+        explanation,
+        reference,
+        DECIDED_BY_POLICY,
+        ctx,
+    )
+}
+
+/// Like `record_purchase_decision`, for a decision a person made (`decided_by` names the
+/// token, `role:token_id`).
+#[allow(clippy::too_many_arguments)]
+pub fn record_purchase_decision_by(
+    conn: &mut crate::db::DbConnection,
+    purchase_id: &str,
+    rule: crate::policy::Rule,
+    action: &str,
+    explanation: &str,
+    reference: &str,
+    decided_by: &str,
+    ctx: FlowContext<'_>,
+) -> diesel::QueryResult<()> {
     crate::db::models::DecisionRow::insert(
         conn,
         &crate::db::models::NewDecision {
@@ -57,7 +82,7 @@ pub fn record_purchase_decision(
             action,
             explanation,
             reference,
-            decided_by: DECIDED_BY_POLICY,
+            decided_by,
             created_at: ctx.now,
         },
     )

@@ -3,6 +3,8 @@
 //! fills in ids and, if the purchase is still undelivered but the later event says whose it is
 //! (a real Checkout Session does not copy `client_reference_id` onto its PaymentIntent), credits it.
 
+pub mod misdelivery;
+
 use chrono::TimeDelta;
 
 use super::lookup::wake_deferred;
@@ -14,7 +16,9 @@ use crate::db::refunds::Refund;
 use crate::db::DbConnection;
 use crate::domain::{AccountId, AccountStatus, Credits, LedgerKind, PurchaseStatus};
 use crate::ledger::{self, LedgerError};
-use crate::policy::purchase::{decide_paid_purchase, AccountLookup, PaidPurchase, PurchaseAction};
+use crate::policy::purchase::{
+    decide_paid_purchase, AccountLookup, PaidPurchase, PurchaseAction, UndeliveredReason,
+};
 use crate::policy::refund::{decide_duplicate, DuplicateAction, DuplicatePolicy, PurchaseLot};
 use crate::policy::{Decision, Rule};
 use crate::stripe::PaymentFacts;
@@ -78,6 +82,22 @@ pub fn apply_payment(
         return apply_to_existing(conn, &existing, payment, charge_id, event_id, ctx);
     }
     record_decision(conn, &purchase_id, &decision, event_id, ctx)?;
+    if decision.action
+        == (PurchaseAction::HoldUndelivered {
+            reason: UndeliveredReason::AccountTerminated,
+        })
+    {
+        // M1: a terminated account's payment is refunded at once, not after the deadline.
+        let purchase =
+            Purchase::find(conn, &purchase_id)?.ok_or(diesel::result::Error::NotFound)?;
+        misdelivery::refund_in_full(
+            conn,
+            &purchase,
+            &format!("{} Refunded in full at once (M1).", decision.explanation),
+            event_id,
+            ctx,
+        )?;
+    }
     if let (PurchaseAction::Grant { credits }, Some(account)) = (&decision.action, &account) {
         lock_duplicate_candidates(
             conn,
@@ -245,6 +265,26 @@ fn grant(
     credits: i64,
     ctx: FlowContext<'_>,
 ) -> Result<(), IngestError> {
+    grant_as(
+        conn,
+        account_id,
+        purchase_id,
+        credits,
+        LedgerKind::Grant,
+        ctx,
+    )
+}
+
+/// The purchase's lot: `grant` when it is credited as it arrives, `misdelivery_grant` when M1
+/// repairs it later.
+fn grant_as(
+    conn: &mut DbConnection,
+    account_id: &str,
+    purchase_id: &str,
+    credits: i64,
+    kind: LedgerKind,
+    ctx: FlowContext<'_>,
+) -> Result<(), IngestError> {
     let credits = Credits::parse(credits)
         .map_err(|e| LedgerError::Invariant(format!("catalog credits {credits}: {e}")))?;
     ledger::grant_lot(
@@ -252,7 +292,7 @@ fn grant(
         account_id,
         Some(purchase_id),
         credits,
-        LedgerKind::Grant,
+        kind,
         purchase_id,
         ctx.now,
     )?;

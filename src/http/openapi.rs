@@ -39,6 +39,7 @@ use super::views;
         accounts::post_failure,
         purchases::list,
         purchases::get,
+        purchases::assign,
         refunds::list,
         disputes::list,
     ),
@@ -60,6 +61,7 @@ use super::views;
         accounts::ConsumptionBody,
         accounts::FailureBody,
         accounts::ActionBody,
+        purchases::AssignBody,
     )),
     modifiers(&BearerAuth),
     tags(

@@ -42,6 +42,13 @@ pub fn retry_failed(
     Ok(Some(job))
 }
 
+/// What one pass of the M1 sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweptUndelivered {
+    pub credited: usize,
+    pub refunded: usize,
+}
+
 pub struct JobRunner {
     pub database: Database,
     pub settings: Arc<Settings>,
@@ -58,6 +65,7 @@ impl JobRunner {
                 tokio::spawn(async move { runner.work(worker).await })
             })
             .collect();
+        tasks.push(tokio::spawn(self.clone().sweep_undelivered()));
         if self.settings.webhook.payload_retention_days > 0 {
             let runner = self.clone();
             tasks.push(tokio::spawn(
@@ -100,6 +108,70 @@ impl JobRunner {
             }
             tokio::time::sleep(every).await;
         }
+    }
+
+    /// M1's deadline: every `jobs.sweep_interval_millis`, undelivered purchases past
+    /// `policy.misdelivery_refund_after_secs` are credited (their customer's account is known
+    /// by now) or refunded in full. Safe on every replica at once: each purchase is settled
+    /// under its lock, and a unique index allows one M1 refund per purchase.
+    async fn sweep_undelivered(self: Arc<Self>) {
+        let every = Duration::from_millis(self.settings.jobs.sweep_interval_millis);
+        loop {
+            tokio::time::sleep(every).await;
+            let runner = self.clone();
+            match tokio::task::spawn_blocking(move || runner.sweep_undelivered_once()).await {
+                Ok(Ok(swept)) if swept.credited + swept.refunded > 0 => {
+                    tracing::info!(
+                        credited = swept.credited,
+                        refunded = swept.refunded,
+                        "undelivered purchases past the M1 deadline settled"
+                    );
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.downcast_ref::<crate::db::Unavailable>().is_some() => {
+                    tracing::debug!(error = %e, "M1 sweep waits for the database");
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "M1 sweep failed; will try again")
+                }
+                Err(task) => tracing::error!(error = %task, "M1 sweep panicked"),
+            }
+        }
+    }
+
+    /// One pass of the M1 sweep (blocking): at most a few batches, oldest first.
+    pub fn sweep_undelivered_once(&self) -> anyhow::Result<SweptUndelivered> {
+        use crate::flows::purchase::misdelivery::{settle_overdue, Swept};
+        const BATCH: i64 = 100;
+        let mut swept = SweptUndelivered::default();
+        for _ in 0..10 {
+            let now = db_time(self.clock.now());
+            let ctx = crate::flows::FlowContext {
+                now,
+                settings: &self.settings,
+            };
+            let due_before =
+                now - TimeDelta::seconds(self.settings.policy.misdelivery_refund_after_secs);
+            let due = crate::db::models::Purchase::undelivered_due(
+                &mut *self.database.read()?,
+                due_before,
+                BATCH,
+            )?;
+            for purchase_id in &due {
+                let outcome = self.database.write(|conn| {
+                    write_transaction(conn, |conn| settle_overdue(conn, purchase_id, ctx))
+                })??;
+                match outcome {
+                    Swept::Credited => swept.credited += 1,
+                    Swept::Refunded => swept.refunded += 1,
+                    Swept::Nothing => {}
+                }
+            }
+            if (due.len() as i64) < BATCH {
+                break;
+            }
+        }
+        Ok(swept)
     }
 
     async fn work(self: Arc<Self>, worker: usize) {

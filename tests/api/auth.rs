@@ -94,7 +94,8 @@ fn contract_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
             "POST",
             "/v1/accounts/{account_id}/suspend"
             | "/v1/accounts/{account_id}/reinstate"
-            | "/v1/accounts/{account_id}/terminate",
+            | "/v1/accounts/{account_id}/terminate"
+            | "/v1/purchases/{purchase_id}/assign",
         ) => Some(&["support"]),
         (
             "GET",

@@ -8,6 +8,7 @@ mod disputes;
 mod edges;
 mod fraud;
 mod helpers;
+mod misdelivery;
 mod money;
 mod ops;
 mod outage;

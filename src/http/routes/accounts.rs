@@ -6,6 +6,7 @@ use crate::db::DbConnection;
 use crate::domain::{AccountId, Credits, GenerationId, SupportReason};
 use crate::flows::account::{support_action, AccountActionError};
 use crate::flows::credits;
+use crate::flows::purchase::misdelivery;
 use crate::http::auth::Caller;
 use crate::http::views::{
     AccountView, ConsumptionView, LedgerEntryView, LedgerPage, Problem, RestorationView,
@@ -72,13 +73,19 @@ pub async fn put_account(
     }
     let (view, created) = state
         .db_write(move |conn, ctx| {
-            let (account, created) = credits::upsert_account(
+            let (mut account, created) = credits::upsert_account(
                 conn,
                 &id,
                 body.email.as_deref(),
                 body.stripe_customer_id.as_deref(),
                 ctx,
             )?;
+            // M1: the customer's payments that named no account can be credited now.
+            if let Some(customer) = body.stripe_customer_id.as_deref() {
+                if misdelivery::credit_linked_customer(conn, customer, ctx)? > 0 {
+                    account = Account::find(conn, id.as_str())?.unwrap_or(account);
+                }
+            }
             Ok((account_view(conn, &account)?, created))
         })
         .await?;

@@ -75,6 +75,7 @@ route_table! {
     POST "/v1/consumptions/{generation_id}/failure" SERVICE => accounts::post_failure,
     GET "/v1/purchases" BACK_OFFICE => purchases::list,
     GET "/v1/purchases/{purchase_id}" BACK_OFFICE => purchases::get,
+    POST "/v1/purchases/{purchase_id}/assign" SUPPORT => purchases::assign,
     GET "/v1/refunds" BACK_OFFICE => refunds::list,
     GET "/v1/disputes" BACK_OFFICE => disputes::list,
 }

@@ -2,10 +2,14 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use crate::db::models::{DecisionRow, Purchase, PurchaseFilter};
-use crate::domain::PurchaseStatus;
+use crate::db::write_transaction;
+use crate::domain::{AccountId, PurchaseStatus};
+use crate::flows::purchase::misdelivery::{self, Claim, Repair};
+use crate::http::auth::Caller;
 use crate::http::views::{Problem, PurchaseView};
 use crate::http::{page_limit, plain_text, ApiError, AppState};
 use crate::ledger;
+use crate::policy::purchase::UndeliveredReason;
 
 fn load_view(
     conn: &mut crate::db::DbConnection,
@@ -85,6 +89,99 @@ pub async fn get(
                 ApiError::NotFound("purchase-not-found", format!("purchase {id} not found"))
             })?;
             load_view(conn, purchase)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignBody {
+    /// The account that receives the credits; it must exist.
+    account_id: String,
+    /// The package bought, when the payment's own is missing or unknown; its price must be
+    /// what was paid.
+    package_id: Option<String>,
+    /// Why, for the record (optional).
+    note: Option<String>,
+}
+
+/// `POST /v1/purchases/{id}/assign {account_id, package_id?, note?}`: credits an undelivered
+/// purchase to an account (rule M1), recording who did it.
+#[utoipa::path(post, path = "/v1/purchases/{purchase_id}/assign", tag = "support",
+    security(("bearer" = [])),
+    params(("purchase_id" = String, Path, description = "creditguard's purchase id (pur_…)")),
+    request_body = AssignBody,
+    responses(
+        (status = 200, description = "Credited (rule M1): the purchase with its decisions", body = PurchaseView),
+        (status = 400, description = "`malformed-request`: the body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token's role is not support", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`purchase-not-found` or `account-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`purchase-not-undelivered` (credited, refunded or disputed), `purchase-being-refunded`, or `account-terminated`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: a field is invalid, or the package is unknown or not what was paid for (`field` names it)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn assign(
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<AssignBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let body = body.into_inner();
+    plain_text("purchase_id", Some(&id))?;
+    plain_text("package_id", body.package_id.as_deref())?;
+    plain_text("note", body.note.as_deref())?;
+    let account =
+        AccountId::parse(&body.account_id).map_err(|e| ApiError::invalid("account_id", e))?;
+    if body.note.as_ref().is_some_and(|n| n.chars().count() > 2000) {
+        return Err(ApiError::invalid("note", "at most 2000 characters"));
+    }
+    let actor = format!("{}:{}", caller.role, caller.token_id);
+    let view = state
+        .db_write(move |conn, ctx| {
+            let claim = Claim::Support {
+                account_id: account.as_str(),
+                package_id: body.package_id.as_deref(),
+                actor: &actor,
+                note: body.note.as_deref(),
+            };
+            let repair = write_transaction(conn, |conn| misdelivery::claim(conn, &id, claim, ctx))?;
+            match repair {
+                None => Err(ApiError::NotFound(
+                    "purchase-not-found",
+                    format!("purchase {id} not found"),
+                )),
+                Some(Repair::Credited { .. }) => {
+                    let purchase = Purchase::find(conn, &id)?.ok_or_else(|| {
+                        ApiError::NotFound("purchase-not-found", format!("purchase {id} not found"))
+                    })?;
+                    load_view(conn, purchase)
+                }
+                Some(Repair::NoAccount) => Err(ApiError::NotFound(
+                    "account-not-found",
+                    format!("account {account} not found"),
+                )),
+                Some(Repair::NotUndelivered { status }) => Err(ApiError::Conflict(
+                    "purchase-not-undelivered",
+                    format!(
+                        "purchase {id} is {status}: only an undelivered purchase can be assigned"
+                    ),
+                )),
+                Some(Repair::StillUndelivered {
+                    reason,
+                    explanation,
+                }) => Err(match reason {
+                    UndeliveredReason::AccountTerminated => {
+                        ApiError::Conflict("account-terminated", explanation)
+                    }
+                    UndeliveredReason::BeingRefunded => {
+                        ApiError::Conflict("purchase-being-refunded", explanation)
+                    }
+                    _ => ApiError::invalid("package_id", explanation),
+                }),
+            }
         })
         .await?;
     Ok(HttpResponse::Ok().json(view))

@@ -1,0 +1,289 @@
+//! M1's repairs of an undelivered purchase (docs/policy.md, M1):
+//! - support assigns it to an account (`POST /v1/purchases/{id}/assign`);
+//! - linking a Stripe customer to an account credits that customer's undelivered purchases;
+//! - one still undelivered after `policy.misdelivery_refund_after_secs` is refunded in full,
+//!   and a terminated account's payment at once.
+//!
+//! Each runs in the caller's write transaction and locks the purchase before anything else
+//! (the one lock order: purchases, then the account, which the grant locks).
+
+use chrono::TimeDelta;
+
+use super::{check_duplicate, grant_as, lock_duplicate_candidates};
+use crate::db::models::{Account, Purchase, MISDELIVERY_REFUND_REASON};
+use crate::db::refunds::Refund;
+use crate::db::{write_transaction, DbConnection};
+use crate::domain::{AccountStatus, LedgerKind, PurchaseStatus};
+use crate::flows::refunding::{start_refund, RefundPlan};
+use crate::flows::{record_purchase_decision_by, FlowContext, IngestError, DECIDED_BY_POLICY};
+use crate::policy::purchase::{
+    decide_paid_purchase, AccountLookup, PaidPurchase, PurchaseAction, UndeliveredReason,
+};
+use crate::policy::Rule;
+
+/// Who claims an undelivered purchase.
+#[derive(Debug, Clone, Copy)]
+pub enum Claim<'a> {
+    /// Support names the account, and the package when the payment's own is unknown.
+    Support {
+        account_id: &'a str,
+        package_id: Option<&'a str>,
+        /// `role:token_id` of the person.
+        actor: &'a str,
+        note: Option<&'a str>,
+    },
+    /// The account that now owns the purchase's Stripe customer.
+    LinkedCustomer,
+}
+
+/// What a claim did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repair {
+    /// Credited now (rule M1); the decision's explanation.
+    Credited { explanation: String },
+    /// M1 still holds it: the policy's reason and explanation.
+    StillUndelivered {
+        reason: UndeliveredReason,
+        explanation: String,
+    },
+    /// Only an undelivered purchase can be claimed.
+    NotUndelivered { status: String },
+    /// The claim names no account that exists (support's account id, or nobody owns the
+    /// customer yet).
+    NoAccount,
+}
+
+/// Tries to credit the undelivered purchase to the account `claim` names. None if there is no
+/// such purchase. Nothing is written unless it is credited.
+pub fn claim(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    claim: Claim<'_>,
+    ctx: FlowContext<'_>,
+) -> Result<Option<Repair>, IngestError> {
+    Purchase::lock(conn, purchase_id)?;
+    let Some(purchase) = Purchase::find(conn, purchase_id)? else {
+        return Ok(None);
+    };
+    if purchase.status != PurchaseStatus::Undelivered.as_str() {
+        return Ok(Some(Repair::NotUndelivered {
+            status: purchase.status,
+        }));
+    }
+    let (account, package_id) = match claim {
+        Claim::Support {
+            account_id,
+            package_id,
+            ..
+        } => (
+            Account::find(conn, account_id)?,
+            package_id.or(purchase.package_id.as_deref()),
+        ),
+        Claim::LinkedCustomer => (
+            match purchase.stripe_customer_id.as_deref() {
+                Some(customer) => Account::find_by_stripe_customer(conn, customer)?,
+                None => None,
+            },
+            purchase.package_id.as_deref(),
+        ),
+    };
+    let Some(account) = account else {
+        return Ok(Some(Repair::NoAccount));
+    };
+    // Amount and currency are what Stripe charged, as the purchase recorded them.
+    let decision = decide_paid_purchase(&PaidPurchase {
+        account: AccountLookup::Found {
+            id: &account.id,
+            status: account.status.parse().unwrap_or(AccountStatus::Active),
+        },
+        package_reference: package_id,
+        package: package_id.and_then(|id| ctx.settings.package(id)),
+        amount: purchase.amount,
+        currency: &purchase.currency,
+        refunding: Refund::live_amount(conn, &purchase.id)?,
+    });
+    let credits = match decision.action {
+        PurchaseAction::Grant { credits } => credits,
+        PurchaseAction::HoldUndelivered { reason } => {
+            return Ok(Some(Repair::StillUndelivered {
+                reason,
+                explanation: decision.explanation,
+            }))
+        }
+    };
+    if !Purchase::credit_undelivered(
+        conn,
+        &purchase.id,
+        &account.id,
+        package_id,
+        credits,
+        ctx.now,
+    )? {
+        return Ok(Some(Repair::NotUndelivered {
+            status: "changed meanwhile".to_owned(),
+        }));
+    }
+    lock_duplicate_candidates(
+        conn,
+        &purchase.id,
+        &account.id,
+        package_id,
+        purchase.paid_at,
+        ctx,
+    )?;
+    grant_as(
+        conn,
+        &account.id,
+        &purchase.id,
+        credits,
+        LedgerKind::MisdeliveryGrant,
+        ctx,
+    )?;
+    let was = purchase
+        .undelivered_reason
+        .as_deref()
+        .unwrap_or("undelivered");
+    let (action, decided_by, who, reference) = match claim {
+        Claim::Support { actor, note, .. } => (
+            "assign",
+            actor,
+            format!(
+                "Assigned by support ({actor}){}",
+                note.map(|n| format!(" with the note {n:?}"))
+                    .unwrap_or_default()
+            ),
+            format!("assign:{}", uuid::Uuid::now_v7().simple()),
+        ),
+        Claim::LinkedCustomer => (
+            "credit_linked_customer",
+            DECIDED_BY_POLICY,
+            format!(
+                "Its Stripe customer {} is now linked to account {}",
+                purchase.stripe_customer_id.as_deref().unwrap_or("-"),
+                account.id
+            ),
+            format!(
+                "customer:{}",
+                purchase.stripe_customer_id.as_deref().unwrap_or("-")
+            ),
+        ),
+    };
+    let explanation = format!(
+        "Undelivered ({was}) until now. {who}: {}",
+        decision.explanation
+    );
+    record_purchase_decision_by(
+        conn,
+        &purchase.id,
+        Rule::M1,
+        action,
+        &explanation,
+        &reference,
+        decided_by,
+        ctx,
+    )?;
+    check_duplicate(conn, &purchase.id, &reference, ctx)?;
+    tracing::info!(
+        purchase_id = purchase.id,
+        account_id = account.id,
+        action,
+        "undelivered purchase credited (M1)"
+    );
+    Ok(Some(Repair::Credited { explanation }))
+}
+
+/// After a Stripe customer was linked to an account: credits the customer's undelivered
+/// purchases that can now be credited, each in its own transaction (after the link committed,
+/// so that the purchase is locked before the account). Returns how many were credited.
+pub fn credit_linked_customer(
+    conn: &mut DbConnection,
+    customer: &str,
+    ctx: FlowContext<'_>,
+) -> Result<usize, IngestError> {
+    let mut credited = 0;
+    for purchase_id in Purchase::undelivered_of_customer(conn, customer)? {
+        let repair = write_transaction(conn, |conn| {
+            claim(conn, &purchase_id, Claim::LinkedCustomer, ctx)
+        })?;
+        if matches!(repair, Some(Repair::Credited { .. })) {
+            credited += 1;
+        }
+    }
+    Ok(credited)
+}
+
+/// M1's refund in full of a purchase that cannot be credited (nothing of it was granted, so
+/// nothing was used). At most one per purchase (a unique index); a purchase whose money is
+/// already going back is left to that refund.
+pub fn refund_in_full(
+    conn: &mut DbConnection,
+    purchase: &Purchase,
+    explanation: &str,
+    reference: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Option<String>, IngestError> {
+    if Refund::exists_with_reason(conn, &purchase.id, MISDELIVERY_REFUND_REASON)?
+        || Refund::live_amount(conn, &purchase.id)? > 0
+    {
+        return Ok(None);
+    }
+    start_refund(
+        conn,
+        purchase,
+        RefundPlan {
+            amount: purchase.amount,
+            credits: 0,
+            reason: MISDELIVERY_REFUND_REASON,
+            rule: Rule::M1,
+        },
+        explanation,
+        reference,
+        ctx,
+    )
+}
+
+/// What the sweep did with one purchase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Swept {
+    /// Its customer's account appeared meanwhile: credited after all.
+    Credited,
+    /// Refunded in full (the refund job asks Stripe).
+    Refunded,
+    /// Nothing to do any more (credited, refunded or being refunded meanwhile).
+    Nothing,
+}
+
+/// M1's deadline for one undelivered purchase, in the caller's transaction: credit it if its
+/// customer's account is known by now, else refund it in full.
+pub fn settle_overdue(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Swept, IngestError> {
+    match claim(conn, purchase_id, Claim::LinkedCustomer, ctx)? {
+        Some(Repair::Credited { .. }) => return Ok(Swept::Credited),
+        Some(Repair::StillUndelivered { .. } | Repair::NoAccount) => {}
+        Some(Repair::NotUndelivered { .. }) | None => return Ok(Swept::Nothing),
+    }
+    let Some(purchase) = Purchase::find(conn, purchase_id)? else {
+        return Ok(Swept::Nothing);
+    };
+    let after = TimeDelta::seconds(ctx.settings.policy.misdelivery_refund_after_secs);
+    if purchase.paid_at + after > ctx.now {
+        return Ok(Swept::Nothing);
+    }
+    let explanation = format!(
+        "Paid {} {} at {} but still undelivered ({}) after {} h: refunded in full, as nothing of it could be used.",
+        purchase.amount,
+        purchase.currency,
+        purchase.paid_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        purchase.undelivered_reason.as_deref().unwrap_or("undelivered"),
+        after.num_hours()
+    );
+    Ok(
+        match refund_in_full(conn, &purchase, &explanation, "m1:deadline", ctx)? {
+            Some(_) => Swept::Refunded,
+            None => Swept::Nothing,
+        },
+    )
+}

@@ -1,0 +1,356 @@
+//! M1's repairs of an undelivered purchase: support assigns it, a linked Stripe customer claims
+//! it, and one still undelivered after the deadline (72 h by default, by the test clock) is
+//! refunded in full through the fake Stripe, once, even with two replicas sweeping.
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::Mock;
+
+use crate::helpers::*;
+use crate::refunds::{configure_stripe, fake_stripe, refund_requests, stripe_refund, wait_for};
+
+/// A paid checkout that names no account: M1 holds it `undelivered`.
+async fn undelivered(app: &TestApp, package: &str, amount: i64) -> (String, String) {
+    let pi = new_id("pi");
+    let event = checkout_paid(&pi, None, package, amount);
+    assert_eq!(app.deliver(&event).await, "processed");
+    let purchases = app
+        .get_json("/v1/purchases?status=undelivered", &app.support_token)
+        .await;
+    let purchase = purchases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["payment_intent"] == json!(pi))
+        .expect("the purchase is listed undelivered")
+        .clone();
+    (purchase["id"].as_str().unwrap().to_owned(), pi)
+}
+
+async fn create_account(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
+    app.client
+        .put(app.url(&format!("/v1/accounts/{id}")))
+        .bearer_auth(&app.service_token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn assign(app: &TestApp, purchase: &str, body: Value) -> reqwest::Response {
+    app.post_json(
+        &format!("/v1/purchases/{purchase}/assign"),
+        &app.support_token,
+        body,
+    )
+    .await
+}
+
+async fn problem(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    (status, response.json().await.unwrap())
+}
+
+fn ledger_kinds(app: &TestApp, account: &str) -> Vec<String> {
+    use creditguard::db::schema::ledger_entries::dsl;
+    use diesel::prelude::*;
+    let mut conn = app.db();
+    dsl::ledger_entries
+        .filter(dsl::account_id.eq(account))
+        .order(dsl::id)
+        .select(dsl::kind)
+        .load(&mut *conn)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn m1_support_assigns_an_undelivered_purchase_once_and_the_record_says_who() {
+    let app = spawn_app().await;
+    let (purchase, _) = undelivered(&app, "pack_100", 2000).await;
+    assert_eq!(
+        create_account(&app, "user_7", json!({})).await.status(),
+        201
+    );
+
+    let response = assign(
+        &app,
+        &purchase,
+        json!({ "account_id": "user_7", "note": "ticket 4711: paid from a shared laptop" }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let view: Value = response.json().await.unwrap();
+    assert_eq!(view["status"], "credited");
+    assert_eq!(view["account_id"], "user_7");
+    assert_eq!(view["credits_granted"], 100);
+    let decision = view["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["action"] == "assign")
+        .expect("an assign decision")
+        .clone();
+    assert_eq!(decision["rule"], "M1");
+    assert!(decision["decided_by"]
+        .as_str()
+        .unwrap()
+        .starts_with("support:"));
+    assert!(
+        decision["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("ticket 4711"),
+        "{decision}"
+    );
+    assert_eq!(app.balance("user_7").await, 100);
+    assert_eq!(ledger_kinds(&app, "user_7"), ["misdelivery_grant"]);
+
+    // Twice is a conflict, and changes nothing.
+    let before = app.written_rows();
+    let (status, body) =
+        problem(assign(&app, &purchase, json!({ "account_id": "user_7" })).await).await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (409, Some("purchase-not-undelivered"))
+    );
+    assert_eq!(app.written_rows(), before);
+    assert_eq!(app.balance("user_7").await, 100);
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
+async fn m1_an_assignment_that_cannot_be_honoured_is_refused_and_writes_nothing() {
+    let app = spawn_app().await;
+    let (purchase, _) = undelivered(&app, "pack_100", 2000).await;
+    let (mismatched, _) = undelivered(&app, "pack_100", 1500).await;
+    create_account(&app, "user_7", json!({})).await;
+    app.buy("user_gone").await;
+    app.terminate("user_gone").await;
+    let before = app.written_rows();
+
+    let cases = [
+        (
+            "pur_nope".to_owned(),
+            json!({ "account_id": "user_7" }),
+            404,
+            "purchase-not-found",
+            None,
+        ),
+        (
+            purchase.clone(),
+            json!({ "account_id": "user_nobody" }),
+            404,
+            "account-not-found",
+            None,
+        ),
+        (
+            purchase.clone(),
+            json!({ "account_id": "" }),
+            422,
+            "invalid-request",
+            Some("account_id"),
+        ),
+        (
+            purchase.clone(),
+            json!({ "account_id": "user_7", "package_id": "pack_999" }),
+            422,
+            "invalid-request",
+            Some("package_id"),
+        ),
+        (
+            mismatched.clone(),
+            json!({ "account_id": "user_7" }),
+            422,
+            "invalid-request",
+            Some("package_id"),
+        ),
+        (
+            purchase.clone(),
+            json!({ "account_id": "user_gone" }),
+            409,
+            "account-terminated",
+            None,
+        ),
+        (
+            purchase.clone(),
+            json!({ "account_id": "user_7", "surprise": 1 }),
+            422,
+            "invalid-request",
+            None,
+        ),
+    ];
+    for (id, body, status, kind, field) in cases {
+        let (got, answer) = problem(assign(&app, &id, body.clone()).await).await;
+        assert_eq!(
+            (got, answer["type"].as_str()),
+            (status, Some(kind)),
+            "{body}: {answer}"
+        );
+        if let Some(field) = field {
+            assert_eq!(answer["field"], field, "{body}: {answer}");
+        }
+    }
+    let wrong_role = app
+        .post_json(
+            &format!("/v1/purchases/{purchase}/assign"),
+            &app.finance_token,
+            json!({ "account_id": "user_7" }),
+        )
+        .await;
+    assert_eq!(wrong_role.status(), 403);
+    assert_eq!(
+        app.written_rows(),
+        before,
+        "a refused assignment writes nothing"
+    );
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
+async fn m1_a_purchase_of_an_unknown_package_is_credited_with_the_package_support_names() {
+    let app = spawn_app().await;
+    let (purchase, _) = undelivered(&app, "pack_retired", 2000).await;
+    create_account(&app, "user_8", json!({})).await;
+    let response = assign(
+        &app,
+        &purchase,
+        json!({ "account_id": "user_8", "package_id": "pack_100" }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let view: Value = response.json().await.unwrap();
+    assert_eq!(view["package_id"], "pack_100");
+    assert_eq!(app.balance("user_8").await, 100);
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
+async fn m1_linking_a_stripe_customer_credits_its_undelivered_payments() {
+    let app = spawn_app().await;
+    let pi = new_id("pi");
+    let mut event = payment_intent_succeeded(&pi, json!({ "package_id": "pack_100" }), 2000);
+    event["data"]["object"]["customer"] = json!("cus_Q7linkme");
+    assert_eq!(app.deliver(&event).await, "processed");
+
+    let response = create_account(
+        &app,
+        "user_9",
+        json!({ "stripe_customer_id": "cus_Q7linkme" }),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let account: Value = response.json().await.unwrap();
+    assert_eq!(account["balance"], 100, "{account}");
+    let purchases = app
+        .get_json("/v1/purchases?account_id=user_9", &app.support_token)
+        .await;
+    let purchase = &purchases[0];
+    assert_eq!(purchase["status"], "credited");
+    assert!(purchase["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["rule"] == "M1" && d["action"] == "credit_linked_customer"));
+    // Linking again credits nothing more.
+    create_account(
+        &app,
+        "user_9",
+        json!({ "stripe_customer_id": "cus_Q7linkme" }),
+    )
+    .await;
+    assert_eq!(app.balance("user_9").await, 100);
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
+async fn m1_still_undelivered_after_72_hours_is_refunded_in_full_once_by_two_replicas() {
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_refund("succeeded"))
+        .mount(&stripe)
+        .await;
+    let uri = stripe.uri();
+    let configure = move |s: &mut creditguard::Settings| {
+        configure_stripe(s, &uri);
+        s.jobs.sweep_interval_millis = 20;
+    };
+    let app = spawn_app_with(configure.clone()).await;
+    let replica = app.replica(configure).await;
+    let (purchase, pi) = undelivered(&app, "pack_100", 2000).await;
+
+    // 71 hours: not yet (several sweeps run meanwhile). Each replica has its own clock.
+    app.advance(TimeDelta::hours(71));
+    replica.advance(TimeDelta::hours(71));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        refund_requests(&stripe).await.is_empty(),
+        "refunded before the deadline"
+    );
+
+    replica.advance(TimeDelta::hours(2));
+    app.advance(TimeDelta::hours(2));
+    let refunds = wait_for(&app, "the M1 refund", |r| {
+        r.iter().any(|r| r["status"] == "succeeded")
+    })
+    .await;
+    assert_eq!(refunds.len(), 1, "{refunds:#?}");
+    assert_eq!(refunds[0]["reason"], "misdelivery");
+    assert_eq!(refunds[0]["amount"], 2000);
+    assert_eq!(refunds[0]["purchase_id"], json!(purchase));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = refund_requests(&stripe).await;
+    assert_eq!(sent.len(), 1, "Stripe was asked once");
+    let view = app
+        .get_json(&format!("/v1/purchases/{purchase}"), &app.support_token)
+        .await;
+    assert_eq!(view["status"], "refunded");
+    assert_eq!(view["payment_intent"], json!(pi));
+    assert!(view["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["rule"] == "M1" && d["action"].as_str().unwrap().starts_with("refund:")));
+    // A refunded purchase can no longer be assigned.
+    create_account(&app, "user_late", json!({})).await;
+    let (status, _) =
+        problem(assign(&app, &purchase, json!({ "account_id": "user_late" })).await).await;
+    assert_eq!(status, 409);
+    drop(replica);
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
+async fn m1_a_terminated_accounts_payment_is_refunded_at_once() {
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_refund("succeeded"))
+        .mount(&stripe)
+        .await;
+    let uri = stripe.uri();
+    let app = spawn_app_with(move |s| configure_stripe(s, &uri)).await;
+    app.buy("user_banned").await;
+    app.terminate("user_banned").await;
+
+    let pi = new_id("pi");
+    let mut event = checkout_paid(&pi, Some("user_banned"), "pack_100", 2000);
+    event["created"] = json!(1_790_000_000);
+    assert_eq!(app.deliver(&event).await, "processed");
+    let refunds = wait_for(&app, "the refund of a terminated account's payment", |r| {
+        r.iter()
+            .any(|r| r["reason"] == "misdelivery" && r["status"] == "succeeded")
+    })
+    .await;
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0]["amount"], 2000);
+    assert_eq!(app.balance("user_banned").await, 0);
+    app.assert_ledger_ok();
+}
