@@ -9,6 +9,7 @@ pub mod connection;
 pub mod disputes;
 pub mod jobs;
 pub mod models;
+pub mod reconciliation;
 pub mod refunds;
 #[rustfmt::skip]
 pub mod schema;

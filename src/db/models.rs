@@ -296,6 +296,8 @@ impl Purchase {
         purchases::table
             .filter(purchases::status.eq(crate::domain::PurchaseStatus::Undelivered.as_str()))
             .filter(purchases::paid_at.le(paid_before))
+            // Nothing to give back (a free checkout): not M1's to refund.
+            .filter(purchases::amount.gt(0))
             // Not one already refunded by M1, nor one whose money is going back otherwise.
             .filter(diesel::dsl::not(diesel::dsl::exists(
                 refunds::table

@@ -152,8 +152,6 @@ impl Refund {
             .get_result(conn)
     }
 
-    /// Money going back for this purchase, as far as anyone knows: refunds not failed or
-    /// canceled, ours still waiting for Stripe included.
     /// Whether the purchase has a refund of this reason, in any status.
     pub fn exists_with_reason(
         conn: &mut DbConnection,
@@ -168,6 +166,8 @@ impl Refund {
         .get_result(conn)
     }
 
+    /// Money going back for this purchase, as far as anyone knows: refunds not failed or
+    /// canceled, ours still waiting for Stripe included.
     pub fn live_amount(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
         Self::amount_in(conn, purchase_id, &status::LIVE)
     }

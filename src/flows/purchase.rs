@@ -16,9 +16,7 @@ use crate::db::refunds::Refund;
 use crate::db::DbConnection;
 use crate::domain::{AccountId, AccountStatus, Credits, LedgerKind, PurchaseStatus};
 use crate::ledger::{self, LedgerError};
-use crate::policy::purchase::{
-    decide_paid_purchase, AccountLookup, PaidPurchase, PurchaseAction, UndeliveredReason,
-};
+use crate::policy::purchase::{decide_paid_purchase, AccountLookup, PaidPurchase, PurchaseAction};
 use crate::policy::refund::{decide_duplicate, DuplicateAction, DuplicatePolicy, PurchaseLot};
 use crate::policy::{Decision, Rule};
 use crate::stripe::PaymentFacts;
@@ -82,18 +80,12 @@ pub fn apply_payment(
         return apply_to_existing(conn, &existing, payment, charge_id, event_id, ctx);
     }
     record_decision(conn, &purchase_id, &decision, event_id, ctx)?;
-    if decision.action
-        == (PurchaseAction::HoldUndelivered {
-            reason: UndeliveredReason::AccountTerminated,
-        })
-    {
-        // M1: a terminated account's payment is refunded at once, not after the deadline.
-        let purchase =
-            Purchase::find(conn, &purchase_id)?.ok_or(diesel::result::Error::NotFound)?;
-        misdelivery::refund_in_full(
+    if matches!(decision.action, PurchaseAction::HoldUndelivered { .. }) {
+        misdelivery::refund_if_terminated(
             conn,
-            &purchase,
-            &format!("{} Refunded in full at once (M1).", decision.explanation),
+            &purchase_id,
+            account.as_ref(),
+            &decision.explanation,
             event_id,
             ctx,
         )?;
@@ -174,6 +166,14 @@ fn credit_later(
     let refunding = Refund::live_amount(conn, &existing.id)?;
     let (account, decision) = judge(conn, payment, refunding, ctx)?;
     let (PurchaseAction::Grant { credits }, Some(account)) = (&decision.action, &account) else {
+        misdelivery::refund_if_terminated(
+            conn,
+            &existing.id,
+            account.as_ref(),
+            &decision.explanation,
+            event_id,
+            ctx,
+        )?;
         return Ok(Applied::processed(format!(
             "purchase {} stays undelivered: {}",
             existing.id, decision.explanation

@@ -6,7 +6,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::routes::{accounts, disputes, ops, purchases, refunds, webhooks};
+use super::routes::{accounts, disputes, ops, purchases, reconciliation, refunds, webhooks};
 use super::views;
 
 #[derive(OpenApi)]
@@ -42,6 +42,9 @@ use super::views;
         purchases::assign,
         refunds::list,
         disputes::list,
+        reconciliation::summary,
+        reconciliation::discrepancies,
+        reconciliation::export_csv,
     ),
     components(schemas(
         views::Problem,
@@ -62,12 +65,18 @@ use super::views;
         accounts::FailureBody,
         accounts::ActionBody,
         purchases::AssignBody,
+        reconciliation::SummaryView,
+        reconciliation::CurrencySummary,
+        reconciliation::CreditSummary,
+        reconciliation::Counts,
+        reconciliation::DiscrepancyView,
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "stripe", description = "Stripe's signed webhooks"),
         (name = "credits", description = "Accounts, balances and spending (the generation service)"),
         (name = "support", description = "Purchases, refunds, disputes and account actions"),
+        (name = "finance", description = "Reconciliation: the summary of a window, discrepancies, the CSV export"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     ),
 )]

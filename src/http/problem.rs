@@ -232,7 +232,9 @@ impl From<IngestError> for ApiError {
         match err {
             IngestError::Database(e) => e.into(),
             IngestError::Ledger(LedgerError::Database(e)) => e.into(),
-            IngestError::Ledger(e) => ApiError::Unexpected(e.into()),
+            // A refusal the ledger's guards made (an account terminated meanwhile) is the
+            // same 4xx as when the flow saw it first.
+            IngestError::Ledger(e) => e.into(),
         }
     }
 }

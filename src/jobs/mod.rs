@@ -157,17 +157,24 @@ impl JobRunner {
                 due_before,
                 BATCH,
             )?;
+            let mut failed = 0;
             for purchase_id in &due {
                 let outcome = self.database.write(|conn| {
                     write_transaction(conn, |conn| settle_overdue(conn, purchase_id, ctx))
-                })??;
+                })?;
                 match outcome {
-                    Swept::Credited => swept.credited += 1,
-                    Swept::Refunded => swept.refunded += 1,
-                    Swept::Nothing => {}
+                    Ok(Swept::Credited) => swept.credited += 1,
+                    Ok(Swept::Refunded) => swept.refunded += 1,
+                    Ok(Swept::Nothing) => {}
+                    // One purchase that cannot be settled must not hold back the others.
+                    Err(e) => {
+                        failed += 1;
+                        tracing::warn!(purchase_id, error = %e, "M1 sweep could not settle this purchase; will try again");
+                    }
                 }
             }
-            if (due.len() as i64) < BATCH {
+            // A full batch of purchases that keep failing would come back first every time.
+            if (due.len() as i64) < BATCH || failed == due.len() {
                 break;
             }
         }

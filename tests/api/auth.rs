@@ -101,6 +101,12 @@ fn contract_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
             "GET",
             "/v1/purchases" | "/v1/purchases/{purchase_id}" | "/v1/refunds" | "/v1/disputes",
         ) => Some(BACK_OFFICE),
+        (
+            "GET",
+            "/v1/reconciliation/summary"
+            | "/v1/reconciliation/discrepancies"
+            | "/v1/reconciliation/export.csv",
+        ) => Some(&["finance"]),
         _ => panic!("{method} {path} is in the router but not in this test's contract"),
     }
 }

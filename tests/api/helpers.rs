@@ -328,6 +328,9 @@ impl TestApp {
             "ledger_entries",
             "consumptions",
             "decisions",
+            "refunds",
+            "disputes",
+            "jobs",
         ]
         .iter()
         .map(|t| self.count(t))

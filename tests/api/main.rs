@@ -13,6 +13,7 @@ mod money;
 mod ops;
 mod outage;
 mod purchases;
+mod reconciliation;
 mod refunds;
 mod schema;
 mod startup;

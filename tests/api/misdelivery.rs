@@ -354,3 +354,80 @@ async fn m1_a_terminated_accounts_payment_is_refunded_at_once() {
     assert_eq!(app.balance("user_banned").await, 0);
     app.assert_ledger_ok();
 }
+
+#[tokio::test]
+async fn m1_support_may_correct_a_package_only_when_the_payment_does_not_fit_its_own() {
+    let app = spawn_app().await;
+    create_account(&app, "user_10", json!({})).await;
+    // Paid pack_100's price for pack_100: it stays pack_100.
+    let (fits, _) = undelivered(&app, "pack_100", 2000).await;
+    let before = app.written_rows();
+    let (status, body) = problem(
+        assign(
+            &app,
+            &fits,
+            json!({ "account_id": "user_10", "package_id": "pack_500" }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("package_id")),
+        "{body}"
+    );
+    assert_eq!(app.written_rows(), before);
+    // Paid pack_500's price while naming pack_100: support may say what was really bought.
+    let (mismatched, _) = undelivered(&app, "pack_100", 9000).await;
+    let response = assign(
+        &app,
+        &mismatched,
+        json!({ "account_id": "user_10", "package_id": "pack_500" }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.balance("user_10").await, 500);
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
+async fn m1_a_purchase_whose_money_is_going_back_cannot_be_assigned() {
+    // No Stripe key: E1's refund of the undelivered purchase stays pending.
+    let app = spawn_app().await;
+    let (purchase, pi) = undelivered(&app, "pack_100", 2000).await;
+    assert_eq!(
+        app.deliver(&early_fraud_warning(&pi, true)).await,
+        "processed"
+    );
+    create_account(&app, "user_11", json!({})).await;
+    let before = app.written_rows();
+    let (status, body) =
+        problem(assign(&app, &purchase, json!({ "account_id": "user_11" })).await).await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (409, Some("purchase-being-refunded")),
+        "{body}"
+    );
+    assert_eq!(app.written_rows(), before);
+    assert_eq!(app.balance("user_11").await, 0);
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
+async fn m1_a_terminated_accounts_payment_of_the_wrong_amount_is_refunded_at_once_too() {
+    let app = spawn_app().await;
+    app.buy("user_closed").await;
+    app.terminate("user_closed").await;
+    let pi = new_id("pi");
+    let mut event = checkout_paid(&pi, Some("user_closed"), "pack_100", 1800);
+    event["created"] = json!(1_790_000_000);
+    assert_eq!(app.deliver(&event).await, "processed");
+    let refunds = crate::refunds::refunds(&app).await;
+    let refund = refunds
+        .iter()
+        .find(|r| r["reason"] == "misdelivery")
+        .unwrap_or_else(|| panic!("no M1 refund: {refunds:#?}"));
+    assert_eq!(refund["amount"], 1800);
+    assert_eq!(refund["status"], "pending", "it waits for the Stripe key");
+    app.assert_ledger_ok();
+}

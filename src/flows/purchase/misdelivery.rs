@@ -51,6 +51,9 @@ pub enum Repair {
     /// The claim names no account that exists (support's account id, or nobody owns the
     /// customer yet).
     NoAccount,
+    /// Support named another package for a payment whose own package is known and was paid
+    /// at its price.
+    PackageKept { explanation: String },
 }
 
 /// Tries to credit the undelivered purchase to the account `claim` names. None if there is no
@@ -75,10 +78,15 @@ pub fn claim(
             account_id,
             package_id,
             ..
-        } => (
-            Account::find(conn, account_id)?,
-            package_id.or(purchase.package_id.as_deref()),
-        ),
+        } => {
+            if let Some(refusal) = package_override_refused(&purchase, package_id, ctx) {
+                return Ok(Some(refusal));
+            }
+            (
+                Account::find(conn, account_id)?,
+                package_id.or(purchase.package_id.as_deref()),
+            )
+        }
         Claim::LinkedCustomer => (
             match purchase.stripe_customer_id.as_deref() {
                 Some(customer) => Account::find_by_stripe_customer(conn, customer)?,
@@ -192,6 +200,26 @@ pub fn claim(
     Ok(Some(Repair::Credited { explanation }))
 }
 
+/// Support may name another package only when the payment's own is missing, unknown or not
+/// what was paid: a payment for a known package at its price keeps that package.
+fn package_override_refused(
+    purchase: &Purchase,
+    named: Option<&str>,
+    ctx: FlowContext<'_>,
+) -> Option<Repair> {
+    let named = named?;
+    let own = purchase.package_id.as_deref()?;
+    let package = ctx.settings.package(own)?;
+    let paid_its_price = package.amount == purchase.amount
+        && package.currency.eq_ignore_ascii_case(&purchase.currency);
+    (paid_its_price && named != own).then(|| Repair::PackageKept {
+        explanation: format!(
+            "The payment was for package {own} at its price ({} {}); it is credited as {own}, not as {named}.",
+            purchase.amount, purchase.currency
+        ),
+    })
+}
+
 /// After a Stripe customer was linked to an account: credits the customer's undelivered
 /// purchases that can now be credited, each in its own transaction (after the link committed,
 /// so that the purchase is locked before the account). Returns how many were credited.
@@ -242,6 +270,32 @@ pub fn refund_in_full(
     )
 }
 
+/// M1: a payment that names a terminated account is refunded at once, whatever else kept it
+/// undelivered (its credits could never be granted to that account).
+pub fn refund_if_terminated(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    account: Option<&Account>,
+    why_undelivered: &str,
+    reference: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Option<String>, IngestError> {
+    let Some(account) = account.filter(|a| a.status == AccountStatus::Terminated.as_str()) else {
+        return Ok(None);
+    };
+    let Some(purchase) = Purchase::find(conn, purchase_id)? else {
+        return Ok(None);
+    };
+    if purchase.status != PurchaseStatus::Undelivered.as_str() || purchase.amount <= 0 {
+        return Ok(None);
+    }
+    let explanation = format!(
+        "{why_undelivered} The payment names account {}, which is terminated: refunded in full at once (M1).",
+        account.id
+    );
+    refund_in_full(conn, &purchase, &explanation, reference, ctx)
+}
+
 /// What the sweep did with one purchase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Swept {
@@ -262,7 +316,7 @@ pub fn settle_overdue(
 ) -> Result<Swept, IngestError> {
     match claim(conn, purchase_id, Claim::LinkedCustomer, ctx)? {
         Some(Repair::Credited { .. }) => return Ok(Swept::Credited),
-        Some(Repair::StillUndelivered { .. } | Repair::NoAccount) => {}
+        Some(Repair::StillUndelivered { .. } | Repair::NoAccount | Repair::PackageKept { .. }) => {}
         Some(Repair::NotUndelivered { .. }) | None => return Ok(Swept::Nothing),
     }
     let Some(purchase) = Purchase::find(conn, purchase_id)? else {

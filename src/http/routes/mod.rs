@@ -2,6 +2,7 @@ pub(crate) mod accounts;
 pub(crate) mod disputes;
 pub(crate) mod ops;
 pub(crate) mod purchases;
+pub(crate) mod reconciliation;
 pub(crate) mod refunds;
 pub(crate) mod webhooks;
 
@@ -30,6 +31,7 @@ pub enum Access {
 const SERVICE: Access = Access::Roles(&[Role::Service]);
 const SUPPORT: Access = Access::Roles(&[Role::Support]);
 const READERS: Access = Access::Roles(&[Role::Service, Role::Support, Role::Finance]);
+const FINANCE: Access = Access::Roles(&[Role::Finance]);
 const BACK_OFFICE: Access = Access::Roles(&[Role::Support, Role::Finance]);
 
 /// One route of the router: its method, its path (the same pattern in the OpenAPI document),
@@ -78,6 +80,9 @@ route_table! {
     POST "/v1/purchases/{purchase_id}/assign" SUPPORT => purchases::assign,
     GET "/v1/refunds" BACK_OFFICE => refunds::list,
     GET "/v1/disputes" BACK_OFFICE => disputes::list,
+    GET "/v1/reconciliation/summary" FINANCE => reconciliation::summary,
+    GET "/v1/reconciliation/discrepancies" FINANCE => reconciliation::discrepancies,
+    GET "/v1/reconciliation/export.csv" FINANCE => reconciliation::export_csv,
 }
 
 impl RouteSpec {

@@ -5,10 +5,12 @@ use crate::db::models::{DecisionRow, Purchase, PurchaseFilter};
 use crate::db::write_transaction;
 use crate::domain::{AccountId, PurchaseStatus};
 use crate::flows::purchase::misdelivery::{self, Claim, Repair};
+use crate::flows::IngestError;
 use crate::http::auth::Caller;
 use crate::http::views::{Problem, PurchaseView};
 use crate::http::{page_limit, plain_text, ApiError, AppState};
 use crate::ledger;
+use crate::ledger::LedgerError;
 use crate::policy::purchase::UndeliveredReason;
 
 fn load_view(
@@ -147,7 +149,17 @@ pub async fn assign(
                 actor: &actor,
                 note: body.note.as_deref(),
             };
-            let repair = write_transaction(conn, |conn| misdelivery::claim(conn, &id, claim, ctx))?;
+            let repair = write_transaction(conn, |conn| misdelivery::claim(conn, &id, claim, ctx))
+                .map_err(|e| match e {
+                    // Terminated between the check and the grant (the grant's guard saw it).
+                    IngestError::Ledger(LedgerError::AccountTerminated(account)) => {
+                        ApiError::Conflict(
+                            "account-terminated",
+                            format!("account {account} is terminated and receives no credits"),
+                        )
+                    }
+                    other => other.into(),
+                })?;
             match repair {
                 None => Err(ApiError::NotFound(
                     "purchase-not-found",
@@ -158,6 +170,9 @@ pub async fn assign(
                         ApiError::NotFound("purchase-not-found", format!("purchase {id} not found"))
                     })?;
                     load_view(conn, purchase)
+                }
+                Some(Repair::PackageKept { explanation }) => {
+                    Err(ApiError::invalid("package_id", explanation))
                 }
                 Some(Repair::NoAccount) => Err(ApiError::NotFound(
                     "account-not-found",

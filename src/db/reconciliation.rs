@@ -1,0 +1,240 @@
+//! Finance's figures, computed in SQL on both backends (GROUP BY, never by loading rows), and
+//! the lists of what needs a person (discrepancies).
+//!
+//! A window is `[from, to)` in whole seconds. Money is dated by its own movement: a purchase
+//! by `paid_at`, a refund by when it was made (`created_at`; only `succeeded` ones count as
+//! money back), a dispute by `opened_at`. Credits are the ledger's entries by `created_at`.
+//!
+//! The window's bounds are written into the SQL as literals (`'YYYY-MM-DD HH:MM:SS'`), not
+//! bound: the two backends bind with different placeholders, and the literals come from a
+//! parsed `NaiveDateTime`, never from the client's text. That format compares correctly with
+//! both PostgreSQL's `timestamp` and SQLite's text timestamps (with or without fractions).
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text, Timestamp};
+
+use super::DbConnection;
+use crate::per_backend;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub from: NaiveDateTime,
+    pub to: NaiveDateTime,
+}
+
+impl Window {
+    fn bounds(&self) -> (String, String) {
+        let literal = |t: NaiveDateTime| format!("'{}'", t.format("%Y-%m-%d %H:%M:%S"));
+        (literal(self.from), literal(self.to))
+    }
+}
+
+/// A sum (or count) per currency and, where it applies, per kind (a refund's reason).
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct MoneyRow {
+    #[diesel(sql_type = Text)]
+    pub currency: String,
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = BigInt)]
+    pub amount: i64,
+    #[diesel(sql_type = BigInt)]
+    pub fees: i64,
+    #[diesel(sql_type = BigInt)]
+    pub count: i64,
+}
+
+/// A ledger sum per entry kind.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct CreditRow {
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = BigInt)]
+    pub delta: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SummaryRows {
+    /// Purchases paid in the window: kind `purchase`.
+    pub purchases: Vec<MoneyRow>,
+    /// Refunds made in the window, by reason; `amount` counts only `succeeded` ones, `count`
+    /// all of them.
+    pub refunds: Vec<MoneyRow>,
+    /// Disputes opened in the window: funds and fees withdrawn, net of what was reinstated.
+    pub disputes: Vec<MoneyRow>,
+    /// Ledger entries made in the window, by kind.
+    pub credits: Vec<CreditRow>,
+    /// Credits held by all accounts at the window's end (the sum of every entry before it).
+    pub outstanding: i64,
+}
+
+#[derive(QueryableByName)]
+struct Total {
+    #[diesel(sql_type = BigInt)]
+    total: i64,
+}
+
+pub fn summary(conn: &mut DbConnection, window: Window) -> QueryResult<SummaryRows> {
+    let (from, to) = window.bounds();
+    let purchases = format!(
+        "SELECT currency, 'purchase' AS kind, CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS amount,
+                CAST(0 AS BIGINT) AS fees, CAST(COUNT(*) AS BIGINT) AS count
+           FROM purchases WHERE paid_at >= {from} AND paid_at < {to}
+          GROUP BY currency ORDER BY currency"
+    );
+    let refunds = format!(
+        "SELECT currency, reason AS kind,
+                CAST(COALESCE(SUM(CASE WHEN status = 'succeeded' THEN amount ELSE 0 END), 0) AS BIGINT) AS amount,
+                CAST(0 AS BIGINT) AS fees, CAST(COUNT(*) AS BIGINT) AS count
+           FROM refunds WHERE created_at >= {from} AND created_at < {to}
+          GROUP BY currency, reason ORDER BY currency, reason"
+    );
+    let disputes = format!(
+        "SELECT currency, 'dispute' AS kind,
+                CAST(COALESCE(SUM(funds_withdrawn - funds_reinstated), 0) AS BIGINT) AS amount,
+                CAST(COALESCE(SUM(fees_withdrawn - fees_reinstated), 0) AS BIGINT) AS fees,
+                CAST(COUNT(*) AS BIGINT) AS count
+           FROM disputes WHERE opened_at >= {from} AND opened_at < {to}
+          GROUP BY currency ORDER BY currency"
+    );
+    let credits = format!(
+        "SELECT kind, CAST(COALESCE(SUM(delta), 0) AS BIGINT) AS delta
+           FROM ledger_entries WHERE created_at >= {from} AND created_at < {to}
+          GROUP BY kind ORDER BY kind"
+    );
+    let outstanding = format!(
+        "SELECT CAST(COALESCE(SUM(delta), 0) AS BIGINT) AS total
+           FROM ledger_entries WHERE created_at < {to}"
+    );
+    per_backend!(conn, |c| {
+        Ok(SummaryRows {
+            purchases: diesel::sql_query(&purchases).load(c)?,
+            refunds: diesel::sql_query(&refunds).load(c)?,
+            disputes: diesel::sql_query(&disputes).load(c)?,
+            credits: diesel::sql_query(&credits).load(c)?,
+            outstanding: diesel::sql_query(&outstanding)
+                .get_result::<Total>(c)?
+                .total,
+        })
+    })
+}
+
+/// Something a person should look at.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct DiscrepancyRow {
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = Text)]
+    pub subject: String,
+    #[diesel(sql_type = Text)]
+    pub detail: String,
+    #[diesel(sql_type = Timestamp)]
+    pub since: NaiveDateTime,
+}
+
+/// Undelivered purchases, refunds stuck (in flight since before `stuck_before`, or failed),
+/// and deferred and failed events, oldest first. Ledger invariants come from `check_ledger`.
+pub fn discrepancies(
+    conn: &mut DbConnection,
+    stuck_before: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<DiscrepancyRow>> {
+    let stuck = format!("'{}'", stuck_before.format("%Y-%m-%d %H:%M:%S"));
+    let query = format!(
+        "SELECT kind, subject, detail, since FROM (
+           SELECT 'undelivered-purchase' AS kind, id AS subject,
+                  'paid ' || CAST(amount AS TEXT) || ' ' || currency || ' (payment intent '
+                    || payment_intent_id || '), not credited: '
+                    || COALESCE(undelivered_reason, 'undelivered') AS detail,
+                  paid_at AS since
+             FROM purchases WHERE status = 'undelivered'
+           UNION ALL
+           SELECT 'refund-stuck', id,
+                  'refund of ' || CAST(amount AS TEXT) || ' ' || currency || ' for purchase '
+                    || purchase_id || ' (' || reason || ') is ' || status
+                    || COALESCE(': ' || status_detail, ''),
+                  created_at
+             FROM refunds
+            WHERE status = 'failed' OR (status IN ('pending', 'submitted') AND created_at < {stuck})
+           UNION ALL
+           SELECT CASE status WHEN 'deferred' THEN 'event-deferred' ELSE 'event-failed' END,
+                  id, event_type || ': ' || COALESCE(detail, COALESCE(last_error, status)),
+                  received_at
+             FROM webhook_events WHERE status IN ('deferred', 'failed')
+         ) found
+         ORDER BY since, subject
+         LIMIT {limit}"
+    );
+    per_backend!(conn, |c| diesel::sql_query(&query).load(c))
+}
+
+/// Money movements of the window for the CSV export, oldest first: purchases (money in),
+/// refunds that succeeded and dispute withdrawals and reinstatements (money out or back).
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct MovementRow {
+    #[diesel(sql_type = Timestamp)]
+    pub at: NaiveDateTime,
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = Text)]
+    pub id: String,
+    #[diesel(sql_type = Text)]
+    pub purchase_id: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    pub account_id: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    pub payment_intent_id: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    pub stripe_id: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub amount: i64,
+    #[diesel(sql_type = BigInt)]
+    pub fee: i64,
+    #[diesel(sql_type = Text)]
+    pub currency: String,
+    #[diesel(sql_type = BigInt)]
+    pub credits: i64,
+}
+
+/// One page of movements after `after` (an offset), so that large ranges stream.
+pub fn movements(
+    conn: &mut DbConnection,
+    window: Window,
+    after: i64,
+    limit: i64,
+) -> QueryResult<Vec<MovementRow>> {
+    let (from, to) = window.bounds();
+    let query = format!(
+        "SELECT at, kind, id, purchase_id, account_id, payment_intent_id, stripe_id, amount, fee,
+                currency, credits FROM (
+           SELECT p.paid_at AS at, 'purchase' AS kind, p.id AS id, p.id AS purchase_id,
+                  p.account_id AS account_id, p.payment_intent_id AS payment_intent_id,
+                  p.charge_id AS stripe_id, p.amount AS amount, CAST(0 AS BIGINT) AS fee,
+                  p.currency AS currency, p.credits_granted AS credits
+             FROM purchases p WHERE p.paid_at >= {from} AND p.paid_at < {to}
+           UNION ALL
+           SELECT r.created_at, 'refund', r.id, r.purchase_id, p.account_id, p.payment_intent_id,
+                  r.stripe_refund_id, -r.amount, CAST(0 AS BIGINT), r.currency, -r.credits_revoked
+             FROM refunds r JOIN purchases p ON p.id = r.purchase_id
+            WHERE r.status = 'succeeded' AND r.created_at >= {from} AND r.created_at < {to}
+           UNION ALL
+           SELECT d.opened_at, 'dispute_withdrawal', d.id, d.purchase_id, d.account_id,
+                  p.payment_intent_id, d.charge_id, -d.funds_withdrawn, -d.fees_withdrawn,
+                  d.currency, -d.credits_revoked
+             FROM disputes d JOIN purchases p ON p.id = d.purchase_id
+            WHERE d.opened_at >= {from} AND d.opened_at < {to}
+              AND (d.funds_withdrawn <> 0 OR d.fees_withdrawn <> 0 OR d.credits_revoked <> 0)
+           UNION ALL
+           SELECT COALESCE(d.closed_at, d.updated_at), 'dispute_reinstatement', d.id,
+                  d.purchase_id, d.account_id, p.payment_intent_id, d.charge_id,
+                  d.funds_reinstated, d.fees_reinstated, d.currency, d.credits_reinstated
+             FROM disputes d JOIN purchases p ON p.id = d.purchase_id
+            WHERE d.opened_at >= {from} AND d.opened_at < {to}
+              AND (d.funds_reinstated <> 0 OR d.fees_reinstated <> 0 OR d.credits_reinstated <> 0)
+         ) moved
+         ORDER BY at, kind, id
+         LIMIT {limit} OFFSET {after}"
+    );
+    per_backend!(conn, |c| diesel::sql_query(&query).load(c))
+}

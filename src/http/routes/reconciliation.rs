@@ -1,0 +1,372 @@
+//! Finance (role `finance`): the summary of a window, what needs a person, and the money
+//! movements as CSV. The figures are computed in SQL (`db::reconciliation`).
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::db::reconciliation::{self, MovementRow, SummaryRows, Window};
+use crate::domain::LedgerKind;
+use crate::http::views::Problem;
+use crate::http::{rfc3339, ApiError, AppState};
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WindowQuery {
+    /// RFC 3339; the window starts here (inclusive). Default: the beginning.
+    from: Option<String>,
+    /// RFC 3339; the window ends here (exclusive). Default: now.
+    to: Option<String>,
+}
+
+fn parse_time(field: &str, raw: &str) -> Result<NaiveDateTime, ApiError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc).naive_utc())
+        .map_err(|e| ApiError::invalid(field, format!("expected an RFC 3339 time: {e}")))
+}
+
+/// Whole seconds: the SQL compares them with both backends' stored times (db::reconciliation).
+fn window(query: &WindowQuery, now: NaiveDateTime) -> Result<Window, ApiError> {
+    let seconds = |t: NaiveDateTime| {
+        chrono::DurationRound::duration_trunc(t, TimeDelta::seconds(1)).unwrap_or(t)
+    };
+    let from = match &query.from {
+        Some(raw) => parse_time("from", raw)?,
+        None => DateTime::UNIX_EPOCH.naive_utc(),
+    };
+    let to = match &query.to {
+        Some(raw) => parse_time("to", raw)?,
+        // Now is inside the window: the end is the next second.
+        None => seconds(now) + TimeDelta::seconds(1),
+    };
+    let (from, to) = (seconds(from), seconds(to));
+    if from >= to {
+        return Err(ApiError::invalid("to", "must be after from"));
+    }
+    Ok(Window { from, to })
+}
+
+/// One currency's money in the window.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CurrencySummary {
+    pub currency: String,
+    /// Paid for purchases paid in the window.
+    pub gross: i64,
+    /// Refunded (Stripe confirmed: `succeeded`), by reason, for refunds made in the window.
+    pub refunded: BTreeMap<String, i64>,
+    pub refunded_total: i64,
+    /// Withdrawn by disputes opened in the window, net of what was reinstated.
+    pub disputed: i64,
+    /// Dispute fees Stripe withdrew, net of those reinstated (processing fees come with the
+    /// balance-transaction check, not yet).
+    pub fees: i64,
+    /// gross − refunded_total − disputed − fees.
+    pub net: i64,
+    pub purchases: i64,
+    pub refunds: i64,
+    pub disputes: i64,
+}
+
+/// The credits side, all currencies together.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditSummary {
+    /// Lots granted (`grant`, `misdelivery_grant`).
+    pub granted: i64,
+    pub consumed: i64,
+    /// Given back to lots (`failure_restore`, `dispute_reinstate`, `review_return`).
+    pub restored: i64,
+    /// Taken back, by ledger kind (`refund_revoke`, `dispute_revoke`, `violation_revoke`,
+    /// `fraud_revoke`).
+    pub revoked: BTreeMap<String, i64>,
+    pub revoked_total: i64,
+    /// `adjustment` entries, signed.
+    pub adjusted: i64,
+    /// Held by all accounts at the window's end.
+    pub outstanding: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Counts {
+    pub purchases: i64,
+    pub refunds: i64,
+    pub disputes: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SummaryView {
+    pub from: String,
+    pub to: String,
+    pub currencies: Vec<CurrencySummary>,
+    pub credits: CreditSummary,
+    pub counts: Counts,
+}
+
+fn currency_entry<'a>(
+    currencies: &'a mut BTreeMap<String, CurrencySummary>,
+    currency: &str,
+) -> &'a mut CurrencySummary {
+    currencies
+        .entry(currency.to_owned())
+        .or_insert_with(|| CurrencySummary {
+            currency: currency.to_owned(),
+            gross: 0,
+            refunded: BTreeMap::new(),
+            refunded_total: 0,
+            disputed: 0,
+            fees: 0,
+            net: 0,
+            purchases: 0,
+            refunds: 0,
+            disputes: 0,
+        })
+}
+
+impl SummaryView {
+    fn new(window: Window, rows: SummaryRows) -> Self {
+        let mut currencies: BTreeMap<String, CurrencySummary> = BTreeMap::new();
+        for row in &rows.purchases {
+            let summary = currency_entry(&mut currencies, &row.currency);
+            summary.gross += row.amount;
+            summary.purchases += row.count;
+        }
+        for row in &rows.refunds {
+            let summary = currency_entry(&mut currencies, &row.currency);
+            *summary.refunded.entry(row.kind.clone()).or_default() += row.amount;
+            summary.refunded_total += row.amount;
+            summary.refunds += row.count;
+        }
+        for row in &rows.disputes {
+            let summary = currency_entry(&mut currencies, &row.currency);
+            summary.disputed += row.amount;
+            summary.fees += row.fees;
+            summary.disputes += row.count;
+        }
+        let mut counts = Counts {
+            purchases: 0,
+            refunds: 0,
+            disputes: 0,
+        };
+        let currencies: Vec<CurrencySummary> = currencies
+            .into_values()
+            .map(|mut c| {
+                c.net = c.gross - c.refunded_total - c.disputed - c.fees;
+                counts.purchases += c.purchases;
+                counts.refunds += c.refunds;
+                counts.disputes += c.disputes;
+                c
+            })
+            .collect();
+        let mut credits = CreditSummary {
+            granted: 0,
+            consumed: 0,
+            restored: 0,
+            revoked: BTreeMap::new(),
+            revoked_total: 0,
+            adjusted: 0,
+            outstanding: rows.outstanding,
+        };
+        for row in &rows.credits {
+            match row.kind.parse::<LedgerKind>() {
+                Ok(LedgerKind::Grant | LedgerKind::MisdeliveryGrant) => {
+                    credits.granted += row.delta
+                }
+                Ok(LedgerKind::Consume) => credits.consumed -= row.delta,
+                Ok(
+                    LedgerKind::FailureRestore
+                    | LedgerKind::DisputeReinstate
+                    | LedgerKind::ReviewReturn,
+                ) => credits.restored += row.delta,
+                Ok(LedgerKind::Adjustment) | Err(_) => credits.adjusted += row.delta,
+                Ok(_revoke) => {
+                    *credits.revoked.entry(row.kind.clone()).or_default() -= row.delta;
+                    credits.revoked_total -= row.delta;
+                }
+            }
+        }
+        Self {
+            from: rfc3339(window.from),
+            to: rfc3339(window.to),
+            currencies,
+            credits,
+            counts,
+        }
+    }
+}
+
+/// `GET /v1/reconciliation/summary?from&to`.
+#[utoipa::path(get, path = "/v1/reconciliation/summary", tag = "finance", security(("bearer" = [])),
+    params(WindowQuery),
+    responses(
+        (status = 200, description = "Money per currency and credits of the window", body = SummaryView),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token's role is not finance", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: `from` or `to` is not RFC 3339, or `to` is not after `from`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn summary(
+    query: web::Query<WindowQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let window = window(&query, state.now())?;
+    let rows = state
+        .db(move |conn, _| Ok(reconciliation::summary(conn, window)?))
+        .await?;
+    Ok(HttpResponse::Ok().json(SummaryView::new(window, rows)))
+}
+
+/// Something a person should look at.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiscrepancyView {
+    /// `undelivered-purchase`, `refund-stuck`, `event-deferred`, `event-failed`,
+    /// `overdue-review`, `stripe-mismatch` or `ledger-invariant`.
+    pub kind: String,
+    /// The id it is about (a purchase, refund or event), or the ledger row for an invariant.
+    pub subject: String,
+    pub detail: String,
+    pub since: String,
+}
+
+/// A refund still in flight after this long is stuck.
+const REFUND_STUCK_AFTER: TimeDelta = TimeDelta::hours(1);
+const MAX_DISCREPANCIES: i64 = 1000;
+
+/// `GET /v1/reconciliation/discrepancies`, oldest first.
+#[utoipa::path(get, path = "/v1/reconciliation/discrepancies", tag = "finance", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "What needs a person, oldest first (at most 1000)", body = Vec<DiscrepancyView>),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token's role is not finance", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn discrepancies(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let views = state
+        .db(move |conn, ctx| {
+            let mut views: Vec<DiscrepancyView> = reconciliation::discrepancies(
+                conn,
+                ctx.now - REFUND_STUCK_AFTER,
+                MAX_DISCREPANCIES,
+            )?
+            .into_iter()
+            .map(|row| DiscrepancyView {
+                kind: row.kind,
+                subject: row.subject,
+                detail: row.detail,
+                since: rfc3339(row.since),
+            })
+            .collect();
+            // The same checks as `creditguard check-ledger`, found now.
+            let report = crate::ledger::check_ledger(conn)?;
+            views.extend(report.violations.iter().map(|v| DiscrepancyView {
+                kind: "ledger-invariant".to_owned(),
+                subject: v.subject.clone(),
+                detail: v.to_string(),
+                since: rfc3339(ctx.now),
+            }));
+            Ok(views)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(views))
+}
+
+const CSV_HEADER: [&str; 11] = [
+    "at",
+    "kind",
+    "id",
+    "purchase_id",
+    "account_id",
+    "payment_intent_id",
+    "stripe_id",
+    "amount",
+    "fee",
+    "currency",
+    "credits",
+];
+const CSV_PAGE: i64 = 1000;
+
+fn csv_lines(rows: &[MovementRow], header: bool) -> Result<web::Bytes, ApiError> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let failed = |e: csv::Error| ApiError::Unexpected(e.into());
+    if header {
+        writer.write_record(CSV_HEADER).map_err(failed)?;
+    }
+    for row in rows {
+        writer
+            .write_record([
+                rfc3339(row.at),
+                row.kind.clone(),
+                row.id.clone(),
+                row.purchase_id.clone(),
+                row.account_id.clone().unwrap_or_default(),
+                row.payment_intent_id.clone().unwrap_or_default(),
+                row.stripe_id.clone().unwrap_or_default(),
+                row.amount.to_string(),
+                row.fee.to_string(),
+                row.currency.clone(),
+                row.credits.to_string(),
+            ])
+            .map_err(failed)?;
+    }
+    let bytes = writer
+        .into_inner()
+        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("csv: {e}")))?;
+    Ok(web::Bytes::from(bytes))
+}
+
+/// `GET /v1/reconciliation/export.csv?from&to`: one row per money movement, oldest first,
+/// streamed page by page. `amount` and `fee` are signed (money in is positive); `credits` is
+/// what the movement granted (+) or took back (−).
+#[utoipa::path(get, path = "/v1/reconciliation/export.csv", tag = "finance", security(("bearer" = [])),
+    params(WindowQuery),
+    responses(
+        (status = 200, description = "CSV with the header `at,kind,id,purchase_id,account_id,payment_intent_id,stripe_id,amount,fee,currency,credits`; kinds `purchase`, `refund`, `dispute_withdrawal`, `dispute_reinstatement`", body = String, content_type = "text/csv"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token's role is not finance", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: `from` or `to` is not RFC 3339, or `to` is not after `from`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn export_csv(
+    query: web::Query<WindowQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let window = window(&query, state.now())?;
+    // The first page is read before the answer starts, so that a database error is still a
+    // proper 503; later pages stream (an error then ends the body early).
+    let first = state
+        .db(move |conn, _| Ok(reconciliation::movements(conn, window, 0, CSV_PAGE)?))
+        .await?;
+    let head = csv_lines(&first, true)?;
+    let more = first.len() as i64 == CSV_PAGE;
+    let state = state.into_inner();
+    let rest = futures_util::stream::unfold((more, CSV_PAGE), move |(more, offset)| {
+        let state = state.clone();
+        async move {
+            if !more {
+                return None;
+            }
+            let page = state
+                .db(move |conn, _| Ok(reconciliation::movements(conn, window, offset, CSV_PAGE)?))
+                .await;
+            Some(
+                match page.and_then(|rows| Ok((csv_lines(&rows, false)?, rows.len()))) {
+                    Ok((bytes, n)) => (
+                        Ok::<_, ApiError>(bytes),
+                        (n as i64 == CSV_PAGE, offset + CSV_PAGE),
+                    ),
+                    Err(e) => (Err(e), (false, offset)),
+                },
+            )
+        }
+    });
+    let body = futures_util::stream::once(async move { Ok::<_, ApiError>(head) }).chain(rest);
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            "attachment; filename=\"creditguard-movements.csv\"",
+        ))
+        .streaming(body))
+}
