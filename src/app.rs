@@ -201,6 +201,7 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        crate::db::connection::init_openssl();
         settings.validate()?;
         let target = settings.database_target();
         let (webhook_secrets, source) = resolve_webhook_secrets(&settings, &target)?;

@@ -1,5 +1,5 @@
 //! The `creditguard` command line: `serve` (the default), `migrate`, `token create`,
-//! `check-ledger`, `jobs list|retry`, `openapi`, `dev send-event`.
+//! `check-ledger`, `jobs list|retry`, `replay`, `openapi`, `dev send-event`.
 
 use std::path::PathBuf;
 
@@ -42,6 +42,23 @@ pub enum Command {
     Jobs {
         #[command(subcommand)]
         command: JobsCommand,
+    },
+    /// Recover missed webhooks (M2): fetch Stripe's events of a window (Events API, needs
+    /// STRIPE_SECRET_KEY; Stripe keeps 30 days) and ingest each like a delivered webhook. An
+    /// event already stored changes nothing.
+    Replay {
+        /// Start of the window, RFC 3339 (e.g. 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        since: String,
+        /// End of the window (exclusive), RFC 3339; default now.
+        #[arg(long)]
+        until: Option<String>,
+        /// Comma-separated event types; default the ones creditguard acts on.
+        #[arg(long, value_delimiter = ',')]
+        types: Vec<String>,
+        /// Count what is new and write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print the HTTP API as OpenAPI 3.1 (the same document as docs/openapi.json).
     Openapi,
@@ -139,6 +156,12 @@ pub async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<std::proces
             println!("{token}");
         }
         Command::Jobs { command } => return jobs_command(&settings, command).await,
+        Command::Replay {
+            since,
+            until,
+            types,
+            dry_run,
+        } => replay(&settings, &since, until.as_deref(), types, dry_run).await?,
         Command::Openapi => {
             print!("{}", crate::http::openapi::document_json());
         }
@@ -169,6 +192,71 @@ pub async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<std::proces
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn parse_time(flag: &str, raw: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .with_context(|| format!("{flag} {raw:?} is not an RFC 3339 time (2026-11-01T00:00:00Z)"))
+}
+
+async fn replay(
+    settings: &Settings,
+    since: &str,
+    until: Option<&str>,
+    types: Vec<String>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    use crate::jobs::replay;
+    let since = parse_time("--since", since)?;
+    let until = match until {
+        Some(raw) => parse_time("--until", raw)?,
+        None => SystemClock.now(),
+    };
+    anyhow::ensure!(since < until, "--since must be before --until");
+    let types = if types.is_empty() {
+        replay::handled_types()
+    } else {
+        types
+    };
+    anyhow::ensure!(types.len() <= 20, "Stripe takes at most 20 --types");
+    let stripe = crate::stripe::client::StripeApi::new(&settings.stripe)?;
+    anyhow::ensure!(
+        stripe.is_configured(),
+        "creditguard replay reads Stripe's Events API: set STRIPE_SECRET_KEY"
+    );
+    let (database, _) = open_database(settings).await?;
+    // Drawn on standard error, and only on a terminal; the summary goes to standard output.
+    let fetching = indicatif::ProgressBar::new_spinner();
+    fetching.set_message("asking Stripe for events");
+    let (events, unreadable) = replay::fetch(&stripe, since, until, &types, |n| {
+        fetching.set_message(format!("{n} events fetched"));
+        fetching.tick();
+    })
+    .await?;
+    fetching.finish_and_clear();
+    let bar = indicatif::ProgressBar::new(events.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let settings = settings.clone();
+    let progress = bar.clone();
+    let mut summary = tokio::task::spawn_blocking(move || {
+        replay::ingest_all(&database, &settings, &SystemClock, events, dry_run, || {
+            progress.inc(1)
+        })
+    })
+    .await??;
+    bar.finish_and_clear();
+    summary.failed += unreadable;
+    let mode = if dry_run {
+        " (dry run: nothing written)"
+    } else {
+        ""
+    };
+    println!("{summary}{mode}");
+    Ok(())
 }
 
 async fn send_event(

@@ -4,6 +4,8 @@ use creditguard::{telemetry, Settings};
 
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
+    // Before anything uses OpenSSL (the OTLP exporter, libpq): see `init_openssl`.
+    creditguard::db::connection::init_openssl();
     let cli = Cli::parse();
     let guard = match telemetry::init() {
         Ok(guard) => guard,

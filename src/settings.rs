@@ -38,7 +38,35 @@ pub struct Settings {
     pub stripe: StripeSettings,
     pub policy: PolicySettings,
     pub jobs: JobSettings,
+    pub replay: ReplaySettings,
     pub packages: Vec<Package>,
+}
+
+/// M2: the sweeper that fetches missed webhooks from Stripe's Events API (needs
+/// `STRIPE_SECRET_KEY`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ReplaySettings {
+    /// Off: missed webhooks are recovered only by `creditguard replay`.
+    pub enabled: bool,
+    /// How often it asks Stripe.
+    pub interval_millis: u64,
+    /// Each sweep starts this long before where the last one ended: Stripe may list an event
+    /// a little after its `created` time. An event seen twice is a no-op.
+    pub overlap_secs: u64,
+    /// With no stored cursor (the first sweep), how far back it looks.
+    pub first_lookback_secs: u64,
+}
+
+impl Default for ReplaySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_millis: 600_000,
+            overlap_secs: 600,
+            first_lookback_secs: 3600,
+        }
+    }
 }
 
 /// The in-process workers of the durable job queue (calls to Stripe).
@@ -168,6 +196,7 @@ impl Default for Settings {
             stripe: StripeSettings::default(),
             policy: PolicySettings::default(),
             jobs: JobSettings::default(),
+            replay: ReplaySettings::default(),
             packages: default_catalog(),
         }
     }
@@ -344,6 +373,16 @@ impl Settings {
             return Err(invalid(
                 "jobs.lease_secs",
                 "must be longer than stripe.timeout_secs",
+            ));
+        }
+        if self.replay.interval_millis < 10 {
+            return Err(invalid("replay.interval_millis", "must be at least 10"));
+        }
+        // Stripe keeps events for 30 days: a window reaching further finds nothing there.
+        if self.replay.first_lookback_secs > 30 * 86_400 || self.replay.overlap_secs > 30 * 86_400 {
+            return Err(invalid(
+                "replay.first_lookback_secs",
+                "replay.first_lookback_secs and replay.overlap_secs must be at most 30 days",
             ));
         }
         if self.jobs.sweep_interval_millis < 10 {

@@ -209,6 +209,7 @@ fn bare_purchase(
         conn,
         &event,
         &payload,
+        webhook::EventSource::Webhook,
         FlowContext {
             now: db_time(now),
             settings,

@@ -118,6 +118,7 @@ impl DatabaseTarget {
     }
 
     pub fn establish(&self) -> Result<DbConnection, ConnectError> {
+        init_openssl();
         match self {
             Self::Postgres { url } => PgConnection::establish(&with_libpq_timeouts(url))
                 .map(DbConnection::Pg)
@@ -174,6 +175,16 @@ fn with_libpq_timeouts(url: &str) -> std::borrow::Cow<'_, str> {
     }
     let separator = if url.contains('?') { '&' } else { '?' };
     format!("{url}{separator}{}", missing.join("&")).into()
+}
+
+/// Initialises OpenSSL the way the `openssl` crate does, without its exit-time cleanup
+/// (`OPENSSL_INIT_NO_ATEXIT`). The bundled libpq shares that OpenSSL; left to itself it
+/// initialises it with a cleanup that frees OpenSSL's global state at exit while other threads
+/// may still be closing TLS connections to the database, which crashed processes as they
+/// exited ("double free or corruption", seen in the PostgreSQL suite). The first
+/// initialisation decides, so this runs before any connection (and from `main`). Idempotent.
+pub fn init_openssl() {
+    openssl_sys::init();
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -570,6 +570,8 @@ pub struct WebhookEventRow {
     pub last_error: Option<String>,
     pub received_at: NaiveDateTime,
     pub processed_at: Option<NaiveDateTime>,
+    /// `webhook` (delivered by Stripe) or `replay` (fetched from Stripe's Events API, M2).
+    pub source: String,
 }
 
 #[derive(Debug, Insertable)]
@@ -586,9 +588,15 @@ pub struct NewWebhookEvent<'a> {
     pub attempts: i64,
     pub received_at: NaiveDateTime,
     pub processed_at: Option<NaiveDateTime>,
+    pub source: &'a str,
 }
 
 impl WebhookEventRow {
+    /// Whether an event with this id is stored (a dry-run replay asks).
+    pub fn exists(conn: &mut DbConnection, id: &str) -> QueryResult<bool> {
+        diesel::select(diesel::dsl::exists(webhook_events::table.find(id))).get_result(conn)
+    }
+
     /// Inserts the event unless its id is known; true if inserted. On PostgreSQL a concurrent
     /// delivery of the same id waits here until the first transaction ends, then sees it.
     pub fn insert_once(conn: &mut DbConnection, row: &NewWebhookEvent<'_>) -> QueryResult<bool> {
@@ -723,4 +731,45 @@ impl ApiToken {
             .first(conn)
             .optional()
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// replay cursors (M2)
+
+/// Where the replay sweeper got to (the end of its last completed window).
+pub fn replay_cursor(conn: &mut DbConnection, name: &str) -> QueryResult<Option<NaiveDateTime>> {
+    use super::schema::replay_cursors;
+    replay_cursors::table
+        .find(name)
+        .select(replay_cursors::position)
+        .first(conn)
+        .optional()
+}
+
+pub fn set_replay_cursor(
+    conn: &mut DbConnection,
+    name: &str,
+    position: NaiveDateTime,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    use super::schema::replay_cursors;
+    let updated = diesel::update(replay_cursors::table.find(name))
+        .set((
+            replay_cursors::position.eq(position),
+            replay_cursors::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    if updated == 0 {
+        per_backend!(conn, |c| diesel::insert_into(replay_cursors::table)
+            .values((
+                replay_cursors::name.eq(name),
+                replay_cursors::position.eq(position),
+                replay_cursors::updated_at.eq(now),
+            ))
+            .on_conflict(replay_cursors::name)
+            .do_update()
+            .set(replay_cursors::position.eq(position))
+            .execute(c))?;
+    }
+    Ok(())
 }

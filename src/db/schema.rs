@@ -167,6 +167,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    replay_cursors (name) {
+        name -> Text,
+        position -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     stripe_charges (charge_id) {
         charge_id -> Text,
         payment_intent_id -> Text,
@@ -188,6 +196,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         received_at -> Timestamp,
         processed_at -> Nullable<Timestamp>,
+        source -> Text,
     }
 }
 
@@ -215,6 +224,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     ledger_entries,
     purchases,
     refunds,
+    replay_cursors,
     stripe_charges,
     webhook_events,
 );

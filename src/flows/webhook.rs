@@ -18,6 +18,24 @@ pub enum Outcome {
     Ignored,
 }
 
+/// How an event reached creditguard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSource {
+    /// Stripe delivered it to `POST /webhooks/stripe`, signed.
+    Webhook,
+    /// Fetched from Stripe's Events API with the secret key (M2: a missed webhook).
+    Replay,
+}
+
+impl EventSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventSource::Webhook => "webhook",
+            EventSource::Replay => "replay",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ingested {
     pub outcome: Outcome,
@@ -32,6 +50,7 @@ pub fn ingest(
     conn: &mut DbConnection,
     event: &VerifiedEvent,
     payload: &str,
+    source: EventSource,
     ctx: FlowContext<'_>,
 ) -> Result<Ingested, IngestError> {
     write_transaction(conn, |conn| {
@@ -48,6 +67,7 @@ pub fn ingest(
             attempts: 1,
             received_at: ctx.now,
             processed_at: None,
+            source: source.as_str(),
         };
         if !WebhookEventRow::insert_once(conn, &row)? {
             let first = WebhookEventRow::find(conn, &event.id)?;

@@ -5,6 +5,7 @@
 
 mod deferred;
 mod refund;
+pub mod replay;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,6 +67,13 @@ impl JobRunner {
             })
             .collect();
         tasks.push(tokio::spawn(self.clone().sweep_undelivered()));
+        if self.settings.replay.enabled {
+            if self.stripe.is_configured() {
+                tasks.push(tokio::spawn(self.clone().replay_missed_webhooks()));
+            } else {
+                tracing::info!("replay of missed webhooks is off: it needs STRIPE_SECRET_KEY");
+            }
+        }
         if self.settings.webhook.payload_retention_days > 0 {
             let runner = self.clone();
             tasks.push(tokio::spawn(
@@ -135,6 +143,36 @@ impl JobRunner {
                     tracing::warn!(error = %format!("{e:#}"), "M1 sweep failed; will try again")
                 }
                 Err(task) => tracing::error!(error = %task, "M1 sweep panicked"),
+            }
+        }
+    }
+
+    /// M2: every `replay.interval_millis`, Stripe's events since the stored cursor are
+    /// ingested like delivered webhooks (a known one is a no-op).
+    async fn replay_missed_webhooks(self: Arc<Self>) {
+        let every = Duration::from_millis(self.settings.replay.interval_millis);
+        loop {
+            tokio::time::sleep(every).await;
+            match replay::sweep_once(&self.database, &self.settings, &self.clock, &self.stripe)
+                .await
+            {
+                Ok(summary) if summary.new + summary.deferred + summary.failed > 0 => {
+                    tracing::info!(
+                        fetched = summary.fetched,
+                        new = summary.new,
+                        deferred = summary.deferred,
+                        failed = summary.failed,
+                        "missed webhooks recovered from Stripe's Events API (M2)"
+                    );
+                }
+                Ok(summary) => tracing::debug!(%summary, "replay sweep found nothing new"),
+                Err(e) if e.downcast_ref::<crate::db::Unavailable>().is_some() => {
+                    tracing::debug!(error = %e, "replay sweep waits for the database");
+                }
+                Err(e) => tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "replay sweep failed; the next one covers the same window"
+                ),
             }
         }
     }

@@ -61,6 +61,28 @@ pub struct StripeApi {
     /// None when no secret key is configured.
     client: Option<Client>,
     timeout: Duration,
+    /// For the list calls of M2 (see `list_events`).
+    http: reqwest::Client,
+    key: Option<secrecy::SecretString>,
+    base: String,
+}
+
+/// One page of `GET /v1/events`.
+pub struct EventsQuery<'a> {
+    /// Unix seconds, inclusive.
+    pub created_gte: i64,
+    /// Unix seconds, exclusive.
+    pub created_lt: i64,
+    /// At most 20 (Stripe's limit); empty means every type.
+    pub types: &'a [String],
+    pub starting_after: Option<&'a str>,
+    pub limit: u32,
+}
+
+pub struct EventsPage {
+    /// Newest first, as Stripe lists them; each exactly the event object Stripe sent.
+    pub events: Vec<serde_json::Value>,
+    pub has_more: bool,
 }
 
 impl StripeApi {
@@ -90,7 +112,80 @@ impl StripeApi {
                     .map_err(|e| anyhow::anyhow!("Stripe client: {e}"))?,
             ),
         };
-        Ok(Self { client, timeout })
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!("creditguard/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            timeout,
+            http,
+            key: key.map(|k| secrecy::SecretString::from(k.to_owned())),
+            base: settings.api_base.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// `GET /v1/events` (M2: missed webhooks), one page. Read with plain HTTP and kept as JSON,
+    /// not through async-stripe's typed `Event`: each event is stored as Stripe sent it and
+    /// ingested exactly like a delivered one, and a typed event pinned to one API version's
+    /// fields would reject or drop what a different account version sends.
+    pub async fn list_events(
+        &self,
+        query: &EventsQuery<'_>,
+    ) -> Result<EventsPage, StripeCallError> {
+        let key = self.key.as_ref().ok_or(StripeCallError::NotConfigured)?;
+        let mut params: Vec<(&str, String)> = vec![
+            ("created[gte]", query.created_gte.to_string()),
+            ("created[lt]", query.created_lt.to_string()),
+            ("limit", query.limit.to_string()),
+        ];
+        if let Some(after) = query.starting_after {
+            params.push(("starting_after", after.to_owned()));
+        }
+        params.extend(query.types.iter().map(|t| ("types[]", t.clone())));
+        let mut url = url::Url::parse(&format!("{}/v1/events", self.base)).map_err(|e| {
+            StripeCallError::Refused {
+                status: 0,
+                message: format!("STRIPE_API_BASE: {e}"),
+            }
+        })?;
+        url.query_pairs_mut()
+            .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(key.expose_secret())
+            .send()
+            .await
+            .map_err(|e| StripeCallError::Retryable(format!("GET /v1/events: {e}")))?;
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.map_err(|e| {
+            StripeCallError::Retryable(format!("GET /v1/events: unreadable answer: {e}"))
+        })?;
+        if status != 200 {
+            let message = body["error"]["message"]
+                .as_str()
+                .unwrap_or("no message")
+                .to_owned();
+            return Err(match status {
+                401 | 403 => StripeCallError::KeyRejected { status, message },
+                409 | 429 | 500.. => StripeCallError::Retryable(format!("{status}: {message}")),
+                _ => StripeCallError::Refused { status, message },
+            });
+        }
+        let events = match body.get("data") {
+            Some(serde_json::Value::Array(list)) => list.clone(),
+            _ => {
+                return Err(StripeCallError::Retryable(
+                    "GET /v1/events: the answer has no data list".into(),
+                ))
+            }
+        };
+        Ok(EventsPage {
+            events,
+            has_more: body["has_more"].as_bool().unwrap_or(false),
+        })
     }
 
     pub fn is_configured(&self) -> bool {

@@ -28,6 +28,26 @@ pub struct EventData {
     pub object: Map<String, Value>,
 }
 
+/// The event types creditguard acts on (docs/operations.md, "Stripe events to send"); the
+/// replay of missed webhooks asks Stripe for these (at most 20, Stripe's limit).
+pub const HANDLED_EVENT_TYPES: [&str; 15] = [
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "payment_intent.succeeded",
+    "charge.succeeded",
+    "refund.created",
+    "refund.updated",
+    "refund.failed",
+    "charge.refunded",
+    "charge.refund.updated",
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
+    "radar.early_fraud_warning.created",
+];
+
 /// An event whose signature was checked and whose envelope parsed.
 pub type VerifiedEvent = Verified<EventEnvelope>;
 

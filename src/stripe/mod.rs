@@ -7,6 +7,6 @@ pub mod signature;
 
 pub use event::{
     ChargeRefundFacts, EventEnvelope, MalformedEvent, PaymentFacts, RefundFacts, StripeFact,
-    VerifiedEvent,
+    VerifiedEvent, HANDLED_EVENT_TYPES,
 };
 pub use signature::{sign, SignatureError, Verified, WebhookSecrets};

@@ -28,6 +28,11 @@ impl<T> Verified<T> {
     pub(crate) fn stored(value: T) -> Self {
         Verified(value)
     }
+    /// An event read from Stripe's API with the secret key (M2): authentic by the channel
+    /// (TLS to Stripe, our key), where a delivered one is by its signature.
+    pub(crate) fn fetched_from_stripe(value: T) -> Self {
+        Verified(value)
+    }
     /// Transforms the verified value, keeping the proof.
     pub fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Verified<U>, E> {
         f(self.0).map(Verified)

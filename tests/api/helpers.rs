@@ -41,6 +41,8 @@ pub enum TestDatabase {
 impl TestDatabase {
     /// A fresh database of the backend under test, and its URL.
     pub fn create() -> (Self, String) {
+        // The first use of OpenSSL in this process decides its exit-time cleanup.
+        creditguard::db::connection::init_openssl();
         match std::env::var("DATABASE_URL") {
             Ok(server) if server.starts_with("postgres") => {
                 let name = format!("cg_test_{}", uuid::Uuid::new_v4().simple());

@@ -15,6 +15,7 @@ mod outage;
 mod purchases;
 mod reconciliation;
 mod refunds;
+mod replay;
 mod schema;
 mod startup;
 mod webhooks;

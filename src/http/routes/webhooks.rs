@@ -1,6 +1,6 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::flows::webhook::ingest;
+use crate::flows::webhook::{ingest, EventSource};
 use crate::http::views::{Problem, WebhookReceipt};
 use crate::http::{ApiError, AppState};
 use crate::stripe::{signature, EventEnvelope, MalformedEvent};
@@ -71,7 +71,15 @@ pub async fn receive(
 
     let event_id = event.id.clone();
     let ingested = state
-        .db_write(move |conn, ctx| Ok(ingest(conn, &event, &payload_text, ctx)?))
+        .db_write(move |conn, ctx| {
+            Ok(ingest(
+                conn,
+                &event,
+                &payload_text,
+                EventSource::Webhook,
+                ctx,
+            )?)
+        })
         .await?;
     span.record("outcome", tracing::field::debug(ingested.outcome));
     tracing::info!(status = %ingested.status, detail = ingested.detail.as_deref().unwrap_or(""), "webhook event handled");

@@ -1,0 +1,2 @@
+DROP TABLE replay_cursors;
+ALTER TABLE webhook_events DROP COLUMN source;

@@ -1,0 +1,239 @@
+//! M2, missed webhooks: a fake Stripe serves the Events API (Stripe's filters and pagination),
+//! and `creditguard replay` or the service's sweeper ingests what was never delivered, once.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::*;
+
+const KEY: &str = "sk_test_fake";
+
+/// `GET /v1/events` over a list of events, as Stripe answers it: `created[gte]`/`created[lt]`
+/// and `types[]` filter, newest first, `limit` per page, `starting_after` continues,
+/// `has_more` says whether to. A request without the key gets Stripe's 401.
+#[derive(Clone, Default)]
+struct StripeEvents(Arc<Mutex<Vec<Value>>>);
+
+impl StripeEvents {
+    fn add(&self, event: &Value) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+impl wiremock::Respond for StripeEvents {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        if request
+            .headers
+            .get("authorization")
+            .is_none_or(|v| v.to_str().unwrap() != format!("Bearer {KEY}"))
+        {
+            return ResponseTemplate::new(401).set_body_json(json!({
+                "error": { "type": "invalid_request_error", "message": "Invalid API Key provided" }
+            }));
+        }
+        let query: Vec<(String, String)> = request.url.query_pairs().into_owned().collect();
+        let get = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let gte: i64 = get("created[gte]").map_or(i64::MIN, |v| v.parse().unwrap());
+        let lt: i64 = get("created[lt]").map_or(i64::MAX, |v| v.parse().unwrap());
+        let limit: usize = get("limit").map_or(10, |v| v.parse().unwrap());
+        let types: Vec<&String> = query
+            .iter()
+            .filter(|(k, _)| k == "types[]")
+            .map(|(_, v)| v)
+            .collect();
+        let mut listed: Vec<Value> = self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                let created = e["created"].as_i64().unwrap();
+                created >= gte
+                    && created < lt
+                    && (types.is_empty() || types.iter().any(|t| e["type"] == json!(t)))
+            })
+            .cloned()
+            .collect();
+        listed.sort_by(|a, b| {
+            (b["created"].as_i64(), b["id"].as_str())
+                .cmp(&(a["created"].as_i64(), a["id"].as_str()))
+        });
+        if let Some(after) = get("starting_after") {
+            let at = listed.iter().position(|e| e["id"] == json!(after)).unwrap();
+            listed.drain(..=at);
+        }
+        let has_more = listed.len() > limit;
+        listed.truncate(limit);
+        ResponseTemplate::new(200).set_body_json(json!({
+            "object": "list", "url": "/v1/events", "has_more": has_more, "data": listed
+        }))
+    }
+}
+
+async fn fake_stripe_events() -> (MockServer, StripeEvents) {
+    let server = MockServer::start().await;
+    let events = StripeEvents::default();
+    Mock::given(method("GET"))
+        .and(path("/v1/events"))
+        .respond_with(events.clone())
+        .mount(&server)
+        .await;
+    (server, events)
+}
+
+/// Runs `creditguard replay` on a blocking thread: the service under test shares this test's
+/// runtime and must keep serving (and timing its connections) meanwhile.
+async fn replay_cli(database_url: &str, stripe: &str, args: &[&str]) -> String {
+    let (database_url, stripe) = (database_url.to_owned(), stripe.to_owned());
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || run_replay(&database_url, &stripe, &args))
+        .await
+        .unwrap()
+}
+
+fn run_replay(database_url: &str, stripe: &str, args: &[String]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_creditguard"))
+        .arg("replay")
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("STRIPE_WEBHOOK_SECRET", SECRET)
+        .env("STRIPE_SECRET_KEY", KEY)
+        .env("STRIPE_API_BASE", stripe)
+        .env("CREDITGUARD_CONFIG", "/dev/null")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("creditguard runs");
+    assert!(
+        output.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+const WINDOW: [&str; 4] = [
+    "--since",
+    "2026-11-01T00:00:00Z",
+    "--until",
+    "2026-12-01T00:00:00Z",
+];
+
+fn purchase(account: &str, created: i64) -> Value {
+    let mut event = checkout_paid(&new_id("pi"), Some(account), "pack_100", 2000);
+    event["created"] = json!(created);
+    event
+}
+
+async fn account_appears(app: &TestApp, account: &str) -> bool {
+    for _ in 0..200 {
+        let path = format!("/v1/accounts/{account}");
+        if app.get(&path, &app.support_token).await.status() == 200 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+fn event_source(app: &TestApp, id: &str) -> String {
+    use creditguard::db::schema::webhook_events::dsl;
+    use diesel::prelude::*;
+    let mut conn = app.db();
+    dsl::webhook_events
+        .find(id)
+        .select(dsl::source)
+        .first(&mut *conn)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn m2_replay_recovers_a_missed_webhook_once_even_when_it_arrives_afterwards() {
+    let app = spawn_app().await;
+    let (stripe, events) = fake_stripe_events().await;
+    let missed = purchase("user_missed", 1_795_000_000);
+    events.add(&missed);
+    // Outside the window, and of a type not asked for: neither is fetched.
+    events.add(&purchase("user_too_early", 1_760_000_000));
+    let mut other = fixture("invoice.paid");
+    other["id"] = json!(new_id("evt"));
+    other["created"] = json!(1_795_000_100);
+    events.add(&other);
+
+    let dry = replay_cli(
+        &app.database_url,
+        &stripe.uri(),
+        &[&WINDOW[..], &["--dry-run"]].concat(),
+    )
+    .await;
+    assert!(dry.contains("1 events from Stripe: 1 new"), "{dry}");
+    assert!(dry.contains("dry run"), "{dry}");
+    assert_eq!(app.written_rows(), 0, "a dry run writes nothing");
+
+    let out = replay_cli(&app.database_url, &stripe.uri(), &WINDOW).await;
+    assert!(
+        out.contains("1 events from Stripe: 1 new, 0 duplicate"),
+        "{out}"
+    );
+    assert_eq!(app.balance("user_missed").await, 100);
+    assert_eq!(event_source(&app, missed["id"].as_str().unwrap()), "replay");
+
+    // The webhook arrives late after all, and the replay runs again: nothing twice.
+    assert_eq!(app.deliver(&missed).await, "duplicate");
+    let again = replay_cli(&app.database_url, &stripe.uri(), &WINDOW).await;
+    assert!(
+        again.contains("1 new") == false && again.contains("1 duplicate"),
+        "{again}"
+    );
+    assert_eq!(app.balance("user_missed").await, 100);
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
+async fn m2_the_sweeper_recovers_a_missed_webhook_by_itself_and_keeps_its_cursor() {
+    let (stripe, events) = fake_stripe_events().await;
+    let uri = stripe.uri();
+    let configure = move |s: &mut creditguard::Settings| {
+        s.stripe.api_base = uri.clone();
+        s.stripe.secret_key = Some(KEY.into());
+        s.replay.interval_millis = 30;
+        s.replay.first_lookback_secs = 86_400;
+    };
+    let app = spawn_app_with(configure.clone()).await;
+    let missed = purchase("user_swept", 1_794_999_000);
+    events.add(&missed);
+    // The account answers 404 until the recovered purchase creates it.
+    assert!(
+        account_appears(&app, "user_swept").await,
+        "the sweeper did not recover the missed purchase"
+    );
+    assert_eq!(event_source(&app, missed["id"].as_str().unwrap()), "replay");
+    assert_eq!(app.deliver(&missed).await, "duplicate");
+
+    let cursor: chrono::NaiveDateTime = {
+        use creditguard::db::schema::replay_cursors::dsl;
+        use diesel::prelude::*;
+        let mut conn = app.db();
+        dsl::replay_cursors
+            .find("events")
+            .select(dsl::position)
+            .first(&mut *conn)
+            .expect("the sweeper stores where it got to")
+    };
+    assert!(cursor.and_utc() >= app.now() - chrono::TimeDelta::seconds(1));
+    // After a restart it goes on from there: a later missed event is recovered too.
+    let app = app.restart_with(configure).await;
+    // Listed late by Stripe: created before the cursor, within the overlap.
+    let later = purchase("user_later", 1_794_999_900);
+    events.add(&later);
+    assert!(
+        account_appears(&app, "user_later").await,
+        "the sweeper did not resume after a restart"
+    );
+    assert_eq!(app.balance("user_swept").await, 100);
+    assert_eq!(app.balance("user_later").await, 100);
+    app.assert_ledger_ok();
+}
