@@ -177,6 +177,27 @@ impl Dispute {
             .optional()
     }
 
+    /// The purchase's disputes that were opened before anyone knew whose it was now name the
+    /// account (CB4 counts an account's disputes).
+    pub fn name_account_of_purchase(
+        conn: &mut DbConnection,
+        purchase_id: &str,
+        account_id: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<()> {
+        diesel::update(
+            disputes::table
+                .filter(disputes::purchase_id.eq(purchase_id))
+                .filter(disputes::account_id.is_null()),
+        )
+        .set((
+            disputes::account_id.eq(account_id),
+            disputes::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+        Ok(())
+    }
+
     pub fn count_open(conn: &mut DbConnection) -> QueryResult<i64> {
         disputes::table
             .filter(disputes::closed_at.is_null())

@@ -328,23 +328,26 @@ impl Purchase {
             .load(conn)
     }
 
-    /// An undelivered purchase becomes credited (guarded: true only for the one caller that
-    /// changed it, so its lot is granted once).
+    /// A purchase never credited gets its lot's account and grant (guarded: true only for the
+    /// one caller that changed it, so its lot is granted once). `status` is what it is now:
+    /// `credited`, or its money status (`disputed`, `refunded`, …) when that moved first.
+    #[allow(clippy::too_many_arguments)]
     pub fn credit_undelivered(
         conn: &mut DbConnection,
         id: &str,
         account_id: &str,
         package_id: Option<&str>,
         credits_granted: i64,
+        status: &str,
         now: NaiveDateTime,
     ) -> QueryResult<bool> {
         let changed = diesel::update(
             purchases::table
                 .find(id)
-                .filter(purchases::status.eq(crate::domain::PurchaseStatus::Undelivered.as_str())),
+                .filter(purchases::undelivered_reason.is_not_null()),
         )
         .set((
-            purchases::status.eq(crate::domain::PurchaseStatus::Credited.as_str()),
+            purchases::status.eq(status),
             purchases::account_id.eq(account_id),
             purchases::package_id.eq(package_id),
             purchases::credits_granted.eq(credits_granted),

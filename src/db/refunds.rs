@@ -152,6 +152,24 @@ impl Refund {
             .get_result(conn)
     }
 
+    /// Money of our refunds not sent to Stripe yet (`pending`).
+    pub fn pending_amount(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
+        Self::amount_in(conn, purchase_id, &[status::PENDING])
+    }
+
+    /// The purchase's refunds Stripe acknowledged, oldest first.
+    pub fn acknowledged_of_purchase(
+        conn: &mut DbConnection,
+        purchase_id: &str,
+    ) -> QueryResult<Vec<Refund>> {
+        refunds::table
+            .filter(refunds::purchase_id.eq(purchase_id))
+            .filter(refunds::status.eq_any(status::ACKNOWLEDGED))
+            .order((refunds::created_at.asc(), refunds::id.asc()))
+            .select(Refund::as_select())
+            .load(conn)
+    }
+
     /// Whether the purchase has a refund of this reason, in any status.
     pub fn exists_with_reason(
         conn: &mut DbConnection,

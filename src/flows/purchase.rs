@@ -119,7 +119,8 @@ pub fn apply_payment(
 }
 
 /// An event of a payment whose purchase exists: fill in the ids it carries and, if the purchase
-/// is still undelivered, credit it if this event says whose it is.
+/// was never credited, credit it if this event says whose it is (even if its money moved
+/// meanwhile: see `settle_late_grant`).
 fn apply_to_existing(
     conn: &mut DbConnection,
     existing: &Purchase,
@@ -135,7 +136,7 @@ fn apply_to_existing(
         payment.checkout_session_id.as_deref(),
         ctx,
     )?;
-    if existing.status == PurchaseStatus::Undelivered.as_str() {
+    if existing.undelivered_reason.is_some() {
         return credit_later(conn, existing, payment, event_id, ctx);
     }
     Ok(Applied::processed(format!(
@@ -163,7 +164,15 @@ fn credit_later(
     // Locked before anything is read that decides it (refunds, its status); the account is
     // locked later, by the grant, after D1's candidates (the one lock order).
     Purchase::lock(conn, &existing.id)?;
-    let refunding = Refund::live_amount(conn, &existing.id)?;
+    let Some(existing) =
+        Purchase::find(conn, &existing.id)?.filter(|p| p.undelivered_reason.is_some())
+    else {
+        return Ok(Applied::processed("the purchase was credited meanwhile"));
+    };
+    let existing = &existing;
+    // Only a refund of ours not yet sent holds it back: what it will take is not known yet.
+    // Refunds Stripe acknowledged, and disputes, are settled right after the grant.
+    let refunding = Refund::pending_amount(conn, &existing.id)?;
     let (account, decision) = judge(conn, payment, refunding, ctx)?;
     let (PurchaseAction::Grant { credits }, Some(account)) = (&decision.action, &account) else {
         misdelivery::refund_if_terminated(
@@ -179,12 +188,19 @@ fn credit_later(
             existing.id, decision.explanation
         )));
     };
+    // Its money status (disputed, refunded) stays; only `undelivered` becomes `credited`.
+    let status = if existing.status == PurchaseStatus::Undelivered.as_str() {
+        PurchaseStatus::Credited.as_str()
+    } else {
+        existing.status.as_str()
+    };
     if !Purchase::credit_undelivered(
         conn,
         &existing.id,
         &account.id,
         payment.package_id.as_deref(),
         *credits,
+        status,
         ctx.now,
     )? {
         return Ok(Applied::processed(format!(
@@ -201,6 +217,7 @@ fn credit_later(
         ctx,
     )?;
     grant(conn, &account.id, &existing.id, *credits, ctx)?;
+    settle_late_grant(conn, existing, &account.id, event_id, ctx)?;
     let decision = Decision {
         explanation: format!(
             "{} (This event supplied what the first one lacked.)",
@@ -218,6 +235,80 @@ fn credit_later(
         "{}: {}",
         decision.rule, decision.explanation
     )))
+}
+
+/// A purchase credited only after its money moved (its refund or dispute events came first):
+/// the new lot gives up at once what those took back when events come in order. Each refund
+/// Stripe acknowledged takes its share (as O1 and U1 count it, on the cumulative amount), an
+/// open or lost dispute everything left (CB1), and the dispute now names the account, which
+/// CB1 suspends while the dispute is open. So the order in which Stripe's events arrive (or a
+/// replay brings them) does not change the balance.
+fn settle_late_grant(
+    conn: &mut DbConnection,
+    purchase: &Purchase,
+    account_id: &str,
+    event_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<(), IngestError> {
+    let Some(lot) = ledger::purchase_lot(conn, &purchase.id)? else {
+        return Ok(());
+    };
+    let (mut refunded, mut taken) = (0, 0);
+    for refund in Refund::acknowledged_of_purchase(conn, &purchase.id)? {
+        refunded += refund.amount;
+        let share =
+            crate::policy::lot::refunded_credits(refunded, purchase.amount, lot.granted) - taken;
+        taken += share;
+        if share > 0 {
+            let revoked = ledger::revoke_from_lot(
+                conn,
+                lot.id,
+                share,
+                LedgerKind::RefundRevoke,
+                &refund.id,
+                ctx.now,
+            )?;
+            Refund::add_credits(conn, &refund.id, revoked, share - revoked)?;
+        }
+    }
+    crate::db::disputes::Dispute::name_account_of_purchase(
+        conn,
+        &purchase.id,
+        account_id,
+        ctx.now,
+    )?;
+    let Some(dispute) = crate::db::disputes::Dispute::holding_of_purchase(conn, &purchase.id)?
+    else {
+        return Ok(());
+    };
+    let revoked = ledger::revoke_from_lot(
+        conn,
+        lot.id,
+        lot.granted,
+        LedgerKind::DisputeRevoke,
+        &dispute.id,
+        ctx.now,
+    )?;
+    crate::db::disputes::Dispute::add_credits_revoked(conn, &dispute.id, revoked, ctx.now)?;
+    if dispute.outcome.is_none() {
+        let decision = Decision {
+            action: (),
+            rule: Rule::CB1,
+            explanation: format!(
+                "Dispute {} of purchase {} is open, and the purchase's account {account_id} became known only now: its {revoked} credits wait with the dispute and the account is suspended during the investigation.",
+                dispute.id, purchase.id
+            ),
+        };
+        super::account_status::suspend_automatically(
+            conn,
+            account_id,
+            crate::policy::dispute::SUSPENDED_FOR_DISPUTE,
+            &decision,
+            event_id,
+            ctx,
+        )?;
+    }
+    Ok(())
 }
 
 /// P1 or M1 for this payment, and the account it names (created if new).

@@ -237,3 +237,145 @@ async fn m2_the_sweeper_recovers_a_missed_webhook_by_itself_and_keeps_its_cursor
     assert_eq!(app.balance("user_later").await, 100);
     app.assert_ledger_ok();
 }
+/// Each account's story: its checkout, its charge, its PaymentIntent, and then an outside
+/// refund of 500 (even accounts) or a dispute with its withdrawal (odd ones). About 1,000
+/// events, in Stripe's time order.
+fn story(accounts: usize) -> Vec<Value> {
+    let mut events = Vec::new();
+    for n in 0..accounts {
+        let account = format!("user_story_{n}");
+        let t = 1_794_000_000 + 10 * n as i64;
+        let pi = new_id("pi");
+        let charge = new_id("ch");
+        let mut checkout = checkout_paid(&pi, Some(&account), "pack_100", 2000);
+        checkout["created"] = json!(t);
+        events.push(checkout);
+        let mut succeeded = fixture("charge.succeeded");
+        succeeded["id"] = json!(new_id("evt"));
+        succeeded["created"] = json!(t + 1);
+        succeeded["data"]["object"]["id"] = json!(charge);
+        succeeded["data"]["object"]["payment_intent"] = json!(pi);
+        events.push(succeeded);
+        let mut intent = payment_intent_succeeded(&pi, json!({ "package_id": "pack_100" }), 2000);
+        intent["created"] = json!(t + 2);
+        intent["data"]["object"]["latest_charge"] = json!(charge);
+        events.push(intent);
+        if n % 2 == 0 {
+            let mut refunded = charge_refunded(&pi, &charge, 500);
+            refunded["created"] = json!(t + 3);
+            events.push(refunded);
+        } else {
+            let dispute_id = new_id("dp");
+            for (kind, dt) in [("created", 3), ("funds_withdrawn", 4)] {
+                let mut dispute = dispute_event(
+                    kind,
+                    &dispute_id,
+                    &pi,
+                    Some(&charge),
+                    "needs_response",
+                    "product_not_received",
+                    2000,
+                    t + 3,
+                );
+                dispute["created"] = json!(t + dt);
+                if kind == "funds_withdrawn" {
+                    dispute["data"]["object"]["balance_transactions"] =
+                        json!([{ "amount": -2000, "fee": 1500 }]);
+                }
+                events.push(dispute);
+            }
+        }
+    }
+    events
+}
+
+fn deferred_events(app: &TestApp) -> i64 {
+    use creditguard::db::schema::webhook_events::dsl;
+    use diesel::prelude::*;
+    let mut conn = app.db();
+    dsl::webhook_events
+        .filter(dsl::status.eq("deferred"))
+        .count()
+        .get_result(&mut *conn)
+        .unwrap()
+}
+
+/// What a ledger says about each account, to compare two of them.
+async fn outcome(app: &TestApp, accounts: usize) -> Vec<(i64, String, String)> {
+    let mut found = Vec::new();
+    for n in 0..accounts {
+        let account = format!("user_story_{n}");
+        let purchases = app
+            .get_json(
+                &format!("/v1/purchases?account_id={account}"),
+                &app.support_token,
+            )
+            .await;
+        let view = app.account(&account).await;
+        found.push((
+            view["balance"].as_i64().unwrap(),
+            purchases[0]["status"].as_str().unwrap().to_owned(),
+            // Suspended while its dispute is open (CB1), whichever came first.
+            view["status"].as_str().unwrap().to_owned(),
+        ));
+    }
+    found
+}
+
+#[tokio::test]
+async fn m2_a_replay_of_1000_events_in_any_order_with_duplicates_ends_in_the_ledger_of_delivery_in_order(
+) {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    const ACCOUNTS: usize = 224;
+    let events = story(ACCOUNTS);
+    assert!(events.len() >= 1_000, "{} events", events.len());
+
+    // Delivered in order, as webhooks.
+    let in_order = spawn_app().await;
+    for event in &events {
+        in_order.deliver(event).await;
+    }
+
+    // The other service saw a third of them, in a random order; the replay brings the rest.
+    let replayed = spawn_app().await;
+    let (stripe, listed) = fake_stripe_events().await;
+    for event in &events {
+        listed.add(event);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut some: Vec<&Value> = events
+        .iter()
+        .filter(|_| rand::Rng::random_bool(&mut rng, 0.33))
+        .collect();
+    some.shuffle(&mut rng);
+    for event in &some {
+        replayed.deliver(event).await;
+    }
+    let out = replay_cli(&replayed.database_url, &stripe.uri(), &WINDOW[..2]).await;
+    assert!(
+        out.contains(&format!("{} events from Stripe", events.len()))
+            && out.contains(&format!("{} duplicate", some.len())),
+        "{out}"
+    );
+
+    // Events that came before their purchase waited (deferred) and are woken by it; the
+    // command ran on the real clock, the service's clock is the test's: bring it past the
+    // command's time so the woken retries are due, and let the workers finish.
+    replayed.advance(chrono::TimeDelta::days(30));
+    eventually(&replayed, "no event left deferred", || async {
+        deferred_events(&replayed) == 0
+    })
+    .await;
+    assert_eq!(
+        outcome(&replayed, ACCOUNTS).await,
+        outcome(&in_order, ACCOUNTS).await
+    );
+    let (a, b) = (in_order.ledger_report(), replayed.ledger_report());
+    assert_eq!(
+        (a.accounts, a.lots, a.entries),
+        (b.accounts, b.lots, b.entries)
+    );
+    in_order.assert_ledger_ok();
+    replayed.assert_ledger_ok();
+}

@@ -125,6 +125,7 @@ pub fn claim(
         &account.id,
         package_id,
         credits,
+        PurchaseStatus::Credited.as_str(),
         ctx.now,
     )? {
         return Ok(Some(Repair::NotUndelivered {
