@@ -314,15 +314,15 @@ impl Purchase {
             .load(conn)
     }
 
-    /// Undelivered purchases paid by this Stripe customer (linking the customer to an account
-    /// may now credit them).
+    /// Purchases of this Stripe customer never credited (linking the customer to an account
+    /// may now credit them), whatever their money did meanwhile.
     pub fn undelivered_of_customer(
         conn: &mut DbConnection,
         customer: &str,
     ) -> QueryResult<Vec<String>> {
         purchases::table
             .filter(purchases::stripe_customer_id.eq(customer))
-            .filter(purchases::status.eq(crate::domain::PurchaseStatus::Undelivered.as_str()))
+            .filter(purchases::undelivered_reason.is_not_null())
             .order((purchases::paid_at.asc(), purchases::id.asc()))
             .select(purchases::id)
             .load(conn)

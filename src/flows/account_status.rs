@@ -2,11 +2,15 @@
 //! termination (also V1's). Every change is a guarded status update (it happens once) and a
 //! decision on the account saying who did it, when and why.
 
+use chrono::{NaiveDateTime, TimeDelta};
+
 use super::{FlowContext, IngestError, DECIDED_BY_POLICY};
+use crate::db::disputes::Dispute;
 use crate::db::models::{Account, DecisionRow, NewDecision};
 use crate::db::DbConnection;
 use crate::domain::{AccountStatus, LedgerKind};
 use crate::ledger::{self, LedgerError};
+use crate::policy::dispute::{decide_termination, AccountState, DisputePolicy, TerminationTrigger};
 use crate::policy::{Decision, Rule};
 
 /// Stores a decision on an account (readable with the account).
@@ -105,4 +109,85 @@ pub fn terminate<A>(
     )?;
     tracing::warn!(account_id, reason, revoked, rule = %decision.rule, "account terminated");
     Ok(Some(revoked))
+}
+
+/// The account as the dispute rules see it.
+pub fn account_state(account: &Account) -> AccountState<'_> {
+    AccountState {
+        id: &account.id,
+        status: account.status.parse().unwrap_or(AccountStatus::Active),
+        status_reason: account.status_reason.as_deref(),
+    }
+}
+
+pub fn dispute_policy(ctx: FlowContext<'_>) -> DisputePolicy {
+    DisputePolicy {
+        max_disputes: ctx.settings.policy.max_disputes,
+        lookback: TimeDelta::days(ctx.settings.policy.dispute_lookback_days),
+    }
+}
+
+/// CB4 for a dispute opened at `opened_at`: it counts the account's disputes opened within the
+/// lookback on either side (so a late delivery of an older dispute is judged as it happened)
+/// and terminates the account at the limit. Returns the termination's explanation.
+pub fn terminate_for_repeated_disputes(
+    conn: &mut DbConnection,
+    account_id: &str,
+    opened_at: NaiveDateTime,
+    dispute_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Option<String>, IngestError> {
+    let policy = dispute_policy(ctx);
+    let disputes = Dispute::count_opened_between(
+        conn,
+        account_id,
+        opened_at - policy.lookback,
+        opened_at + policy.lookback,
+    )?;
+    let account = Account::find(conn, account_id)?.ok_or(diesel::result::Error::NotFound)?;
+    let Some(termination) = decide_termination(
+        account_state(&account),
+        TerminationTrigger::RepeatedDisputes { disputes },
+        policy,
+    ) else {
+        return Ok(None);
+    };
+    terminate(
+        conn,
+        &account.id,
+        termination.action.reason,
+        LedgerKind::FraudRevoke,
+        &termination,
+        dispute_id,
+        DECIDED_BY_POLICY,
+        ctx,
+    )?;
+    Ok(Some(termination.explanation))
+}
+
+/// CB4 for a lost `fraudulent` dispute: the account is terminated.
+pub fn terminate_for_fraudulent_loss(
+    conn: &mut DbConnection,
+    account: &Account,
+    dispute_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Option<String>, IngestError> {
+    let Some(termination) = decide_termination(
+        account_state(account),
+        TerminationTrigger::FraudulentDisputeLost { dispute_id },
+        dispute_policy(ctx),
+    ) else {
+        return Ok(None);
+    };
+    terminate(
+        conn,
+        &account.id,
+        termination.action.reason,
+        LedgerKind::FraudRevoke,
+        &termination,
+        dispute_id,
+        DECIDED_BY_POLICY,
+        ctx,
+    )?;
+    Ok(Some(termination.explanation))
 }

@@ -2,9 +2,10 @@
 //! first creates its row and applies CB1; `closed` applies CB2 or CB3 once; the `funds_*`
 //! events record the money for finance. A dispute whose purchase is not known yet is deferred.
 
-use chrono::TimeDelta;
-
-use super::account_status::{record_account_decision, suspend_automatically, terminate};
+use super::account_status::{
+    account_state, record_account_decision, suspend_automatically, terminate_for_fraudulent_loss,
+    terminate_for_repeated_disputes,
+};
 use super::lookup::locked_purchase;
 use super::refunding::status_from_refunds;
 use super::{record_purchase_decision, Applied, FlowContext, IngestError, DECIDED_BY_POLICY};
@@ -12,11 +13,10 @@ use crate::db::db_time;
 use crate::db::disputes::{Dispute, Funds, FundsMovement, NewDispute};
 use crate::db::models::{Account, Purchase};
 use crate::db::DbConnection;
-use crate::domain::{AccountStatus, LedgerKind, PurchaseStatus};
+use crate::domain::{LedgerKind, PurchaseStatus};
 use crate::ledger;
 use crate::policy::dispute::{
-    decide_closed, decide_opened, decide_termination, AccountState, CloseAction, ClosedDispute,
-    DisputePolicy, OpenedDispute, TerminationTrigger, SUSPENDED_FOR_DISPUTE,
+    decide_closed, decide_opened, CloseAction, ClosedDispute, OpenedDispute, SUSPENDED_FOR_DISPUTE,
 };
 use crate::stripe::event::{BalanceTransaction, DisputeEvent, DisputeFacts};
 
@@ -86,21 +86,6 @@ fn funds_moved(
     Funds {
         amount: moved.iter().map(|t| sign * t.amount).sum(),
         fees: moved.iter().map(|t| -sign * t.fee).sum(),
-    }
-}
-
-fn account_state(account: &Account) -> AccountState<'_> {
-    AccountState {
-        id: &account.id,
-        status: account.status.parse().unwrap_or(AccountStatus::Active),
-        status_reason: account.status_reason.as_deref(),
-    }
-}
-
-fn policy(ctx: FlowContext<'_>) -> DisputePolicy {
-    DisputePolicy {
-        max_disputes: ctx.settings.policy.max_disputes,
-        lookback: TimeDelta::days(ctx.settings.policy.dispute_lookback_days),
     }
 }
 
@@ -192,35 +177,10 @@ fn open_once(
             ctx,
         )?;
     }
-    // CB4 counts the disputes opened within the lookback on either side of this one, so a late
-    // delivery of an older dispute is judged as it happened.
-    let policy = policy(ctx);
-    let disputes = Dispute::count_opened_between(
-        conn,
-        &account.id,
-        opened_at - policy.lookback,
-        opened_at + policy.lookback,
-    )?;
-    let account = Account::find(conn, &account.id)?.ok_or(diesel::result::Error::NotFound)?;
-    if let Some(termination) = decide_termination(
-        account_state(&account),
-        TerminationTrigger::RepeatedDisputes { disputes },
-        policy,
-    ) {
-        terminate(
-            conn,
-            &account.id,
-            termination.action.reason,
-            LedgerKind::FraudRevoke,
-            &termination,
-            &facts.dispute_id,
-            DECIDED_BY_POLICY,
-            ctx,
-        )?;
-        return Ok(Some(format!(
-            "{} {}",
-            decision.explanation, termination.explanation
-        )));
+    if let Some(termination) =
+        terminate_for_repeated_disputes(conn, &account.id, opened_at, &facts.dispute_id, ctx)?
+    {
+        return Ok(Some(format!("{} {termination}", decision.explanation)));
     }
     Ok(Some(decision.explanation))
 }
@@ -299,24 +259,7 @@ fn close(
         CloseAction::KeepRevoked { lift_suspension } => lift_suspension,
         CloseAction::KeepRevokedAndTerminate => {
             if let Some(account) = &account {
-                if let Some(termination) = decide_termination(
-                    account_state(account),
-                    TerminationTrigger::FraudulentDisputeLost {
-                        dispute_id: &dispute.id,
-                    },
-                    policy(ctx),
-                ) {
-                    terminate(
-                        conn,
-                        &account.id,
-                        termination.action.reason,
-                        LedgerKind::FraudRevoke,
-                        &termination,
-                        &dispute.id,
-                        DECIDED_BY_POLICY,
-                        ctx,
-                    )?;
-                }
+                terminate_for_fraudulent_loss(conn, account, &dispute.id, ctx)?;
             }
             false
         }

@@ -174,6 +174,19 @@ fn credit_later(
     // Refunds Stripe acknowledged, and disputes, are settled right after the grant.
     let refunding = Refund::pending_amount(conn, &existing.id)?;
     let (account, decision) = judge(conn, payment, refunding, ctx)?;
+    let held_for_a_refund = decision.action
+        == (PurchaseAction::HoldUndelivered {
+            reason: crate::policy::purchase::UndeliveredReason::BeingRefunded,
+        });
+    if held_for_a_refund && account.is_some() {
+        // What our refund in flight takes is known only once Stripe answers: wait for it.
+        // Settling the refund wakes this event, which then credits the purchase and takes the
+        // refund's share back (or, if the refund failed, credits it whole).
+        return Ok(Applied::deferred(format!(
+            "purchase {} names its account now, but {refunding} {} of it is being refunded: applied once Stripe settles that refund",
+            existing.id, existing.currency
+        )));
+    }
     let (PurchaseAction::Grant { credits }, Some(account)) = (&decision.action, &account) else {
         misdelivery::refund_if_terminated(
             conn,
@@ -226,7 +239,10 @@ fn credit_later(
         ..decision
     };
     record_decision(conn, &existing.id, &decision, event_id, ctx)?;
-    check_duplicate(conn, &existing.id, event_id, ctx)?;
+    // A purchase whose money already moved (disputed, refunded) is nobody's duplicate.
+    if status == PurchaseStatus::Credited.as_str() {
+        check_duplicate(conn, &existing.id, event_id, ctx)?;
+    }
     tracing::info!(
         purchase_id = existing.id,
         "undelivered purchase credited by a later event"
@@ -269,8 +285,21 @@ fn settle_late_grant(
                 ctx.now,
             )?;
             Refund::add_credits(conn, &refund.id, revoked, share - revoked)?;
+            record_purchase_decision(
+                conn,
+                &purchase.id,
+                refund.rule.parse().unwrap_or(Rule::O1),
+                &format!("revoke:{}", refund.id),
+                &format!(
+                    "Credited after refund {} of {} {} was made: its share, {revoked} of the lot's {} credits, is taken back at once (U1).",
+                    refund.id, refund.amount, refund.currency, lot.granted
+                ),
+                event_id,
+                ctx,
+            )?;
         }
     }
+    suspend_for_an_earlier_fraud_warning(conn, purchase, account_id, event_id, ctx)?;
     crate::db::disputes::Dispute::name_account_of_purchase(
         conn,
         &purchase.id,
@@ -290,6 +319,31 @@ fn settle_late_grant(
         ctx.now,
     )?;
     crate::db::disputes::Dispute::add_credits_revoked(conn, &dispute.id, revoked, ctx.now)?;
+    record_purchase_decision(
+        conn,
+        &purchase.id,
+        Rule::CB1,
+        &format!("dispute:{}", dispute.id),
+        &format!(
+            "Credited after dispute {} was opened: its {revoked} credits wait with the dispute.",
+            dispute.id
+        ),
+        event_id,
+        ctx,
+    )?;
+    // CB4 as if the account had been known when the dispute opened (or was lost).
+    use super::account_status::{terminate_for_fraudulent_loss, terminate_for_repeated_disputes};
+    if terminate_for_repeated_disputes(conn, account_id, dispute.opened_at, &dispute.id, ctx)?
+        .is_some()
+    {
+        return Ok(());
+    }
+    if dispute.outcome.is_some() && dispute.reason == "fraudulent" {
+        if let Some(account) = Account::find(conn, account_id)? {
+            terminate_for_fraudulent_loss(conn, &account, &dispute.id, ctx)?;
+        }
+        return Ok(());
+    }
     if dispute.outcome.is_none() {
         let decision = Decision {
             action: (),
@@ -308,6 +362,43 @@ fn settle_late_grant(
             ctx,
         )?;
     }
+    Ok(())
+}
+
+/// E1 warned about the purchase while nobody knew whose it was: the account now known is
+/// suspended as E1 would have suspended it (pending review, or while its refund goes through).
+fn suspend_for_an_earlier_fraud_warning(
+    conn: &mut DbConnection,
+    purchase: &Purchase,
+    account_id: &str,
+    event_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<(), IngestError> {
+    let warned = crate::db::models::DecisionRow::for_subject(conn, "purchase", &purchase.id)?
+        .into_iter()
+        .find(|d| {
+            d.rule == Rule::E1.as_str()
+                && (d.action.starts_with("refund:") || d.action == "refund_awaiting_review")
+        });
+    let Some(warning) = warned else {
+        return Ok(());
+    };
+    let decision = Decision {
+        action: (),
+        rule: Rule::E1,
+        explanation: format!(
+            "An early fraud warning came for purchase {} before its account {account_id} was known ({}): the account is suspended as E1 does.",
+            purchase.id, warning.explanation
+        ),
+    };
+    super::account_status::suspend_automatically(
+        conn,
+        account_id,
+        crate::policy::fraud::SUSPENDED_FOR_FRAUD_WARNING,
+        &decision,
+        event_id,
+        ctx,
+    )?;
     Ok(())
 }
 

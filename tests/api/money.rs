@@ -1056,7 +1056,8 @@ async fn a_refund_job_that_gave_up_is_listed_and_retried_from_the_command_line()
 // ---- Found in review: edges of the same rules ----
 
 // A purchase held undelivered whose money is going back (E1) is not credited by a later event
-// that names its account: that would be credits for money that is not ours.
+// that names its account while the refund is in flight: that would be credits for money that is
+// not ours. The event waits (deferred) until Stripe settles the refund.
 #[tokio::test]
 async fn an_undelivered_purchase_being_refunded_is_not_credited_later() {
     let app = spawn_app().await;
@@ -1074,7 +1075,7 @@ async fn an_undelivered_purchase_being_refunded_is_not_credited_later() {
         "E1 refunds it in full (it waits for a key)"
     );
     let named = checkout_paid(&pi, Some("user_late_name"), "pack_100", 2000);
-    assert_eq!(app.deliver(&named).await, "processed");
+    assert_eq!(app.deliver(&named).await, "deferred");
     let held = purchase(&app, &pi).await;
     assert_eq!(held["status"], "undelivered", "{held}");
     assert_eq!(held["credits_granted"], 0, "{held}");

@@ -238,8 +238,8 @@ async fn m2_the_sweeper_recovers_a_missed_webhook_by_itself_and_keeps_its_cursor
     app.assert_ledger_ok();
 }
 /// Each account's story: its checkout, its charge, its PaymentIntent, and then an outside
-/// refund of 500 (even accounts) or a dispute with its withdrawal (odd ones). About 1,000
-/// events, in Stripe's time order.
+/// refund of 500, a dispute with its withdrawal, or an early fraud warning (E1 refunds it and
+/// suspends the account). About 1,000 events, in Stripe's time order.
 fn story(accounts: usize) -> Vec<Value> {
     let mut events = Vec::new();
     for n in 0..accounts {
@@ -260,7 +260,14 @@ fn story(accounts: usize) -> Vec<Value> {
         intent["created"] = json!(t + 2);
         intent["data"]["object"]["latest_charge"] = json!(charge);
         events.push(intent);
-        if n % 2 == 0 {
+        if n % 4 == 3 {
+            // An actionable early fraud warning: E1 refunds what is unused (through the fake
+            // Stripe) and suspends the account.
+            let mut warning = early_fraud_warning(&pi, true);
+            warning["created"] = json!(t + 3);
+            warning["data"]["object"]["charge"] = json!(charge);
+            events.push(warning);
+        } else if n % 2 == 0 {
             let mut refunded = charge_refunded(&pi, &charge, 500);
             refunded["created"] = json!(t + 3);
             events.push(refunded);
@@ -287,6 +294,17 @@ fn story(accounts: usize) -> Vec<Value> {
         }
     }
     events
+}
+
+fn pending_refunds(app: &TestApp) -> i64 {
+    use creditguard::db::schema::refunds::dsl;
+    use diesel::prelude::*;
+    let mut conn = app.db();
+    dsl::refunds
+        .filter(dsl::status.eq("pending"))
+        .count()
+        .get_result(&mut *conn)
+        .unwrap()
 }
 
 fn deferred_events(app: &TestApp) -> i64 {
@@ -327,18 +345,29 @@ async fn m2_a_replay_of_1000_events_in_any_order_with_duplicates_ends_in_the_led
 ) {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
-    const ACCOUNTS: usize = 224;
+    const ACCOUNTS: usize = 236;
     let events = story(ACCOUNTS);
     assert!(events.len() >= 1_000, "{} events", events.len());
 
     // Delivered in order, as webhooks.
-    let in_order = spawn_app().await;
+    let stripe_refunds = crate::refunds::fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(crate::refunds::stripe_refund("succeeded"))
+        .mount(&stripe_refunds)
+        .await;
+    let uri = stripe_refunds.uri();
+    let configure = move |s: &mut creditguard::Settings| {
+        crate::refunds::configure_stripe(s, &uri);
+        s.replay.enabled = false;
+    };
+    let in_order = spawn_app_with(configure.clone()).await;
     for event in &events {
         in_order.deliver(event).await;
     }
 
     // The other service saw a third of them, in a random order; the replay brings the rest.
-    let replayed = spawn_app().await;
+    let replayed = spawn_app_with(configure).await;
     let (stripe, listed) = fake_stripe_events().await;
     for event in &events {
         listed.add(event);
@@ -363,10 +392,12 @@ async fn m2_a_replay_of_1000_events_in_any_order_with_duplicates_ends_in_the_led
     // command ran on the real clock, the service's clock is the test's: bring it past the
     // command's time so the woken retries are due, and let the workers finish.
     replayed.advance(chrono::TimeDelta::days(30));
-    eventually(&replayed, "no event left deferred", || async {
-        deferred_events(&replayed) == 0
-    })
-    .await;
+    for app in [&in_order, &replayed] {
+        eventually(app, "no event deferred, no refund pending", || async {
+            deferred_events(app) == 0 && pending_refunds(app) == 0
+        })
+        .await;
+    }
     assert_eq!(
         outcome(&replayed, ACCOUNTS).await,
         outcome(&in_order, ACCOUNTS).await

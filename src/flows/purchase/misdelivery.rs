@@ -68,7 +68,13 @@ pub fn claim(
     let Some(purchase) = Purchase::find(conn, purchase_id)? else {
         return Ok(None);
     };
-    if purchase.status != PurchaseStatus::Undelivered.as_str() {
+    // Support assigns what is `undelivered` (the HTTP contract); a linked customer claims
+    // any purchase never credited, even if its money moved meanwhile (as a later event does).
+    let claimable = match claim {
+        Claim::Support { .. } => purchase.status == PurchaseStatus::Undelivered.as_str(),
+        Claim::LinkedCustomer => purchase.undelivered_reason.is_some(),
+    };
+    if !claimable {
         return Ok(Some(Repair::NotUndelivered {
             status: purchase.status,
         }));
@@ -108,7 +114,9 @@ pub fn claim(
         package: package_id.and_then(|id| ctx.settings.package(id)),
         amount: purchase.amount,
         currency: &purchase.currency,
-        refunding: Refund::live_amount(conn, &purchase.id)?,
+        // Only a refund not sent yet holds it back; acknowledged ones are settled after the
+        // grant (`settle_late_grant`).
+        refunding: Refund::pending_amount(conn, &purchase.id)?,
     });
     let credits = match decision.action {
         PurchaseAction::Grant { credits } => credits,
@@ -119,13 +127,18 @@ pub fn claim(
             }))
         }
     };
+    let status = if purchase.status == PurchaseStatus::Undelivered.as_str() {
+        PurchaseStatus::Credited.as_str()
+    } else {
+        purchase.status.as_str()
+    };
     if !Purchase::credit_undelivered(
         conn,
         &purchase.id,
         &account.id,
         package_id,
         credits,
-        PurchaseStatus::Credited.as_str(),
+        status,
         ctx.now,
     )? {
         return Ok(Some(Repair::NotUndelivered {
@@ -191,7 +204,10 @@ pub fn claim(
         decided_by,
         ctx,
     )?;
-    check_duplicate(conn, &purchase.id, &reference, ctx)?;
+    super::settle_late_grant(conn, &purchase, &account.id, &reference, ctx)?;
+    if status == PurchaseStatus::Credited.as_str() {
+        check_duplicate(conn, &purchase.id, &reference, ctx)?;
+    }
     tracing::info!(
         purchase_id = purchase.id,
         account_id = account.id,
