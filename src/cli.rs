@@ -1,5 +1,5 @@
 //! The `creditguard` command line: `serve` (the default), `migrate`, `token create`,
-//! `check-ledger`, `jobs list|retry`, `replay`, `openapi`, `dev send-event`.
+//! `check-ledger`, `jobs list|retry`, `replay`, `reconcile`, `openapi`, `dev send-event`.
 
 use std::path::PathBuf;
 
@@ -59,6 +59,22 @@ pub enum Command {
         /// Count what is new and write nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Finance's view of a window in the terminal: the summary, the discrepancies, and (with
+    /// STRIPE_SECRET_KEY) Stripe's succeeded payments that creditguard never recorded (M2).
+    Reconcile {
+        /// Start of the window, RFC 3339.
+        #[arg(long)]
+        from: String,
+        /// End of the window (exclusive), RFC 3339; default now.
+        #[arg(long)]
+        to: Option<String>,
+        /// Apply P1 (or M1) to each payment Stripe holds that creditguard never recorded.
+        #[arg(long)]
+        fix: bool,
+        /// Also write the window's money movements to this CSV file.
+        #[arg(long)]
+        csv: Option<PathBuf>,
     },
     /// Print the HTTP API as OpenAPI 3.1 (the same document as docs/openapi.json).
     Openapi,
@@ -162,6 +178,9 @@ pub async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<std::proces
             types,
             dry_run,
         } => replay(&settings, &since, until.as_deref(), types, dry_run).await?,
+        Command::Reconcile { from, to, fix, csv } => {
+            reconcile(&settings, &from, to.as_deref(), fix, csv).await?
+        }
         Command::Openapi => {
             print!("{}", crate::http::openapi::document_json());
         }
@@ -256,6 +275,160 @@ async fn replay(
         ""
     };
     println!("{summary}{mode}");
+    Ok(())
+}
+
+async fn reconcile(
+    settings: &Settings,
+    from: &str,
+    to: Option<&str>,
+    fix: bool,
+    csv: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use crate::db::reconciliation::{self, Window};
+    use crate::jobs::reconcile as stripe_check;
+    let since = parse_time("--from", from)?;
+    let until = match to {
+        Some(raw) => parse_time("--to", raw)?,
+        None => SystemClock.now(),
+    };
+    anyhow::ensure!(since < until, "--from must be before --to");
+    let window = Window {
+        from: db_time(since),
+        to: db_time(until),
+    };
+    let (database, _) = open_database(settings).await?;
+    let reading = database.clone();
+    let now = db_time(SystemClock.now());
+    let (summary, mut found, report, movements) = tokio::task::spawn_blocking(move || {
+        let mut conn = reading.read()?;
+        let summary = reconciliation::summary(&mut conn, window)?;
+        let found =
+            reconciliation::discrepancies(&mut conn, now - chrono::TimeDelta::hours(1), 10_000)?;
+        let report = crate::ledger::check_ledger(&mut conn)?;
+        let mut movements = Vec::new();
+        if csv.is_some() {
+            loop {
+                let page =
+                    reconciliation::movements(&mut conn, window, movements.len() as i64, 1000)?;
+                let done = page.len() < 1000;
+                movements.extend(page);
+                if done {
+                    break;
+                }
+            }
+        }
+        anyhow::Ok((summary, found, report, (csv, movements)))
+    })
+    .await??;
+    println!(
+        "window {} to {}",
+        crate::http::rfc3339(window.from),
+        crate::http::rfc3339(window.to)
+    );
+    println!("\ncurrency\tgross\trefunded\tdisputed\tfees\tnet\tpurchases\trefunds\tdisputes");
+    let mut currencies: std::collections::BTreeMap<&str, [i64; 8]> = Default::default();
+    for row in &summary.purchases {
+        let c = currencies.entry(&row.currency).or_default();
+        c[0] += row.amount;
+        c[5] += row.count;
+    }
+    for row in &summary.refunds {
+        let c = currencies.entry(&row.currency).or_default();
+        c[1] += row.amount;
+        c[6] += row.count;
+    }
+    for row in &summary.disputes {
+        let c = currencies.entry(&row.currency).or_default();
+        c[2] += row.amount;
+        c[3] += row.fees;
+        c[7] += row.count;
+    }
+    for (currency, c) in &currencies {
+        let net = c[0] - c[1] - c[2] - c[3];
+        println!(
+            "{currency}\t{}\t{}\t{}\t{}\t{net}\t{}\t{}\t{}",
+            c[0], c[1], c[2], c[3], c[5], c[6], c[7]
+        );
+    }
+    println!("\nledger kind\tcredits");
+    for row in &summary.credits {
+        println!("{}\t{}", row.kind, row.delta);
+    }
+    println!("outstanding\t{}", summary.outstanding);
+
+    let mut mismatches = Vec::new();
+    let stripe = crate::stripe::client::StripeApi::new(&settings.stripe)?;
+    if stripe.is_configured() {
+        let spinner = indicatif::ProgressBar::new_spinner();
+        spinner.set_message("asking Stripe for its payments");
+        mismatches = stripe_check::missing_payments(&stripe, &database, since, until, |n| {
+            spinner.set_message(format!("{n} PaymentIntents read"));
+            spinner.tick();
+        })
+        .await?;
+        spinner.finish_and_clear();
+    }
+    println!("\nkind\tsubject\tsince\tdetail");
+    found.sort_by_key(|d| d.since);
+    for d in &found {
+        println!(
+            "{}\t{}\t{}\t{}",
+            d.kind,
+            d.subject,
+            crate::http::rfc3339(d.since),
+            d.detail
+        );
+    }
+    for v in &report.violations {
+        println!(
+            "ledger-invariant\t{}\t{}\t{v}",
+            v.subject,
+            crate::http::rfc3339(now)
+        );
+    }
+    for m in &mismatches {
+        let since = m.created().map(|t| t.to_rfc3339()).unwrap_or_default();
+        println!("stripe-mismatch\t{}\t{since}\t{}", m.id(), m.detail());
+    }
+    if !stripe.is_configured() {
+        println!("(Stripe not checked: STRIPE_SECRET_KEY is not set)");
+    }
+    println!(
+        "{} discrepancies",
+        found.len() + report.violations.len() + mismatches.len()
+    );
+    if fix {
+        for missing in &mismatches {
+            let event = stripe_check::event_for(&stripe, missing).await?;
+            let (database, settings) = (database.clone(), settings.clone());
+            let ingested = tokio::task::spawn_blocking(move || {
+                stripe_check::apply(&database, &settings, &SystemClock, &event)
+            })
+            .await??;
+            println!(
+                "fixed {}: {} ({})",
+                missing.id(),
+                ingested.status,
+                ingested.detail.unwrap_or_default()
+            );
+        }
+    }
+    let (csv, movements) = movements;
+    if let Some(path) = csv {
+        let mut writer = ::csv::Writer::from_path(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        writer.write_record(reconciliation::MOVEMENT_COLUMNS)?;
+        for row in &movements {
+            writer.write_record(row.record())?;
+        }
+        writer.flush()?;
+        eprintln!(
+            "{} movements written to {}",
+            movements.len(),
+            path.display()
+        );
+    }
     Ok(())
 }
 

@@ -197,6 +197,42 @@ pub struct MovementRow {
     pub credits: i64,
 }
 
+/// The export's columns, in order (docs/operations.md, "Reconciliation").
+pub const MOVEMENT_COLUMNS: [&str; 11] = [
+    "at",
+    "kind",
+    "id",
+    "purchase_id",
+    "account_id",
+    "payment_intent_id",
+    "stripe_id",
+    "amount",
+    "fee",
+    "currency",
+    "credits",
+];
+
+impl MovementRow {
+    /// The row as the export writes it (times RFC 3339 UTC).
+    pub fn record(&self) -> [String; 11] {
+        [
+            self.at
+                .and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            self.kind.clone(),
+            self.id.clone(),
+            self.purchase_id.clone(),
+            self.account_id.clone().unwrap_or_default(),
+            self.payment_intent_id.clone().unwrap_or_default(),
+            self.stripe_id.clone().unwrap_or_default(),
+            self.amount.to_string(),
+            self.fee.to_string(),
+            self.currency.clone(),
+            self.credits.to_string(),
+        ]
+    }
+}
+
 /// One page of movements after `after` (an offset), so that large ranges stream.
 pub fn movements(
     conn: &mut DbConnection,

@@ -25,6 +25,10 @@ pub enum EventSource {
     Webhook,
     /// Fetched from Stripe's Events API with the secret key (M2: a missed webhook).
     Replay,
+    /// Made by `creditguard reconcile --fix` from a succeeded PaymentIntent (or its Checkout
+    /// Session) that Stripe holds and creditguard never recorded (M2); its id is
+    /// `evt_reconcile_<payment intent>`.
+    Reconcile,
 }
 
 impl EventSource {
@@ -32,6 +36,7 @@ impl EventSource {
         match self {
             EventSource::Webhook => "webhook",
             EventSource::Replay => "replay",
+            EventSource::Reconcile => "reconcile",
         }
     }
 }

@@ -42,6 +42,9 @@ pub enum ApiError {
     Conflict(&'static str, String),
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// Stripe's API did not answer a call made for this request (finance's Stripe check).
+    #[error("Stripe's API could not be asked: {0}")]
+    StripeUnavailable(String),
     #[error("unexpected error")]
     Unexpected(#[source] anyhow::Error),
 }
@@ -83,6 +86,7 @@ impl ApiError {
             ApiError::AccountTerminated(_) => ("account-terminated", "Account terminated"),
             ApiError::Conflict(slug, _) => (slug, "Conflict"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
+            ApiError::StripeUnavailable(_) => ("stripe-unavailable", "Stripe unavailable"),
             ApiError::Unexpected(_) => ("internal", "Internal error"),
         }
     }
@@ -106,6 +110,7 @@ impl ResponseError for ApiError {
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::Conflict(..) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StripeUnavailable(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

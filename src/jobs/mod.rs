@@ -4,6 +4,7 @@
 //! and a job whose worker died is claimed again when its lease runs out.
 
 mod deferred;
+pub mod reconcile;
 mod refund;
 pub mod replay;
 

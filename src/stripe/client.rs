@@ -79,8 +79,9 @@ pub struct EventsQuery<'a> {
     pub limit: u32,
 }
 
+/// One page of a Stripe list (events, PaymentIntents, Checkout Sessions).
 pub struct EventsPage {
-    /// Newest first, as Stripe lists them; each exactly the event object Stripe sent.
+    /// Newest first, as Stripe lists them; each exactly the object Stripe sent.
     pub events: Vec<serde_json::Value>,
     pub has_more: bool,
 }
@@ -134,7 +135,6 @@ impl StripeApi {
         &self,
         query: &EventsQuery<'_>,
     ) -> Result<EventsPage, StripeCallError> {
-        let key = self.key.as_ref().ok_or(StripeCallError::NotConfigured)?;
         let mut params: Vec<(&str, String)> = vec![
             ("created[gte]", query.created_gte.to_string()),
             ("created[lt]", query.created_lt.to_string()),
@@ -144,7 +144,57 @@ impl StripeApi {
             params.push(("starting_after", after.to_owned()));
         }
         params.extend(query.types.iter().map(|t| ("types[]", t.clone())));
-        let mut url = url::Url::parse(&format!("{}/v1/events", self.base)).map_err(|e| {
+        self.list_page("events", &params).await
+    }
+
+    /// `GET /v1/payment_intents` of a window, one page, newest first (every status; the
+    /// caller keeps the succeeded ones). Plain JSON for the same reason as `list_events`:
+    /// only a few fields are read, and they are read as the webhook reads them.
+    pub async fn list_payment_intents(
+        &self,
+        created_gte: i64,
+        created_lt: i64,
+        starting_after: Option<&str>,
+    ) -> Result<EventsPage, StripeCallError> {
+        let mut params: Vec<(&str, String)> = vec![
+            ("created[gte]", created_gte.to_string()),
+            ("created[lt]", created_lt.to_string()),
+            ("limit", "100".to_owned()),
+        ];
+        if let Some(after) = starting_after {
+            params.push(("starting_after", after.to_owned()));
+        }
+        self.list_page("payment_intents", &params).await
+    }
+
+    /// `GET /v1/checkout/sessions?payment_intent=…`: the Checkout Session that made a
+    /// PaymentIntent, if any (it names the account and package; the PaymentIntent often does
+    /// not).
+    pub async fn checkout_session_of(
+        &self,
+        payment_intent: &str,
+    ) -> Result<Option<serde_json::Value>, StripeCallError> {
+        let page = self
+            .list_page(
+                "checkout/sessions",
+                &[
+                    ("payment_intent", payment_intent.to_owned()),
+                    ("limit", "1".to_owned()),
+                ],
+            )
+            .await?;
+        Ok(page.events.into_iter().next())
+    }
+
+    /// One page of a Stripe list endpoint (`{object: "list", data, has_more}`).
+    async fn list_page(
+        &self,
+        resource: &str,
+        params: &[(&str, String)],
+    ) -> Result<EventsPage, StripeCallError> {
+        let key = self.key.as_ref().ok_or(StripeCallError::NotConfigured)?;
+        let what = format!("GET /v1/{resource}");
+        let mut url = url::Url::parse(&format!("{}/v1/{resource}", self.base)).map_err(|e| {
             StripeCallError::Refused {
                 status: 0,
                 message: format!("STRIPE_API_BASE: {e}"),
@@ -158,11 +208,12 @@ impl StripeApi {
             .bearer_auth(key.expose_secret())
             .send()
             .await
-            .map_err(|e| StripeCallError::Retryable(format!("GET /v1/events: {e}")))?;
+            .map_err(|e| StripeCallError::Retryable(format!("{what}: {e}")))?;
         let status = response.status().as_u16();
-        let body: serde_json::Value = response.json().await.map_err(|e| {
-            StripeCallError::Retryable(format!("GET /v1/events: unreadable answer: {e}"))
-        })?;
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| StripeCallError::Retryable(format!("{what}: unreadable answer: {e}")))?;
         if status != 200 {
             let message = body["error"]["message"]
                 .as_str()
@@ -177,9 +228,9 @@ impl StripeApi {
         let events = match body.get("data") {
             Some(serde_json::Value::Array(list)) => list.clone(),
             _ => {
-                return Err(StripeCallError::Retryable(
-                    "GET /v1/events: the answer has no data list".into(),
-                ))
+                return Err(StripeCallError::Retryable(format!(
+                    "{what}: the answer has no data list"
+                )))
             }
         };
         Ok(EventsPage {

@@ -261,3 +261,273 @@ async fn a_bad_window_is_a_422_naming_the_field() {
         }
     }
 }
+
+// ---- M2 from the other side: Stripe's payments that creditguard never recorded ----
+
+mod stripe_check {
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::{json, Value};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use crate::helpers::*;
+
+    /// `GET /v1/payment_intents` (created[gte]/[lt], newest first, `limit`, `starting_after`,
+    /// `has_more`) and `GET /v1/checkout/sessions?payment_intent=…`, as Stripe answers them.
+    #[derive(Clone, Default)]
+    struct StripeObjects {
+        payment_intents: Arc<Mutex<Vec<Value>>>,
+        sessions: Arc<Mutex<Vec<Value>>>,
+    }
+
+    impl wiremock::Respond for StripeObjects {
+        fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+            let query: Vec<(String, String)> = request.url.query_pairs().into_owned().collect();
+            let get = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+            let list = |data: Vec<Value>, has_more: bool| {
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({ "object": "list", "data": data, "has_more": has_more }))
+            };
+            if request.url.path() == "/v1/checkout/sessions" {
+                let pi = get("payment_intent").unwrap();
+                let found: Vec<Value> = self
+                    .sessions
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|s| s["payment_intent"] == json!(pi))
+                    .cloned()
+                    .collect();
+                return list(found, false);
+            }
+            let gte: i64 = get("created[gte]").unwrap().parse().unwrap();
+            let lt: i64 = get("created[lt]").unwrap().parse().unwrap();
+            let limit: usize = get("limit").unwrap().parse().unwrap();
+            let mut all: Vec<Value> = self
+                .payment_intents
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|p| (gte..lt).contains(&p["created"].as_i64().unwrap()))
+                .cloned()
+                .collect();
+            all.sort_by(|a, b| {
+                (b["created"].as_i64(), b["id"].as_str())
+                    .cmp(&(a["created"].as_i64(), a["id"].as_str()))
+            });
+            if let Some(after) = get("starting_after") {
+                let at = all.iter().position(|p| p["id"] == json!(after)).unwrap();
+                all.drain(..=at);
+            }
+            let has_more = all.len() > limit;
+            all.truncate(limit);
+            list(all, has_more)
+        }
+    }
+
+    fn payment_intent(pi: &str, status: &str, created: i64, metadata: Value) -> Value {
+        let mut object = fixture("payment_intent.succeeded")["data"]["object"].clone();
+        object["id"] = json!(pi);
+        object["status"] = json!(status);
+        object["created"] = json!(created);
+        object["metadata"] = metadata;
+        object["amount"] = json!(2000);
+        object["amount_received"] = json!(2000);
+        object["latest_charge"] = json!(new_id("ch"));
+        object
+    }
+
+    /// `creditguard reconcile` on a blocking thread: the service under test shares this
+    /// test's runtime and keeps serving meanwhile.
+    async fn run(app: &TestApp, stripe: &str, args: &[&str]) -> String {
+        let (database_url, stripe) = (app.database_url.clone(), stripe.to_owned());
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_creditguard"))
+                .arg("reconcile")
+                .args(&args)
+                .env("DATABASE_URL", &database_url)
+                .env("STRIPE_WEBHOOK_SECRET", SECRET)
+                .env("STRIPE_SECRET_KEY", "sk_test_fake")
+                .env("STRIPE_API_BASE", &stripe)
+                .env("CREDITGUARD_CONFIG", "/dev/null")
+                .env("RUST_LOG", "warn")
+                .output()
+                .expect("creditguard runs");
+            assert!(
+                output.status.success(),
+                "reconcile failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8(output.stdout).unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn stripe_payments_never_recorded_are_mismatches_and_fix_applies_them_once() {
+        let server = MockServer::start().await;
+        let stripe = StripeObjects::default();
+        for resource in ["/v1/payment_intents", "/v1/checkout/sessions"] {
+            Mock::given(method("GET"))
+                .and(path(resource))
+                .respond_with(stripe.clone())
+                .mount(&server)
+                .await;
+        }
+        let uri = server.uri();
+        let app = spawn_app_with(move |s| {
+            s.stripe.api_base = uri;
+            s.stripe.secret_key = Some("sk_test_fake".into());
+            s.replay.enabled = false;
+        })
+        .await;
+        let t = 1_794_000_000;
+        // Recorded: its webhook came.
+        let known = new_id("pi");
+        app.deliver(&checkout_paid(&known, Some("user_known"), "pack_100", 2000))
+            .await;
+        stripe.payment_intents.lock().unwrap().push(payment_intent(
+            &known,
+            "succeeded",
+            t,
+            json!({}),
+        ));
+        // Missed: one made by a Checkout Session naming its account, one bare PaymentIntent
+        // naming nobody, one that never succeeded, and 150 more (two pages of Stripe's list).
+        let via_session = new_id("pi");
+        stripe.payment_intents.lock().unwrap().push(payment_intent(
+            &via_session,
+            "succeeded",
+            t + 1,
+            json!({}),
+        ));
+        let mut session = checkout_paid(&via_session, Some("user_from_session"), "pack_100", 2000)
+            ["data"]["object"]
+            .clone();
+        session["created"] = json!(t + 1);
+        stripe.sessions.lock().unwrap().push(session);
+        let bare = new_id("pi");
+        stripe.payment_intents.lock().unwrap().push(payment_intent(
+            &bare,
+            "succeeded",
+            t + 2,
+            json!({ "package_id": "pack_100" }),
+        ));
+        stripe.payment_intents.lock().unwrap().push(payment_intent(
+            &new_id("pi"),
+            "requires_payment_method",
+            t + 3,
+            json!({}),
+        ));
+        for n in 0..150 {
+            stripe.payment_intents.lock().unwrap().push(payment_intent(
+                &new_id("pi"),
+                "succeeded",
+                t + 10 + n,
+                json!({ "package_id": "pack_100", "account_id": format!("user_bulk_{n}") }),
+            ));
+        }
+        let window = "from=2026-11-01T00:00:00Z&to=2026-11-30T00:00:00Z";
+        let found: Vec<Value> = app
+            .get_json(
+                &format!("/v1/reconciliation/discrepancies?{window}"),
+                &app.finance_token,
+            )
+            .await
+            .as_array()
+            .unwrap()
+            .clone();
+        let mismatched: Vec<&str> = found
+            .iter()
+            .filter(|d| d["kind"] == "stripe-mismatch")
+            .map(|d| d["subject"].as_str().unwrap())
+            .collect();
+        assert_eq!(mismatched.len(), 152, "{found:#?}");
+        assert!(mismatched.contains(&via_session.as_str()) && mismatched.contains(&bare.as_str()));
+        assert!(!mismatched.contains(&known.as_str()));
+        // Without a window, only what creditguard holds is checked.
+        let local = app
+            .get_json("/v1/reconciliation/discrepancies", &app.finance_token)
+            .await;
+        assert!(local
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["kind"] != "stripe-mismatch"));
+
+        let args = [
+            "--from",
+            "2026-11-01T00:00:00Z",
+            "--to",
+            "2026-11-30T00:00:00Z",
+        ];
+        let report = run(&app, &server.uri(), &args).await;
+        assert!(
+            report.contains(&format!("stripe-mismatch\t{via_session}")),
+            "{report}"
+        );
+        assert!(report.contains("\n152 discrepancies"), "{report}");
+        assert!(
+            report.contains("usd\t2000\t0\t0\t0\t2000\t1\t0\t0"),
+            "the summary: {report}"
+        );
+        let fixed = run(&app, &server.uri(), &[&args[..], &["--fix"]].concat()).await;
+        assert_eq!(fixed.matches("fixed pi_").count(), 152, "{fixed}");
+        assert_eq!(
+            app.balance("user_from_session").await,
+            100,
+            "credited from its session"
+        );
+        assert_eq!(app.balance("user_bulk_149").await, 100);
+        let bare_purchase = app
+            .get_json("/v1/purchases?status=undelivered", &app.support_token)
+            .await;
+        assert!(
+            bare_purchase
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["payment_intent"] == json!(bare)),
+            "a payment naming nobody is held undelivered (M1): {bare_purchase}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("movements.csv");
+        run(
+            &app,
+            &server.uri(),
+            &[&args[..], &["--csv", file.to_str().unwrap()]].concat(),
+        )
+        .await;
+        let csv = std::fs::read_to_string(&file).unwrap();
+        assert!(csv.starts_with("at,kind,id,purchase_id,"), "{csv}");
+        assert_eq!(
+            csv.lines().filter(|l| l.contains(",purchase,")).count(),
+            153,
+            "{csv}"
+        );
+        // Twice changes nothing; the late webhook is a duplicate purchase event, not a second one.
+        let again = run(&app, &server.uri(), &[&args[..], &["--fix"]].concat()).await;
+        assert_eq!(again.matches("fixed pi_").count(), 0, "{again}");
+        let late = checkout_paid(&via_session, Some("user_from_session"), "pack_100", 2000);
+        app.deliver(&late).await;
+        assert_eq!(app.balance("user_from_session").await, 100);
+        let found = app
+            .get_json(
+                &format!("/v1/reconciliation/discrepancies?{window}"),
+                &app.finance_token,
+            )
+            .await;
+        assert!(
+            found
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["kind"] != "stripe-mismatch"),
+            "{found:#}"
+        );
+        app.assert_ledger_ok();
+    }
+}

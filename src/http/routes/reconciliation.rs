@@ -234,16 +234,53 @@ pub struct DiscrepancyView {
 const REFUND_STUCK_AFTER: TimeDelta = TimeDelta::hours(1);
 const MAX_DISCREPANCIES: i64 = 1000;
 
-/// `GET /v1/reconciliation/discrepancies`, oldest first.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DiscrepancyQuery {
+    /// RFC 3339. With `to`, and `STRIPE_SECRET_KEY` set, Stripe's succeeded PaymentIntents
+    /// created in the window are checked too (`stripe-mismatch`); without, only what
+    /// creditguard holds is.
+    from: Option<String>,
+    /// RFC 3339, exclusive (default now).
+    to: Option<String>,
+}
+
+/// `GET /v1/reconciliation/discrepancies[?from&to]`, oldest first.
 #[utoipa::path(get, path = "/v1/reconciliation/discrepancies", tag = "finance", security(("bearer" = [])),
+    params(DiscrepancyQuery),
     responses(
-        (status = 200, description = "What needs a person, oldest first (at most 1000)", body = Vec<DiscrepancyView>),
+        (status = 200, description = "What needs a person, oldest first (at most 1000 of creditguard's own, then Stripe's mismatches)", body = Vec<DiscrepancyView>),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: the token's role is not finance", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: `from` or `to` is not RFC 3339, `to` is not after `from`, or the window is longer than 31 days", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`stripe-unavailable`: Stripe's API did not answer the check", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn discrepancies(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let views = state
+pub async fn discrepancies(
+    query: web::Query<DiscrepancyQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let stripe_window = match query.from {
+        Some(_) => {
+            let window = window(
+                &WindowQuery {
+                    from: query.from.clone(),
+                    to: query.to.clone(),
+                },
+                state.now(),
+            )?;
+            // Stripe keeps a month of history worth listing at once; longer is the CLI's job.
+            if window.to - window.from > TimeDelta::days(31) {
+                return Err(ApiError::invalid(
+                    "from",
+                    "the window may be at most 31 days",
+                ));
+            }
+            Some(window)
+        }
+        None => None,
+    };
+    let mut views = state
         .db(move |conn, ctx| {
             let mut views: Vec<DiscrepancyView> = reconciliation::discrepancies(
                 conn,
@@ -269,46 +306,50 @@ pub async fn discrepancies(state: web::Data<AppState>) -> Result<HttpResponse, A
             Ok(views)
         })
         .await?;
+    if let Some(window) = stripe_window {
+        let stripe = crate::stripe::client::StripeApi::new(&state.settings.stripe)
+            .map_err(ApiError::Unexpected)?;
+        if stripe.is_configured() {
+            let missing = crate::jobs::reconcile::missing_payments(
+                &stripe,
+                &state.database,
+                window.from.and_utc(),
+                window.to.and_utc(),
+                |_| {},
+            )
+            .await
+            .map_err(|e| match e.downcast::<crate::db::Unavailable>() {
+                Ok(db) => ApiError::from(db),
+                Err(e) => ApiError::StripeUnavailable(format!("{e:#}")),
+            })?;
+            views.extend(missing.iter().map(|m| {
+                DiscrepancyView {
+                    kind: "stripe-mismatch".to_owned(),
+                    subject: m.id().to_owned(),
+                    detail: m.detail(),
+                    since: m
+                        .created()
+                        .map(|t| rfc3339(t.naive_utc()))
+                        .unwrap_or_else(|| rfc3339(state.now())),
+                }
+            }));
+        }
+    }
     Ok(HttpResponse::Ok().json(views))
 }
 
-const CSV_HEADER: [&str; 11] = [
-    "at",
-    "kind",
-    "id",
-    "purchase_id",
-    "account_id",
-    "payment_intent_id",
-    "stripe_id",
-    "amount",
-    "fee",
-    "currency",
-    "credits",
-];
 const CSV_PAGE: i64 = 1000;
 
 fn csv_lines(rows: &[MovementRow], header: bool) -> Result<web::Bytes, ApiError> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     let failed = |e: csv::Error| ApiError::Unexpected(e.into());
     if header {
-        writer.write_record(CSV_HEADER).map_err(failed)?;
+        writer
+            .write_record(reconciliation::MOVEMENT_COLUMNS)
+            .map_err(failed)?;
     }
     for row in rows {
-        writer
-            .write_record([
-                rfc3339(row.at),
-                row.kind.clone(),
-                row.id.clone(),
-                row.purchase_id.clone(),
-                row.account_id.clone().unwrap_or_default(),
-                row.payment_intent_id.clone().unwrap_or_default(),
-                row.stripe_id.clone().unwrap_or_default(),
-                row.amount.to_string(),
-                row.fee.to_string(),
-                row.currency.clone(),
-                row.credits.to_string(),
-            ])
-            .map_err(failed)?;
+        writer.write_record(row.record()).map_err(failed)?;
     }
     let bytes = writer
         .into_inner()

@@ -1,0 +1,143 @@
+//! M2 from the other side: Stripe's succeeded PaymentIntents of a window that creditguard never
+//! recorded (`stripe-mismatch`), and `--fix`, which applies P1 (or M1) to them as if their
+//! event had arrived: from the Checkout Session that made the payment when there is one (it
+//! names the account and package), else from the PaymentIntent itself.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use crate::clock::Clock;
+use crate::db::models::Purchase;
+use crate::db::{db_time, Database};
+use crate::flows::webhook::{ingest, EventSource, Ingested};
+use crate::flows::FlowContext;
+use crate::settings::Settings;
+use crate::stripe::client::StripeApi;
+use crate::stripe::{EventEnvelope, Verified};
+
+/// A payment Stripe took that has no purchase here.
+#[derive(Debug, Clone)]
+pub struct MissingPayment {
+    pub payment_intent: Value,
+}
+
+impl MissingPayment {
+    pub fn id(&self) -> &str {
+        self.payment_intent["id"].as_str().unwrap_or("-")
+    }
+
+    pub fn created(&self) -> Option<DateTime<Utc>> {
+        self.payment_intent["created"]
+            .as_i64()
+            .and_then(|t| DateTime::from_timestamp(t, 0))
+    }
+
+    /// The sentence finance reads.
+    pub fn detail(&self) -> String {
+        format!(
+            "Stripe holds the succeeded payment {} of {} {}, which creditguard never recorded (a missed webhook); `creditguard reconcile --fix` applies it",
+            self.id(),
+            self.payment_intent["amount_received"]
+                .as_i64()
+                .or(self.payment_intent["amount"].as_i64())
+                .unwrap_or(0),
+            self.payment_intent["currency"].as_str().unwrap_or("-"),
+        )
+    }
+}
+
+/// Stripe's succeeded PaymentIntents created in `[since, until)` that no purchase records,
+/// oldest first. `on_page` hears how many PaymentIntents were read so far.
+pub async fn missing_payments(
+    stripe: &StripeApi,
+    database: &Database,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    mut on_page: impl FnMut(usize),
+) -> anyhow::Result<Vec<MissingPayment>> {
+    let mut succeeded = Vec::new();
+    let mut read = 0;
+    let mut starting_after: Option<String> = None;
+    loop {
+        let page = stripe
+            .list_payment_intents(
+                since.timestamp(),
+                until.timestamp(),
+                starting_after.as_deref(),
+            )
+            .await?;
+        read += page.events.len();
+        let last = page
+            .events
+            .last()
+            .and_then(|p| p["id"].as_str())
+            .map(str::to_owned);
+        succeeded.extend(
+            page.events
+                .into_iter()
+                .filter(|p| p["status"] == "succeeded" && p["id"].is_string()),
+        );
+        on_page(read);
+        match (page.has_more, last) {
+            (true, Some(last)) => starting_after = Some(last),
+            _ => break,
+        }
+    }
+    let database = database.clone();
+    let mut missing =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<MissingPayment>> {
+            let mut conn = database.read()?;
+            let mut missing = Vec::new();
+            for payment_intent in succeeded {
+                let id = payment_intent["id"].as_str().unwrap_or_default();
+                if Purchase::by_payment_intent(&mut conn, id)?.is_none() {
+                    missing.push(MissingPayment { payment_intent });
+                }
+            }
+            Ok(missing)
+        })
+        .await??;
+    missing.sort_by_key(|m| (m.created(), m.id().to_owned()));
+    Ok(missing)
+}
+
+/// The event that would have told creditguard about the payment: the Checkout Session's
+/// `checkout.session.completed` when a session made it, else `payment_intent.succeeded`.
+pub async fn event_for(stripe: &StripeApi, missing: &MissingPayment) -> anyhow::Result<Value> {
+    let (event_type, object) = match stripe.checkout_session_of(missing.id()).await? {
+        Some(session) if session["payment_status"] == "paid" => {
+            ("checkout.session.completed", session)
+        }
+        _ => ("payment_intent.succeeded", missing.payment_intent.clone()),
+    };
+    Ok(json!({
+        "id": format!("evt_reconcile_{}", missing.id()),
+        "object": "event",
+        "type": event_type,
+        "created": object["created"].as_i64().or(missing.payment_intent["created"].as_i64()),
+        "livemode": missing.payment_intent["livemode"].as_bool().unwrap_or(false),
+        "api_version": null,
+        "data": { "object": object },
+    }))
+}
+
+/// Applies the made-up event like a delivered one (stored once by its id, so `--fix` twice
+/// changes nothing the second time). Blocking.
+pub fn apply(
+    database: &Database,
+    settings: &Settings,
+    clock: &dyn Clock,
+    event: &Value,
+) -> anyhow::Result<Ingested> {
+    let payload = event.to_string();
+    let envelope = EventEnvelope::parse(payload.as_bytes())?;
+    let verified = Verified::fetched_from_stripe(envelope);
+    let ingested = database.write(|conn| {
+        let ctx = FlowContext {
+            now: db_time(clock.now()),
+            settings,
+        };
+        ingest(conn, &verified, &payload, EventSource::Reconcile, ctx)
+    })??;
+    Ok(ingested)
+}
