@@ -358,6 +358,7 @@ async fn reconcile(
     println!("outstanding\t{}", summary.outstanding);
 
     let mut mismatches = Vec::new();
+    let mut balances = Vec::new();
     let stripe = crate::stripe::client::StripeApi::new(&settings.stripe)?;
     if stripe.is_configured() {
         let spinner = indicatif::ProgressBar::new_spinner();
@@ -367,6 +368,8 @@ async fn reconcile(
             spinner.tick();
         })
         .await?;
+        spinner.set_message("checking Stripe's balance transactions");
+        balances = stripe_check::balance_mismatches(&stripe, &database, since, until).await?;
         spinner.finish_and_clear();
     }
     println!("\nkind\tsubject\tsince\tdetail");
@@ -391,12 +394,16 @@ async fn reconcile(
         let since = m.created().map(|t| t.to_rfc3339()).unwrap_or_default();
         println!("stripe-mismatch\t{}\t{since}\t{}", m.id(), m.detail());
     }
+    for b in &balances {
+        let since = b.created.map(|t| t.to_rfc3339()).unwrap_or_default();
+        println!("stripe-mismatch\t{}\t{since}\t{}", b.subject, b.detail);
+    }
     if !stripe.is_configured() {
         println!("(Stripe not checked: STRIPE_SECRET_KEY is not set)");
     }
     println!(
         "{} discrepancies",
-        found.len() + report.violations.len() + mismatches.len()
+        found.len() + report.violations.len() + mismatches.len() + balances.len()
     );
     if fix {
         for missing in &mismatches {

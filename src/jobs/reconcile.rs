@@ -141,3 +141,85 @@ pub fn apply(
     })??;
     Ok(ingested)
 }
+
+/// A figure of Stripe's balance that disagrees with what creditguard recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceMismatch {
+    /// The charge, refund or dispute id.
+    pub subject: String,
+    pub detail: String,
+    pub created: Option<DateTime<Utc>>,
+}
+
+/// Stripe's balance transactions of `[since, until)` checked against what creditguard
+/// recorded: a charge's amount against its purchase, a refund's against the refund, a
+/// dispute's withdrawal against the dispute. Only what creditguard knows is compared (a
+/// payment it never saw is the PaymentIntent check's `stripe-mismatch`).
+pub async fn balance_mismatches(
+    stripe: &StripeApi,
+    database: &Database,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> anyhow::Result<Vec<BalanceMismatch>> {
+    let mut transactions = Vec::new();
+    let mut starting_after: Option<String> = None;
+    loop {
+        let page = stripe
+            .list_balance_transactions(
+                since.timestamp(),
+                until.timestamp(),
+                starting_after.as_deref(),
+            )
+            .await?;
+        let last = page
+            .events
+            .last()
+            .and_then(|t| t["id"].as_str())
+            .map(str::to_owned);
+        transactions.extend(page.events);
+        match (page.has_more, last) {
+            (true, Some(last)) => starting_after = Some(last),
+            _ => break,
+        }
+    }
+    let database = database.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<BalanceMismatch>> {
+        use crate::db::disputes::Dispute;
+        use crate::db::refunds::Refund;
+        let mut conn = database.read()?;
+        let mut found = Vec::new();
+        for bt in &transactions {
+            let (Some(source), Some(amount)) = (bt["source"].as_str(), bt["amount"].as_i64())
+            else {
+                continue;
+            };
+            let currency = bt["currency"].as_str().unwrap_or("");
+            let created = bt["created"].as_i64().and_then(|t| DateTime::from_timestamp(t, 0));
+            let category = bt["reporting_category"].as_str().or(bt["type"].as_str());
+            let recorded = match category {
+                Some("charge" | "payment") => Purchase::by_charge(&mut conn, source)?
+                    .map(|p| (format!("purchase {}", p.id), p.amount, p.currency)),
+                Some("refund") => Refund::by_stripe_id(&mut conn, source)?
+                    .map(|r| (format!("refund {}", r.id), -r.amount, r.currency)),
+                Some("dispute") => Dispute::find(&mut conn, source)?
+                    .map(|d| (format!("dispute {}", d.id), -d.funds_withdrawn, d.currency)),
+                _ => None,
+            };
+            let Some((what, expected, expected_currency)) = recorded else {
+                continue;
+            };
+            if amount != expected || !currency.eq_ignore_ascii_case(&expected_currency) {
+                found.push(BalanceMismatch {
+                    subject: source.to_owned(),
+                    detail: format!(
+                        "Stripe's balance transaction {} moved {amount} {currency} for {source}, but creditguard's {what} says {expected} {expected_currency}",
+                        bt["id"].as_str().unwrap_or("-")
+                    ),
+                    created,
+                });
+            }
+        }
+        Ok(found)
+    })
+    .await?
+}

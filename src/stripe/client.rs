@@ -167,6 +167,25 @@ impl StripeApi {
         self.list_page("payment_intents", &params).await
     }
 
+    /// `GET /v1/balance_transactions` of a window, one page, newest first: what Stripe
+    /// actually moved for each charge, refund and dispute, with its fee.
+    pub async fn list_balance_transactions(
+        &self,
+        created_gte: i64,
+        created_lt: i64,
+        starting_after: Option<&str>,
+    ) -> Result<EventsPage, StripeCallError> {
+        let mut params: Vec<(&str, String)> = vec![
+            ("created[gte]", created_gte.to_string()),
+            ("created[lt]", created_lt.to_string()),
+            ("limit", "100".to_owned()),
+        ];
+        if let Some(after) = starting_after {
+            params.push(("starting_after", after.to_owned()));
+        }
+        self.list_page("balance_transactions", &params).await
+    }
+
     /// `GET /v1/checkout/sessions?payment_intent=…`: the Checkout Session that made a
     /// PaymentIntent, if any (it names the account and package; the PaymentIntent often does
     /// not).

@@ -193,6 +193,25 @@ async fn discrepancies_name_what_needs_a_person() {
     broken["data"]["object"]["metadata"]["package_id"] = json!("pack\u{0}100");
     let failed_id = broken["id"].as_str().unwrap().to_owned();
     app.deliver(&broken).await;
+    // A dispute of a charge no purchase has yet waits (deferred); an E1 refund with no Stripe
+    // key waits too, and after an hour it is stuck.
+    let waiting = dispute_event(
+        "created",
+        &new_id("dp"),
+        &new_id("pi"),
+        None,
+        "needs_response",
+        "fraudulent",
+        2000,
+        1_795_000_100,
+    );
+    assert_eq!(app.deliver(&waiting).await, "deferred");
+    let flagged = app.buy("user_flagged").await;
+    assert_eq!(
+        app.deliver(&early_fraud_warning(&flagged, true)).await,
+        "processed"
+    );
+    app.advance(chrono::TimeDelta::hours(2));
     // A ledger that disagrees with itself.
     {
         use diesel::prelude::*;
@@ -226,6 +245,18 @@ async fn discrepancies_name_what_needs_a_person() {
     let failed = kind_of("event-failed");
     assert_eq!(failed.len(), 1, "{found:#?}");
     assert_eq!(failed[0]["subject"], json!(failed_id));
+    let deferred = kind_of("event-deferred");
+    assert_eq!(deferred.len(), 1, "{found:#?}");
+    assert_eq!(deferred[0]["subject"], waiting["id"]);
+    let stuck = kind_of("refund-stuck");
+    assert_eq!(stuck.len(), 1, "{found:#?}");
+    assert!(
+        stuck[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("early_fraud_warning"),
+        "{found:#?}"
+    );
     let ledger = kind_of("ledger-invariant");
     assert!(
         ledger
@@ -279,6 +310,7 @@ mod stripe_check {
     struct StripeObjects {
         payment_intents: Arc<Mutex<Vec<Value>>>,
         sessions: Arc<Mutex<Vec<Value>>>,
+        balance: Arc<Mutex<Vec<Value>>>,
     }
 
     impl wiremock::Respond for StripeObjects {
@@ -301,11 +333,15 @@ mod stripe_check {
                     .collect();
                 return list(found, false);
             }
+            let source = if request.url.path() == "/v1/balance_transactions" {
+                &self.balance
+            } else {
+                &self.payment_intents
+            };
             let gte: i64 = get("created[gte]").unwrap().parse().unwrap();
             let lt: i64 = get("created[lt]").unwrap().parse().unwrap();
             let limit: usize = get("limit").unwrap().parse().unwrap();
-            let mut all: Vec<Value> = self
-                .payment_intents
+            let mut all: Vec<Value> = source
                 .lock()
                 .unwrap()
                 .iter()
@@ -370,7 +406,11 @@ mod stripe_check {
     async fn stripe_payments_never_recorded_are_mismatches_and_fix_applies_them_once() {
         let server = MockServer::start().await;
         let stripe = StripeObjects::default();
-        for resource in ["/v1/payment_intents", "/v1/checkout/sessions"] {
+        for resource in [
+            "/v1/payment_intents",
+            "/v1/checkout/sessions",
+            "/v1/balance_transactions",
+        ] {
             Mock::given(method("GET"))
                 .and(path(resource))
                 .respond_with(stripe.clone())
@@ -395,6 +435,17 @@ mod stripe_check {
             t,
             json!({}),
         ));
+        // Its charge: Stripe's balance shows 1800 where creditguard recorded 2000.
+        let mut charge = fixture("charge.succeeded");
+        charge["id"] = json!(new_id("evt"));
+        charge["data"]["object"]["id"] = json!("ch_known");
+        charge["data"]["object"]["payment_intent"] = json!(known);
+        app.deliver(&charge).await;
+        stripe.balance.lock().unwrap().push(json!({
+            "id": "txn_known", "object": "balance_transaction", "amount": 1800, "fee": 82,
+            "net": 1718, "currency": "usd", "type": "charge", "reporting_category": "charge",
+            "source": "ch_known", "created": t
+        }));
         // Missed: one made by a Checkout Session naming its account, one bare PaymentIntent
         // naming nobody, one that never succeeded, and 150 more (two pages of Stripe's list).
         let via_session = new_id("pi");
@@ -445,7 +496,15 @@ mod stripe_check {
             .filter(|d| d["kind"] == "stripe-mismatch")
             .map(|d| d["subject"].as_str().unwrap())
             .collect();
-        assert_eq!(mismatched.len(), 152, "{found:#?}");
+        assert_eq!(mismatched.len(), 153, "{found:#?}");
+        let balance = found
+            .iter()
+            .find(|d| d["subject"] == "ch_known")
+            .expect("the balance check");
+        assert!(
+            balance["detail"].as_str().unwrap().contains("1800"),
+            "{balance}"
+        );
         assert!(mismatched.contains(&via_session.as_str()) && mismatched.contains(&bare.as_str()));
         assert!(!mismatched.contains(&known.as_str()));
         // Without a window, only what creditguard holds is checked.
@@ -469,7 +528,8 @@ mod stripe_check {
             report.contains(&format!("stripe-mismatch\t{via_session}")),
             "{report}"
         );
-        assert!(report.contains("\n152 discrepancies"), "{report}");
+        assert!(report.contains("\n153 discrepancies"), "{report}");
+        assert!(report.contains("stripe-mismatch\tch_known"), "{report}");
         assert!(
             report.contains("usd\t2000\t0\t0\t0\t2000\t1\t0\t0"),
             "the summary: {report}"
@@ -520,14 +580,18 @@ mod stripe_check {
                 &app.finance_token,
             )
             .await;
-        assert!(
-            found
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|d| d["kind"] != "stripe-mismatch"),
-            "{found:#}"
+        let left: Vec<&Value> = found
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["kind"] == "stripe-mismatch")
+            .collect();
+        assert_eq!(
+            left.len(),
+            1,
+            "only the balance difference is left: {found:#}"
         );
+        assert_eq!(left[0]["subject"], "ch_known");
         app.assert_ledger_ok();
     }
 }

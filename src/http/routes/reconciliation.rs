@@ -322,6 +322,28 @@ pub async fn discrepancies(
                 Ok(db) => ApiError::from(db),
                 Err(e) => ApiError::StripeUnavailable(format!("{e:#}")),
             })?;
+            let balances = crate::jobs::reconcile::balance_mismatches(
+                &stripe,
+                &state.database,
+                window.from.and_utc(),
+                window.to.and_utc(),
+            )
+            .await
+            .map_err(|e| match e.downcast::<crate::db::Unavailable>() {
+                Ok(db) => ApiError::from(db),
+                Err(e) => ApiError::StripeUnavailable(format!("{e:#}")),
+            })?;
+            views.extend(balances.into_iter().map(|b| {
+                DiscrepancyView {
+                    kind: "stripe-mismatch".to_owned(),
+                    subject: b.subject,
+                    detail: b.detail,
+                    since: b
+                        .created
+                        .map(|t| rfc3339(t.naive_utc()))
+                        .unwrap_or_else(|| rfc3339(state.now())),
+                }
+            }));
             views.extend(missing.iter().map(|m| {
                 DiscrepancyView {
                     kind: "stripe-mismatch".to_owned(),
