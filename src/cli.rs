@@ -307,11 +307,12 @@ async fn reconcile(
             reconciliation::discrepancies(&mut conn, now - chrono::TimeDelta::hours(1), 10_000)?;
         let report = crate::ledger::check_ledger(&mut conn)?;
         let mut movements = Vec::new();
+        const PAGE: i64 = 100;
         if csv.is_some() {
             loop {
-                let page =
-                    reconciliation::movements(&mut conn, window, movements.len() as i64, 1000)?;
-                let done = page.len() < 1000;
+                let after = movements.last().map(reconciliation::MovementRow::key);
+                let page = reconciliation::movements(&mut conn, window, after.as_ref(), PAGE)?;
+                let done = (page.len() as i64) < PAGE;
                 movements.extend(page);
                 if done {
                     break;

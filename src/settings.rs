@@ -378,6 +378,12 @@ impl Settings {
         if self.replay.interval_millis < 10 {
             return Err(invalid("replay.interval_millis", "must be at least 10"));
         }
+        if self.replay.overlap_secs < 60 {
+            return Err(invalid(
+                "replay.overlap_secs",
+                "must be at least 60: Stripe may list an event a little after its time",
+            ));
+        }
         // Stripe keeps events for 30 days: a window reaching further finds nothing there.
         if self.replay.first_lookback_secs > 30 * 86_400 || self.replay.overlap_secs > 30 * 86_400 {
             return Err(invalid(

@@ -222,6 +222,10 @@ impl r2d2::ManageConnection for ConnectionManager {
         let opened = self.target.establish();
         match &opened {
             Ok(_) => self.availability.mark_up(),
+            // A SQLite file has no outage to wait out: a failed open is a moment's contention
+            // (two connections switching a new file to WAL at once), which the pool retries,
+            // or a configuration error, which start-up reports.
+            Err(_) if self.target.backend() == Backend::Sqlite => {}
             Err(e) => self.availability.mark_down(&e.to_string()),
         }
         opened
@@ -368,6 +372,9 @@ impl Database {
     /// One connection attempt outside the pool, made while the breaker is open: its outcome
     /// opens or closes the breaker. Blocking.
     pub fn probe(&self) {
+        if self.target.backend() == Backend::Sqlite {
+            return;
+        }
         match self.target.establish() {
             Ok(_) => self.availability.mark_up(),
             Err(e) => self.availability.mark_down(&e.to_string()),

@@ -233,14 +233,50 @@ impl MovementRow {
     }
 }
 
-/// One page of movements after `after` (an offset), so that large ranges stream.
+/// Where a page of movements ended: the next page starts after it (keyset paging, so a row
+/// written meanwhile never shifts the pages and none is exported twice or skipped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovementKey {
+    pub at: NaiveDateTime,
+    pub kind: String,
+    pub id: String,
+}
+
+impl MovementRow {
+    pub fn key(&self) -> MovementKey {
+        MovementKey {
+            at: self.at,
+            kind: self.kind.clone(),
+            id: self.id.clone(),
+        }
+    }
+}
+
+/// A text literal for the SQL below (quotes doubled; the values are ids read back from the
+/// database, never a client's text).
+fn text_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// One page of movements after `after`, in the export's order (`at`, `kind`, `id`).
 pub fn movements(
     conn: &mut DbConnection,
     window: Window,
-    after: i64,
+    after: Option<&MovementKey>,
     limit: i64,
 ) -> QueryResult<Vec<MovementRow>> {
     let (from, to) = window.bounds();
+    let after = match after {
+        None => "1 = 1".to_owned(),
+        Some(key) => {
+            // As diesel stores it on SQLite ("%F %T%.f"), so that equal times compare equal.
+            let at = format!("'{}'", key.at.format("%Y-%m-%d %H:%M:%S%.f"));
+            let (kind, id) = (text_literal(&key.kind), text_literal(&key.id));
+            format!(
+                "(at > {at} OR (at = {at} AND (kind > {kind} OR (kind = {kind} AND id > {id}))))"
+            )
+        }
+    };
     let query = format!(
         "SELECT at, kind, id, purchase_id, account_id, payment_intent_id, stripe_id, amount, fee,
                 currency, credits FROM (
@@ -269,8 +305,9 @@ pub fn movements(
             WHERE d.opened_at >= {from} AND d.opened_at < {to}
               AND (d.funds_reinstated <> 0 OR d.fees_reinstated <> 0 OR d.credits_reinstated <> 0)
          ) moved
+         WHERE {after}
          ORDER BY at, kind, id
-         LIMIT {limit} OFFSET {after}"
+         LIMIT {limit}"
     );
     per_backend!(conn, |c| diesel::sql_query(&query).load(c))
 }

@@ -145,24 +145,13 @@ pub fn terminate_for_repeated_disputes(
         opened_at + policy.lookback,
     )?;
     let account = Account::find(conn, account_id)?.ok_or(diesel::result::Error::NotFound)?;
-    let Some(termination) = decide_termination(
-        account_state(&account),
-        TerminationTrigger::RepeatedDisputes { disputes },
-        policy,
-    ) else {
-        return Ok(None);
-    };
-    terminate(
+    terminate_for(
         conn,
-        &account.id,
-        termination.action.reason,
-        LedgerKind::FraudRevoke,
-        &termination,
+        &account,
+        TerminationTrigger::RepeatedDisputes { disputes },
         dispute_id,
-        DECIDED_BY_POLICY,
         ctx,
-    )?;
-    Ok(Some(termination.explanation))
+    )
 }
 
 /// CB4 for a lost `fraudulent` dispute: the account is terminated.
@@ -172,11 +161,26 @@ pub fn terminate_for_fraudulent_loss(
     dispute_id: &str,
     ctx: FlowContext<'_>,
 ) -> Result<Option<String>, IngestError> {
-    let Some(termination) = decide_termination(
-        account_state(account),
+    terminate_for(
+        conn,
+        account,
         TerminationTrigger::FraudulentDisputeLost { dispute_id },
-        dispute_policy(ctx),
-    ) else {
+        dispute_id,
+        ctx,
+    )
+}
+
+/// CB4's verdict on `trigger`, carried out; the termination's explanation if it terminated.
+fn terminate_for(
+    conn: &mut DbConnection,
+    account: &Account,
+    trigger: TerminationTrigger<'_>,
+    dispute_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Option<String>, IngestError> {
+    let Some(termination) =
+        decide_termination(account_state(account), trigger, dispute_policy(ctx))
+    else {
         return Ok(None);
     };
     terminate(

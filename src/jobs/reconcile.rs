@@ -114,7 +114,8 @@ pub async fn event_for(stripe: &StripeApi, missing: &MissingPayment) -> anyhow::
         "id": format!("evt_reconcile_{}", missing.id()),
         "object": "event",
         "type": event_type,
-        "created": object["created"].as_i64().or(missing.payment_intent["created"].as_i64()),
+        // When the payment was made (the PaymentIntent), not when the session was opened.
+        "created": missing.payment_intent["created"].as_i64(),
         "livemode": missing.payment_intent["livemode"].as_bool().unwrap_or(false),
         "api_version": null,
         "data": { "object": object },
@@ -208,7 +209,12 @@ pub async fn balance_mismatches(
             let Some((what, expected, expected_currency)) = recorded else {
                 continue;
             };
-            if amount != expected || !currency.eq_ignore_ascii_case(&expected_currency) {
+            // Stripe's balance is in the settlement currency: a charge in another currency
+            // cannot be compared by amount (that would need the exchange rate).
+            if !currency.eq_ignore_ascii_case(&expected_currency) {
+                continue;
+            }
+            if amount != expected {
                 found.push(BalanceMismatch {
                     subject: source.to_owned(),
                     detail: format!(

@@ -31,6 +31,9 @@ pub struct FetchedEvent {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReplaySummary {
     pub fetched: usize,
+    /// The oldest event that could not be ingested (a database error other than an outage):
+    /// the sweeper's cursor stops before it, so the next sweep tries it again.
+    pub oldest_error: Option<DateTime<Utc>>,
     /// Not stored before: applied now (`processed`).
     pub new: usize,
     /// Stored already (delivered, or replayed before): nothing changed.
@@ -126,14 +129,31 @@ pub fn ingest_all(
             on_event();
             continue;
         }
+        let (id, created) = (event.envelope.id.clone(), event.envelope.created);
         let verified = Verified::fetched_from_stripe(event.envelope);
-        let ingested = database.write(|conn| {
+        let attempt = database.write(|conn| {
             let ctx = FlowContext {
                 now: db_time(clock.now()),
                 settings,
             };
             ingest(conn, &verified, &event.payload, EventSource::Replay, ctx)
-        })??;
+        })?;
+        // One event that cannot be ingested must not hold back the ones after it; an outage
+        // (above) ends the whole replay instead, and the next one covers the same window.
+        let ingested = match attempt {
+            Ok(ingested) => ingested,
+            Err(e) => {
+                tracing::error!(event_id = id, error = %e, "a replayed event could not be ingested; it is tried again by the next replay");
+                summary.failed += 1;
+                let at = DateTime::from_timestamp(created, 0);
+                summary.oldest_error = match (summary.oldest_error, at) {
+                    (Some(known), Some(this)) => Some(known.min(this)),
+                    (known, this) => known.or(this),
+                };
+                on_event();
+                continue;
+            }
+        };
         match (ingested.outcome, ingested.status) {
             (Outcome::Duplicate, _) => summary.duplicate += 1,
             (_, EventStatus::Processed) => summary.new += 1,
@@ -182,8 +202,11 @@ pub async fn sweep_once(
     let summary = tokio::task::spawn_blocking(move || -> anyhow::Result<ReplaySummary> {
         let mut summary = ingest_all(&database, &settings_, clock_.as_ref(), events, false, || {})?;
         summary.failed += unreadable;
-        database
-            .write(|conn| set_replay_cursor(conn, CURSOR, db_time(now), db_time(clock_.now())))??;
+        // Not past an event that failed: the next sweep starts before it.
+        let position = summary.oldest_error.map_or(now, |at| at.min(now));
+        database.write(|conn| {
+            set_replay_cursor(conn, CURSOR, db_time(position), db_time(clock_.now()))
+        })??;
         Ok(summary)
     })
     .await??;

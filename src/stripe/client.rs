@@ -156,21 +156,30 @@ impl StripeApi {
         created_lt: i64,
         starting_after: Option<&str>,
     ) -> Result<EventsPage, StripeCallError> {
-        let mut params: Vec<(&str, String)> = vec![
-            ("created[gte]", created_gte.to_string()),
-            ("created[lt]", created_lt.to_string()),
-            ("limit", "100".to_owned()),
-        ];
-        if let Some(after) = starting_after {
-            params.push(("starting_after", after.to_owned()));
-        }
-        self.list_page("payment_intents", &params).await
+        self.list_window("payment_intents", created_gte, created_lt, starting_after)
+            .await
     }
 
     /// `GET /v1/balance_transactions` of a window, one page, newest first: what Stripe
     /// actually moved for each charge, refund and dispute, with its fee.
     pub async fn list_balance_transactions(
         &self,
+        created_gte: i64,
+        created_lt: i64,
+        starting_after: Option<&str>,
+    ) -> Result<EventsPage, StripeCallError> {
+        self.list_window(
+            "balance_transactions",
+            created_gte,
+            created_lt,
+            starting_after,
+        )
+        .await
+    }
+
+    async fn list_window(
+        &self,
+        resource: &str,
         created_gte: i64,
         created_lt: i64,
         starting_after: Option<&str>,
@@ -183,7 +192,7 @@ impl StripeApi {
         if let Some(after) = starting_after {
             params.push(("starting_after", after.to_owned()));
         }
-        self.list_page("balance_transactions", &params).await
+        self.list_page(resource, &params).await
     }
 
     /// `GET /v1/checkout/sessions?payment_intent=…`: the Checkout Session that made a

@@ -649,3 +649,35 @@ pub fn hold_write_lock(
     wait.recv().unwrap();
     blocker
 }
+
+/// A page of a Stripe list endpoint over `objects`, as Stripe answers it: `created[gte]` and
+/// `created[lt]` filter (with `keep` for endpoint-specific filters), newest first, `limit` per
+/// page, `starting_after` continues, `has_more` says whether to.
+pub fn stripe_list_page(
+    objects: &[Value],
+    request: &wiremock::Request,
+    keep: impl Fn(&Value, &[(String, String)]) -> bool,
+) -> wiremock::ResponseTemplate {
+    let query: Vec<(String, String)> = request.url.query_pairs().into_owned().collect();
+    let get = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let gte: i64 = get("created[gte]").map_or(i64::MIN, |v| v.parse().unwrap());
+    let lt: i64 = get("created[lt]").map_or(i64::MAX, |v| v.parse().unwrap());
+    let limit: usize = get("limit").map_or(10, |v| v.parse().unwrap());
+    let mut listed: Vec<Value> = objects
+        .iter()
+        .filter(|o| (gte..lt).contains(&o["created"].as_i64().unwrap()) && keep(o, &query))
+        .cloned()
+        .collect();
+    listed.sort_by(|a, b| {
+        (b["created"].as_i64(), b["id"].as_str()).cmp(&(a["created"].as_i64(), a["id"].as_str()))
+    });
+    if let Some(after) = get("starting_after") {
+        let at = listed.iter().position(|o| o["id"] == json!(after)).unwrap();
+        listed.drain(..=at);
+    }
+    let has_more = listed.len() > limit;
+    listed.truncate(limit);
+    wiremock::ResponseTemplate::new(200).set_body_json(json!({
+        "object": "list", "url": request.url.path(), "has_more": has_more, "data": listed
+    }))
+}

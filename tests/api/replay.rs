@@ -35,42 +35,15 @@ impl wiremock::Respond for StripeEvents {
                 "error": { "type": "invalid_request_error", "message": "Invalid API Key provided" }
             }));
         }
-        let query: Vec<(String, String)> = request.url.query_pairs().into_owned().collect();
-        let get = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-        let gte: i64 = get("created[gte]").map_or(i64::MIN, |v| v.parse().unwrap());
-        let lt: i64 = get("created[lt]").map_or(i64::MAX, |v| v.parse().unwrap());
-        let limit: usize = get("limit").map_or(10, |v| v.parse().unwrap());
-        let types: Vec<&String> = query
-            .iter()
-            .filter(|(k, _)| k == "types[]")
-            .map(|(_, v)| v)
-            .collect();
-        let mut listed: Vec<Value> = self
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| {
-                let created = e["created"].as_i64().unwrap();
-                created >= gte
-                    && created < lt
-                    && (types.is_empty() || types.iter().any(|t| e["type"] == json!(t)))
-            })
-            .cloned()
-            .collect();
-        listed.sort_by(|a, b| {
-            (b["created"].as_i64(), b["id"].as_str())
-                .cmp(&(a["created"].as_i64(), a["id"].as_str()))
-        });
-        if let Some(after) = get("starting_after") {
-            let at = listed.iter().position(|e| e["id"] == json!(after)).unwrap();
-            listed.drain(..=at);
-        }
-        let has_more = listed.len() > limit;
-        listed.truncate(limit);
-        ResponseTemplate::new(200).set_body_json(json!({
-            "object": "list", "url": "/v1/events", "has_more": has_more, "data": listed
-        }))
+        // `types[]` filters too (all types when none is given).
+        stripe_list_page(&self.0.lock().unwrap(), request, |event, query| {
+            let types: Vec<&String> = query
+                .iter()
+                .filter(|(k, _)| k == "types[]")
+                .map(|(_, v)| v)
+                .collect();
+            types.is_empty() || types.iter().any(|t| event["type"] == json!(t))
+        })
     }
 }
 

@@ -24,9 +24,17 @@ pub struct WindowQuery {
 }
 
 fn parse_time(field: &str, raw: &str) -> Result<NaiveDateTime, ApiError> {
-    DateTime::parse_from_rfc3339(raw)
+    let time = DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&Utc).naive_utc())
-        .map_err(|e| ApiError::invalid(field, format!("expected an RFC 3339 time: {e}")))
+        .map_err(|e| ApiError::invalid(field, format!("expected an RFC 3339 time: {e}")))?;
+    // The SQL compares four-digit years (db::reconciliation); beyond them nothing is stored.
+    if !(1..=9999).contains(&chrono::Datelike::year(&time)) {
+        return Err(ApiError::invalid(
+            field,
+            "the year must be between 1 and 9999",
+        ));
+    }
+    Ok(time)
 }
 
 /// Whole seconds: the SQL compares them with both backends' stored times (db::reconciliation).
@@ -245,6 +253,18 @@ pub struct DiscrepancyQuery {
     to: Option<String>,
 }
 
+/// A failed Stripe check: Stripe's failure is a 502, the database's its own answer.
+fn stripe_check_error(e: anyhow::Error) -> ApiError {
+    let e = match e.downcast::<crate::db::Unavailable>() {
+        Ok(db) => return ApiError::from(db),
+        Err(e) => e,
+    };
+    match e.downcast::<crate::stripe::client::StripeCallError>() {
+        Ok(stripe) => ApiError::StripeUnavailable(stripe.to_string()),
+        Err(other) => ApiError::Unexpected(other),
+    }
+}
+
 /// `GET /v1/reconciliation/discrepancies[?from&to]`, oldest first.
 #[utoipa::path(get, path = "/v1/reconciliation/discrepancies", tag = "finance", security(("bearer" = [])),
     params(DiscrepancyQuery),
@@ -252,7 +272,7 @@ pub struct DiscrepancyQuery {
         (status = 200, description = "What needs a person, oldest first (at most 1000 of creditguard's own, then Stripe's mismatches)", body = Vec<DiscrepancyView>),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: the token's role is not finance", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid-request`: `from` or `to` is not RFC 3339, `to` is not after `from`, or the window is longer than 31 days", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-request`: `from` or `to` is not RFC 3339, `to` is not after `from`, `to` without `from`, or the window is longer than 7 days", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "`stripe-unavailable`: Stripe's API did not answer the check", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -260,6 +280,9 @@ pub async fn discrepancies(
     query: web::Query<DiscrepancyQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    if query.from.is_none() && query.to.is_some() {
+        return Err(ApiError::invalid("from", "is required with to"));
+    }
     let stripe_window = match query.from {
         Some(_) => {
             let window = window(
@@ -269,11 +292,12 @@ pub async fn discrepancies(
                 },
                 state.now(),
             )?;
-            // Stripe keeps a month of history worth listing at once; longer is the CLI's job.
-            if window.to - window.from > TimeDelta::days(31) {
+            // Every PaymentIntent and balance transaction of the window is read within this
+            // request: longer windows are `creditguard reconcile`'s job.
+            if window.to - window.from > TimeDelta::days(7) {
                 return Err(ApiError::invalid(
                     "from",
-                    "the window may be at most 31 days",
+                    "the window may be at most 7 days (creditguard reconcile takes longer ones)",
                 ));
             }
             Some(window)
@@ -318,10 +342,7 @@ pub async fn discrepancies(
                 |_| {},
             )
             .await
-            .map_err(|e| match e.downcast::<crate::db::Unavailable>() {
-                Ok(db) => ApiError::from(db),
-                Err(e) => ApiError::StripeUnavailable(format!("{e:#}")),
-            })?;
+            .map_err(stripe_check_error)?;
             let balances = crate::jobs::reconcile::balance_mismatches(
                 &stripe,
                 &state.database,
@@ -329,10 +350,7 @@ pub async fn discrepancies(
                 window.to.and_utc(),
             )
             .await
-            .map_err(|e| match e.downcast::<crate::db::Unavailable>() {
-                Ok(db) => ApiError::from(db),
-                Err(e) => ApiError::StripeUnavailable(format!("{e:#}")),
-            })?;
+            .map_err(stripe_check_error)?;
             views.extend(balances.into_iter().map(|b| {
                 DiscrepancyView {
                     kind: "stripe-mismatch".to_owned(),
@@ -399,27 +417,36 @@ pub async fn export_csv(
     // The first page is read before the answer starts, so that a database error is still a
     // proper 503; later pages stream (an error then ends the body early).
     let first = state
-        .db(move |conn, _| Ok(reconciliation::movements(conn, window, 0, CSV_PAGE)?))
+        .db(move |conn, _| Ok(reconciliation::movements(conn, window, None, CSV_PAGE)?))
         .await?;
     let head = csv_lines(&first, true)?;
-    let more = first.len() as i64 == CSV_PAGE;
+    let next = (first.len() as i64 == CSV_PAGE)
+        .then(|| first.last().map(|row| row.key()))
+        .flatten();
     let state = state.into_inner();
-    let rest = futures_util::stream::unfold((more, CSV_PAGE), move |(more, offset)| {
+    let rest = futures_util::stream::unfold(next, move |after| {
         let state = state.clone();
         async move {
-            if !more {
-                return None;
-            }
+            let after = after?;
             let page = state
-                .db(move |conn, _| Ok(reconciliation::movements(conn, window, offset, CSV_PAGE)?))
+                .db(move |conn, _| {
+                    Ok(reconciliation::movements(
+                        conn,
+                        window,
+                        Some(&after),
+                        CSV_PAGE,
+                    )?)
+                })
                 .await;
             Some(
-                match page.and_then(|rows| Ok((csv_lines(&rows, false)?, rows.len()))) {
-                    Ok((bytes, n)) => (
+                match page.and_then(|rows| Ok((csv_lines(&rows, false)?, rows))) {
+                    Ok((bytes, rows)) => (
                         Ok::<_, ApiError>(bytes),
-                        (n as i64 == CSV_PAGE, offset + CSV_PAGE),
+                        (rows.len() as i64 == CSV_PAGE)
+                            .then(|| rows.last().map(|row| row.key()))
+                            .flatten(),
                     ),
-                    Err(e) => (Err(e), (false, offset)),
+                    Err(e) => (Err(e), None),
                 },
             )
         }
