@@ -327,36 +327,37 @@ async fn reconcile(
         crate::http::rfc3339(window.from),
         crate::http::rfc3339(window.to)
     );
-    println!("\ncurrency\tgross\trefunded\tdisputed\tfees\tnet\tpurchases\trefunds\tdisputes");
-    let mut currencies: std::collections::BTreeMap<&str, [i64; 8]> = Default::default();
-    for row in &summary.purchases {
-        let c = currencies.entry(&row.currency).or_default();
-        c[0] += row.amount;
-        c[5] += row.count;
-    }
-    for row in &summary.refunds {
-        let c = currencies.entry(&row.currency).or_default();
-        c[1] += row.amount;
-        c[6] += row.count;
-    }
-    for row in &summary.disputes {
-        let c = currencies.entry(&row.currency).or_default();
-        c[2] += row.amount;
-        c[3] += row.fees;
-        c[7] += row.count;
-    }
-    for (currency, c) in &currencies {
-        let net = c[0] - c[1] - c[2] - c[3];
+    // The same figures as `GET /v1/reconciliation/summary`.
+    let view = crate::http::routes::reconciliation::SummaryView::new(window, summary);
+    println!(
+        "\ncurrency\tgross\trefunded\tdisputed\tfees\tprocessing_fees\tnet\tpurchases\trefunds\tdisputes"
+    );
+    for c in &view.currencies {
         println!(
-            "{currency}\t{}\t{}\t{}\t{}\t{net}\t{}\t{}\t{}",
-            c[0], c[1], c[2], c[3], c[5], c[6], c[7]
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            c.currency,
+            c.gross,
+            c.refunded_total,
+            c.disputed,
+            c.fees,
+            c.processing_fees,
+            c.net,
+            c.purchases,
+            c.refunds,
+            c.disputes
         );
     }
-    println!("\nledger kind\tcredits");
-    for row in &summary.credits {
-        println!("{}\t{}", row.kind, row.delta);
-    }
-    println!("outstanding\t{}", summary.outstanding);
+    let credits = &view.credits;
+    println!("\ncredits\tgranted\tconsumed\trestored\trevoked\tadjusted\toutstanding");
+    println!(
+        "\t{}\t{}\t{}\t{}\t{}\t{}",
+        credits.granted,
+        credits.consumed,
+        credits.restored,
+        credits.revoked_total,
+        credits.adjusted,
+        credits.outstanding
+    );
 
     let mut mismatches = Vec::new();
     let mut balances = Vec::new();

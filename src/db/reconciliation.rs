@@ -63,6 +63,9 @@ pub struct SummaryRows {
     pub refunds: Vec<MoneyRow>,
     /// Disputes opened in the window: funds and fees withdrawn, net of what was reinstated.
     pub disputes: Vec<MoneyRow>,
+    /// Stripe's processing fees of the window's purchases, as far as the balance transactions
+    /// of their charges were read (`fees` per currency; `kind` is `processing_fee`).
+    pub processing_fees: Vec<MoneyRow>,
     /// Ledger entries made in the window, by kind.
     pub credits: Vec<CreditRow>,
     /// Credits held by all accounts at the window's end (the sum of every entry before it).
@@ -98,6 +101,13 @@ pub fn summary(conn: &mut DbConnection, window: Window) -> QueryResult<SummaryRo
            FROM disputes WHERE opened_at >= {from} AND opened_at < {to}
           GROUP BY currency ORDER BY currency"
     );
+    let processing_fees = format!(
+        "SELECT p.currency AS currency, 'processing_fee' AS kind, CAST(0 AS BIGINT) AS amount,
+                CAST(COALESCE(SUM(b.fee), 0) AS BIGINT) AS fees, CAST(COUNT(*) AS BIGINT) AS count
+           FROM purchases p JOIN balance_transactions b ON b.source = p.charge_id
+          WHERE p.paid_at >= {from} AND p.paid_at < {to}
+          GROUP BY p.currency ORDER BY p.currency"
+    );
     let credits = format!(
         "SELECT kind, CAST(COALESCE(SUM(delta), 0) AS BIGINT) AS delta
            FROM ledger_entries WHERE created_at >= {from} AND created_at < {to}
@@ -112,6 +122,7 @@ pub fn summary(conn: &mut DbConnection, window: Window) -> QueryResult<SummaryRo
             purchases: diesel::sql_query(&purchases).load(c)?,
             refunds: diesel::sql_query(&refunds).load(c)?,
             disputes: diesel::sql_query(&disputes).load(c)?,
+            processing_fees: diesel::sql_query(&processing_fees).load(c)?,
             credits: diesel::sql_query(&credits).load(c)?,
             outstanding: diesel::sql_query(&outstanding)
                 .get_result::<Total>(c)?
@@ -195,10 +206,13 @@ pub struct MovementRow {
     pub currency: String,
     #[diesel(sql_type = BigInt)]
     pub credits: i64,
+    /// Stripe's balance transaction of the movement, once the Stripe check has read it.
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    pub balance_transaction: Option<String>,
 }
 
 /// The export's columns, in order (docs/operations.md, "Reconciliation").
-pub const MOVEMENT_COLUMNS: [&str; 11] = [
+pub const MOVEMENT_COLUMNS: [&str; 12] = [
     "at",
     "kind",
     "id",
@@ -210,11 +224,12 @@ pub const MOVEMENT_COLUMNS: [&str; 11] = [
     "fee",
     "currency",
     "credits",
+    "balance_transaction",
 ];
 
 impl MovementRow {
     /// The row as the export writes it (times RFC 3339 UTC).
-    pub fn record(&self) -> [String; 11] {
+    pub fn record(&self) -> [String; 12] {
         [
             self.at
                 .and_utc()
@@ -229,6 +244,7 @@ impl MovementRow {
             self.fee.to_string(),
             self.currency.clone(),
             self.credits.to_string(),
+            self.balance_transaction.clone().unwrap_or_default(),
         ]
     }
 }
@@ -279,28 +295,35 @@ pub fn movements(
     };
     let query = format!(
         "SELECT at, kind, id, purchase_id, account_id, payment_intent_id, stripe_id, amount, fee,
-                currency, credits FROM (
+                currency, credits, balance_transaction FROM (
            SELECT p.paid_at AS at, 'purchase' AS kind, p.id AS id, p.id AS purchase_id,
                   p.account_id AS account_id, p.payment_intent_id AS payment_intent_id,
-                  p.charge_id AS stripe_id, p.amount AS amount, CAST(0 AS BIGINT) AS fee,
-                  p.currency AS currency, p.credits_granted AS credits
+                  p.charge_id AS stripe_id, p.amount AS amount,
+                  CAST(-COALESCE((SELECT SUM(b.fee) FROM balance_transactions b
+                                   WHERE b.source = p.charge_id), 0) AS BIGINT) AS fee,
+                  p.currency AS currency, p.credits_granted AS credits,
+                  (SELECT MIN(b.id) FROM balance_transactions b
+                    WHERE b.source = p.charge_id) AS balance_transaction
              FROM purchases p WHERE p.paid_at >= {from} AND p.paid_at < {to}
            UNION ALL
            SELECT r.created_at, 'refund', r.id, r.purchase_id, p.account_id, p.payment_intent_id,
-                  r.stripe_refund_id, -r.amount, CAST(0 AS BIGINT), r.currency, -r.credits_revoked
+                  r.stripe_refund_id, -r.amount, CAST(0 AS BIGINT), r.currency, -r.credits_revoked,
+                  (SELECT MIN(b.id) FROM balance_transactions b WHERE b.source = r.stripe_refund_id)
              FROM refunds r JOIN purchases p ON p.id = r.purchase_id
             WHERE r.status = 'succeeded' AND r.created_at >= {from} AND r.created_at < {to}
            UNION ALL
            SELECT d.opened_at, 'dispute_withdrawal', d.id, d.purchase_id, d.account_id,
                   p.payment_intent_id, d.charge_id, -d.funds_withdrawn, -d.fees_withdrawn,
-                  d.currency, -d.credits_revoked
+                  d.currency, -d.credits_revoked,
+                  (SELECT MIN(b.id) FROM balance_transactions b WHERE b.source = d.id)
              FROM disputes d JOIN purchases p ON p.id = d.purchase_id
             WHERE d.opened_at >= {from} AND d.opened_at < {to}
               AND (d.funds_withdrawn <> 0 OR d.fees_withdrawn <> 0 OR d.credits_revoked <> 0)
            UNION ALL
            SELECT COALESCE(d.closed_at, d.updated_at), 'dispute_reinstatement', d.id,
                   d.purchase_id, d.account_id, p.payment_intent_id, d.charge_id,
-                  d.funds_reinstated, d.fees_reinstated, d.currency, d.credits_reinstated
+                  d.funds_reinstated, d.fees_reinstated, d.currency, d.credits_reinstated,
+                  CAST(NULL AS TEXT)
              FROM disputes d JOIN purchases p ON p.id = d.purchase_id
             WHERE d.opened_at >= {from} AND d.opened_at < {to}
               AND (d.funds_reinstated <> 0 OR d.fees_reinstated <> 0 OR d.credits_reinstated <> 0)
@@ -310,4 +333,42 @@ pub fn movements(
          LIMIT {limit}"
     );
     per_backend!(conn, |c| diesel::sql_query(&query).load(c))
+}
+
+/// A balance transaction as Stripe listed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBalanceTransaction<'a> {
+    pub id: &'a str,
+    pub source: &'a str,
+    pub reporting_category: Option<&'a str>,
+    pub amount: i64,
+    pub fee: i64,
+    pub net: i64,
+    pub currency: &'a str,
+    pub created: NaiveDateTime,
+}
+
+/// Keeps what Stripe's balance moved (once per transaction id: Stripe never changes one).
+pub fn store_balance_transaction(
+    conn: &mut DbConnection,
+    bt: &StoredBalanceTransaction<'_>,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    use super::schema::balance_transactions as t;
+    per_backend!(conn, |c| diesel::insert_into(t::table)
+        .values((
+            t::id.eq(bt.id),
+            t::source.eq(bt.source),
+            t::reporting_category.eq(bt.reporting_category),
+            t::amount.eq(bt.amount),
+            t::fee.eq(bt.fee),
+            t::net.eq(bt.net),
+            t::currency.eq(bt.currency),
+            t::created.eq(bt.created),
+            t::fetched_at.eq(now),
+        ))
+        .on_conflict(t::id)
+        .do_nothing()
+        .execute(c))?;
+    Ok(())
 }

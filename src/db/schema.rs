@@ -25,6 +25,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    balance_transactions (id) {
+        id -> Text,
+        source -> Text,
+        reporting_category -> Nullable<Text>,
+        amount -> Int8,
+        fee -> Int8,
+        net -> Int8,
+        currency -> Text,
+        created -> Timestamp,
+        fetched_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     consumption_draws (generation_id, lot_id) {
         generation_id -> Text,
         lot_id -> Int8,
@@ -215,6 +229,7 @@ diesel::joinable!(refunds -> purchases (purchase_id));
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     api_tokens,
+    balance_transactions,
     consumption_draws,
     consumptions,
     credit_lots,

@@ -186,7 +186,39 @@ pub async fn balance_mismatches(
     let database = database.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<BalanceMismatch>> {
         use crate::db::disputes::Dispute;
+        use crate::db::reconciliation::{store_balance_transaction, StoredBalanceTransaction};
         use crate::db::refunds::Refund;
+        // Kept: the summary's processing fees and the export's ids come from them.
+        let now = db_time(Utc::now());
+        database.write(|conn| {
+            crate::db::write_transaction(conn, |conn| {
+                for bt in &transactions {
+                    let (Some(id), Some(source)) = (bt["id"].as_str(), bt["source"].as_str())
+                    else {
+                        continue;
+                    };
+                    store_balance_transaction(
+                        conn,
+                        &StoredBalanceTransaction {
+                            id,
+                            source,
+                            reporting_category: bt["reporting_category"].as_str(),
+                            amount: bt["amount"].as_i64().unwrap_or(0),
+                            fee: bt["fee"].as_i64().unwrap_or(0),
+                            net: bt["net"].as_i64().unwrap_or(0),
+                            currency: bt["currency"].as_str().unwrap_or(""),
+                            created: bt["created"]
+                                .as_i64()
+                                .and_then(|t| DateTime::from_timestamp(t, 0))
+                                .map(db_time)
+                                .unwrap_or(now),
+                        },
+                        now,
+                    )?;
+                }
+                Ok::<_, diesel::result::Error>(())
+            })
+        })??;
         let mut conn = database.read()?;
         let mut found = Vec::new();
         for bt in &transactions {

@@ -129,7 +129,8 @@ async fn the_csv_has_one_row_per_money_movement_and_its_totals_equal_the_summary
             "amount",
             "fee",
             "currency",
-            "credits"
+            "credits",
+            "balance_transaction"
         ]
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
@@ -499,6 +500,41 @@ mod stripe_check {
             balance["detail"].as_str().unwrap().contains("1800"),
             "{balance}"
         );
+        // The check kept the balance transactions: the processing fee is in the summary and
+        // the export (over the month: the known purchase is dated by its own event).
+        let month = "from=2026-11-01T00:00:00Z&to=2026-11-30T00:00:00Z";
+        let summary = app
+            .get_json(
+                &format!("/v1/reconciliation/summary?{month}"),
+                &app.finance_token,
+            )
+            .await;
+        let usd = &summary["currencies"][0];
+        assert_eq!(
+            (
+                usd["processing_fees"].as_i64(),
+                usd["processing_fees_known"].as_i64()
+            ),
+            (Some(82), Some(1)),
+            "{summary:#}"
+        );
+        let csv = app
+            .get(
+                &format!("/v1/reconciliation/export.csv?{month}"),
+                &app.finance_token,
+            )
+            .await
+            .text()
+            .await
+            .unwrap();
+        let known_row = csv
+            .lines()
+            .find(|l| l.contains(known.as_str()))
+            .expect("the known purchase");
+        assert!(
+            known_row.contains(",2000,-82,usd,100,txn_known"),
+            "{known_row}"
+        );
         assert!(mismatched.contains(&via_session.as_str()) && mismatched.contains(&bare.as_str()));
         assert!(!mismatched.contains(&known.as_str()));
         // Without a window, only what creditguard holds is checked.
@@ -525,7 +561,8 @@ mod stripe_check {
         assert!(report.contains("\n153 discrepancies"), "{report}");
         assert!(report.contains("stripe-mismatch\tch_known"), "{report}");
         assert!(
-            report.contains("usd\t2000\t0\t0\t0\t2000\t1\t0\t0"),
+            // The processing fee (82) of the known purchase's charge, read by the check above.
+            report.contains("usd\t2000\t0\t0\t0\t82\t1918\t1\t0\t0"),
             "the summary: {report}"
         );
         let fixed = run(&app, &server.uri(), &[&args[..], &["--fix"]].concat()).await;

@@ -69,10 +69,14 @@ pub struct CurrencySummary {
     pub refunded_total: i64,
     /// Withdrawn by disputes opened in the window, net of what was reinstated.
     pub disputed: i64,
-    /// Dispute fees Stripe withdrew, net of those reinstated (processing fees come with the
-    /// balance-transaction check, not yet).
+    /// Dispute fees Stripe withdrew, net of those reinstated.
     pub fees: i64,
-    /// gross − refunded_total − disputed − fees.
+    /// Stripe's processing fees of the window's purchases, as far as the Stripe check
+    /// (`creditguard reconcile`, or `discrepancies?from&to`) has read their balance
+    /// transactions; `processing_fees_known` says for how many purchases.
+    pub processing_fees: i64,
+    pub processing_fees_known: i64,
+    /// gross − refunded_total − disputed − fees − processing_fees.
     pub net: i64,
     pub purchases: i64,
     pub refunds: i64,
@@ -126,6 +130,8 @@ fn currency_entry<'a>(
             refunded_total: 0,
             disputed: 0,
             fees: 0,
+            processing_fees: 0,
+            processing_fees_known: 0,
             net: 0,
             purchases: 0,
             refunds: 0,
@@ -134,7 +140,7 @@ fn currency_entry<'a>(
 }
 
 impl SummaryView {
-    fn new(window: Window, rows: SummaryRows) -> Self {
+    pub(crate) fn new(window: Window, rows: SummaryRows) -> Self {
         let mut currencies: BTreeMap<String, CurrencySummary> = BTreeMap::new();
         for row in &rows.purchases {
             let summary = currency_entry(&mut currencies, &row.currency);
@@ -153,6 +159,11 @@ impl SummaryView {
             summary.fees += row.fees;
             summary.disputes += row.count;
         }
+        for row in &rows.processing_fees {
+            let summary = currency_entry(&mut currencies, &row.currency);
+            summary.processing_fees += row.fees;
+            summary.processing_fees_known += row.count;
+        }
         let mut counts = Counts {
             purchases: 0,
             refunds: 0,
@@ -161,7 +172,7 @@ impl SummaryView {
         let currencies: Vec<CurrencySummary> = currencies
             .into_values()
             .map(|mut c| {
-                c.net = c.gross - c.refunded_total - c.disputed - c.fees;
+                c.net = c.gross - c.refunded_total - c.disputed - c.fees - c.processing_fees;
                 counts.purchases += c.purchases;
                 counts.refunds += c.refunds;
                 counts.disputes += c.disputes;
