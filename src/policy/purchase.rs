@@ -151,9 +151,65 @@ pub fn decide_paid_purchase(facts: &PaidPurchase<'_>) -> Decision<PurchaseAction
     }
 }
 
+/// M1: support may name another package than the payment's only when the payment's own is
+/// missing, unknown or not what was paid; a payment for a known package at its price keeps that
+/// package. Err says why the named one is refused.
+pub fn check_named_package(
+    own: Option<&Package>,
+    named: &str,
+    amount: i64,
+    currency: &str,
+) -> Result<(), String> {
+    match own {
+        Some(package)
+            if package.id != named
+                && package.amount == amount
+                && package.currency.eq_ignore_ascii_case(currency) =>
+        {
+            Err(format!(
+                "The payment was for package {own} at its price ({amount} {currency}); it is credited as {own}, not as {named}.",
+                own = package.id
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// M1's deadline: an undelivered purchase is refunded in full `after` its payment.
+pub fn misdelivery_refund_due(
+    paid_at: chrono::NaiveDateTime,
+    now: chrono::NaiveDateTime,
+    after: chrono::TimeDelta,
+) -> bool {
+    paid_at + after <= now
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn m1_support_names_another_package_only_when_the_payments_own_does_not_fit() {
+        let pack = pack();
+        assert!(check_named_package(Some(&pack), "pack_500", 2000, "usd").is_err());
+        assert!(check_named_package(Some(&pack), "pack_100", 2000, "usd").is_ok());
+        assert!(check_named_package(Some(&pack), "pack_500", 9000, "usd").is_ok());
+        assert!(check_named_package(None, "pack_500", 2000, "usd").is_ok());
+    }
+
+    #[test]
+    fn m1_the_refund_is_due_at_the_deadline_not_before() {
+        let paid = chrono::DateTime::from_timestamp(1_795_000_000, 0)
+            .unwrap()
+            .naive_utc();
+        let after = chrono::TimeDelta::hours(72);
+        assert!(!misdelivery_refund_due(
+            paid,
+            paid + chrono::TimeDelta::hours(71),
+            after
+        ));
+        assert!(misdelivery_refund_due(paid, paid + after, after));
+    }
 
     fn pack() -> Package {
         Package {

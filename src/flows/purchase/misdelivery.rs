@@ -17,7 +17,8 @@ use crate::domain::{AccountStatus, LedgerKind, PurchaseStatus};
 use crate::flows::refunding::{start_refund, RefundPlan};
 use crate::flows::{record_purchase_decision_by, FlowContext, IngestError, DECIDED_BY_POLICY};
 use crate::policy::purchase::{
-    decide_paid_purchase, AccountLookup, PaidPurchase, PurchaseAction, UndeliveredReason,
+    check_named_package, decide_paid_purchase, misdelivery_refund_due, AccountLookup, PaidPurchase,
+    PurchaseAction, UndeliveredReason,
 };
 use crate::policy::Rule;
 
@@ -217,24 +218,19 @@ pub fn claim(
     Ok(Some(Repair::Credited { explanation }))
 }
 
-/// Support may name another package only when the payment's own is missing, unknown or not
-/// what was paid: a payment for a known package at its price keeps that package.
+/// M1's rule on a package support names (`policy::purchase::check_named_package`).
 fn package_override_refused(
     purchase: &Purchase,
     named: Option<&str>,
     ctx: FlowContext<'_>,
 ) -> Option<Repair> {
-    let named = named?;
-    let own = purchase.package_id.as_deref()?;
-    let package = ctx.settings.package(own)?;
-    let paid_its_price = package.amount == purchase.amount
-        && package.currency.eq_ignore_ascii_case(&purchase.currency);
-    (paid_its_price && named != own).then(|| Repair::PackageKept {
-        explanation: format!(
-            "The payment was for package {own} at its price ({} {}); it is credited as {own}, not as {named}.",
-            purchase.amount, purchase.currency
-        ),
-    })
+    let own = purchase
+        .package_id
+        .as_deref()
+        .and_then(|id| ctx.settings.package(id));
+    check_named_package(own, named?, purchase.amount, &purchase.currency)
+        .err()
+        .map(|explanation| Repair::PackageKept { explanation })
 }
 
 /// After a Stripe customer was linked to an account: credits the customer's undelivered
@@ -340,7 +336,7 @@ pub fn settle_overdue(
         return Ok(Swept::Nothing);
     };
     let after = TimeDelta::seconds(ctx.settings.policy.misdelivery_refund_after_secs);
-    if purchase.paid_at + after > ctx.now {
+    if !misdelivery_refund_due(purchase.paid_at, ctx.now, after) {
         return Ok(Swept::Nothing);
     }
     let explanation = format!(
