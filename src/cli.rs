@@ -303,8 +303,12 @@ async fn reconcile(
     let (summary, mut found, report, movements) = tokio::task::spawn_blocking(move || {
         let mut conn = reading.read()?;
         let summary = reconciliation::summary(&mut conn, window)?;
-        let found =
-            reconciliation::discrepancies(&mut conn, now - chrono::TimeDelta::hours(1), 10_000)?;
+        let found = reconciliation::discrepancies(
+            &mut conn,
+            now - chrono::TimeDelta::hours(1),
+            now,
+            10_000,
+        )?;
         let report = crate::ledger::check_ledger(&mut conn)?;
         let mut movements = Vec::new();
         const PAGE: i64 = 100;

@@ -170,6 +170,45 @@ pub struct PolicySettings {
     /// CB4: this many disputes of one account within `dispute_lookback_days` terminate it.
     pub max_disputes: i64,
     pub dispute_lookback_days: i64,
+    /// T2: this many failed generations (T1) of an account within
+    /// `technical_failures_lookback_days` verify a technical problem.
+    pub technical_failures_threshold: i64,
+    pub technical_failures_lookback_days: i64,
+    /// L1: a refund asked for later than this after its purchase waits for a person.
+    pub request_window_secs: i64,
+    /// Q1: `review` (a person decides) or `never` (denied under U1).
+    pub quality_refunds: crate::policy::request::QualityRefunds,
+    /// R1: a request waiting for a person is due within this many business days.
+    pub review_due_business_days: u32,
+    /// R1: the IANA time zone business days are counted in (`Europe/Berlin`).
+    pub business_time_zone: String,
+    /// R1: local dates nobody works on, besides weekends (`["2026-12-25"]`).
+    pub holidays: Vec<chrono::NaiveDate>,
+}
+
+impl PolicySettings {
+    /// R1's calendar (`validate` has proven the time zone parses).
+    pub fn business_calendar(&self) -> crate::policy::calendar::BusinessCalendar {
+        crate::policy::calendar::BusinessCalendar {
+            time_zone: self
+                .business_time_zone
+                .parse()
+                .unwrap_or(chrono_tz::Tz::UTC),
+            holidays: self.holidays.clone(),
+        }
+    }
+
+    pub fn request_policy(&self) -> crate::policy::request::RequestPolicy {
+        crate::policy::request::RequestPolicy {
+            duplicate_window: chrono::TimeDelta::seconds(self.duplicate_window_secs),
+            duplicate_unused_share: self.duplicate_unused_share,
+            technical_failures_threshold: self.technical_failures_threshold,
+            technical_lookback: chrono::TimeDelta::days(self.technical_failures_lookback_days),
+            request_window: chrono::TimeDelta::seconds(self.request_window_secs),
+            quality_refunds: self.quality_refunds,
+            automatic_refunds: self.automatic_refunds,
+        }
+    }
 }
 
 /// A package of the catalog.
@@ -255,6 +294,13 @@ impl Default for PolicySettings {
             automatic_refunds: true,
             max_disputes: 2,
             dispute_lookback_days: 365,
+            technical_failures_threshold: 3,
+            technical_failures_lookback_days: 7,
+            request_window_secs: 7 * 86_400,
+            quality_refunds: crate::policy::request::QualityRefunds::Review,
+            review_due_business_days: 3,
+            business_time_zone: "UTC".to_owned(),
+            holidays: Vec::new(),
         }
     }
 }
@@ -422,6 +468,40 @@ impl Settings {
             return Err(invalid(
                 "policy.dispute_lookback_days",
                 "must be between 1 and 3650",
+            ));
+        }
+        if self
+            .policy
+            .business_time_zone
+            .parse::<chrono_tz::Tz>()
+            .is_err()
+        {
+            return Err(invalid(
+                "policy.business_time_zone",
+                format!(
+                    "{:?} is not an IANA time zone name (such as UTC or Europe/Berlin)",
+                    self.policy.business_time_zone
+                ),
+            ));
+        }
+        if !(1..=30).contains(&self.policy.review_due_business_days) {
+            return Err(invalid(
+                "policy.review_due_business_days",
+                "must be between 1 and 30",
+            ));
+        }
+        if self.policy.technical_failures_threshold < 1
+            || !(1..=365).contains(&self.policy.technical_failures_lookback_days)
+        {
+            return Err(invalid(
+                "policy.technical_failures_threshold",
+                "the threshold must be at least 1 and the lookback between 1 and 365 days",
+            ));
+        }
+        if self.policy.request_window_secs < 0 {
+            return Err(invalid(
+                "policy.request_window_secs",
+                "must not be negative",
             ));
         }
         if self.webhook.deferred_max_attempts < 1 {

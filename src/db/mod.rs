@@ -10,6 +10,7 @@ pub mod disputes;
 pub mod jobs;
 pub mod models;
 pub mod reconciliation;
+pub mod refund_requests;
 pub mod refunds;
 #[rustfmt::skip]
 pub mod schema;

@@ -145,13 +145,16 @@ pub struct DiscrepancyRow {
 }
 
 /// Undelivered purchases, refunds stuck (in flight since before `stuck_before`, or failed),
-/// and deferred and failed events, oldest first. Ledger invariants come from `check_ledger`.
+/// deferred and failed events, and refund requests past their due time (R1) at `now`, oldest
+/// first. Ledger invariants come from `check_ledger`.
 pub fn discrepancies(
     conn: &mut DbConnection,
     stuck_before: NaiveDateTime,
+    now: NaiveDateTime,
     limit: i64,
 ) -> QueryResult<Vec<DiscrepancyRow>> {
     let stuck = format!("'{}'", stuck_before.format("%Y-%m-%d %H:%M:%S"));
+    let now = format!("'{}'", now.format("%Y-%m-%d %H:%M:%S"));
     let query = format!(
         "SELECT kind, subject, detail, since FROM (
            SELECT 'undelivered-purchase' AS kind, id AS subject,
@@ -173,6 +176,14 @@ pub fn discrepancies(
                   id, event_type || ': ' || COALESCE(detail, COALESCE(last_error, status)),
                   received_at
              FROM webhook_events WHERE status IN ('deferred', 'failed')
+           UNION ALL
+           SELECT 'overdue-review', id,
+                  kind || ' refund request of account ' || account_id
+                    || COALESCE(' for purchase ' || purchase_id, '')
+                    || COALESCE(' for generation ' || generation_id, '')
+                    || ' waits for a person past its due time (R1)',
+                  due_at
+             FROM refund_requests WHERE status = 'pending_review' AND due_at < {now}
          ) found
          ORDER BY since, subject
          LIMIT {limit}"

@@ -181,6 +181,42 @@ diesel::table! {
 }
 
 diesel::table! {
+    refund_request_notes (id) {
+        id -> Int8,
+        request_id -> Text,
+        kind -> Text,
+        author -> Text,
+        body -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    refund_requests (id) {
+        id -> Text,
+        account_id -> Text,
+        kind -> Text,
+        purchase_id -> Nullable<Text>,
+        generation_id -> Nullable<Text>,
+        category -> Nullable<Text>,
+        feedback -> Text,
+        original_image_url -> Nullable<Text>,
+        result_image_url -> Nullable<Text>,
+        status -> Text,
+        rule -> Text,
+        explanation -> Text,
+        refund_id -> Nullable<Text>,
+        credits_returned -> Int8,
+        due_at -> Nullable<Timestamp>,
+        filed_by -> Text,
+        decided_by -> Nullable<Text>,
+        decided_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     replay_cursors (name) {
         name -> Text,
         position -> Timestamp,
@@ -224,6 +260,10 @@ diesel::joinable!(disputes -> purchases (purchase_id));
 diesel::joinable!(ledger_entries -> accounts (account_id));
 diesel::joinable!(ledger_entries -> credit_lots (lot_id));
 diesel::joinable!(purchases -> accounts (account_id));
+diesel::joinable!(refund_request_notes -> refund_requests (request_id));
+diesel::joinable!(refund_requests -> accounts (account_id));
+diesel::joinable!(refund_requests -> purchases (purchase_id));
+diesel::joinable!(refund_requests -> refunds (refund_id));
 diesel::joinable!(refunds -> purchases (purchase_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -238,6 +278,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     jobs,
     ledger_entries,
     purchases,
+    refund_request_notes,
+    refund_requests,
     refunds,
     replay_cursors,
     stripe_charges,

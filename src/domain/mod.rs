@@ -8,5 +8,6 @@ mod status;
 pub use ids::{AccountId, GenerationId, IdError};
 pub use money::{Credits, CreditsError, Currency, CurrencyError};
 pub use status::{
-    AccountStatus, ConsumptionStatus, EventStatus, LedgerKind, PurchaseStatus, Role, SupportReason,
+    AccountStatus, ConsumptionStatus, EventStatus, LedgerKind, PurchaseStatus, QualityCategory,
+    RequestStatus, Role, SupportReason,
 };

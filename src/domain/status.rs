@@ -87,6 +87,27 @@ text_enum!(
     SupportReason { PolicyViolation => "policy_violation", Fraud => "fraud", Other => "other" }
 );
 
+text_enum!(
+    /// Where a refund request stands: decided, or waiting for a person (or for the customer).
+    RequestStatus {
+        Approved => "approved",
+        Denied => "denied",
+        PendingReview => "pending_review",
+        NeedsInfo => "needs_info",
+    }
+);
+text_enum!(
+    /// Q1: what went wrong with one generation.
+    QualityCategory {
+        Artifacts => "artifacts",
+        Distortion => "distortion",
+        Blurring => "blurring",
+        MisunderstoodRequest => "misunderstood_request",
+        TechnicalError => "technical_error",
+        Unusable => "unusable",
+    }
+);
+
 impl Role {
     pub fn allows(self, wanted: &[Role]) -> bool {
         self == Role::Admin || wanted.contains(&self)

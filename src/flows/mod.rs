@@ -6,7 +6,8 @@
 //   shared:  this file (context, results, errors), `lookup` (find, lock, defer a purchase),
 //            `account_status` (suspend, terminate), `refunding` (the refund engine)
 //   leaves:  `purchase` (P1, M1, D1), `refund` (Stripe's word on refunds, O1), `dispute`
-//            (CB1–CB4), `fraud` (E1), `credits` (spending, T1), `account` (V1)
+//            (CB1–CB4), `fraud` (E1), `credits` (spending, T1), `account` (V1),
+//            `refund_request` (T2, C1, Q1, L1, R1; it uses M1's repairs from `purchase`)
 //   entry:   `webhook` (store an event once, apply it)
 pub mod account;
 pub mod account_status;
@@ -16,6 +17,7 @@ pub mod fraud;
 pub mod lookup;
 pub mod purchase;
 pub mod refund;
+pub mod refund_request;
 pub mod refunding;
 pub mod webhook;
 

@@ -6,7 +6,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::routes::{accounts, disputes, ops, purchases, reconciliation, refunds, webhooks};
+use super::routes::{
+    accounts, disputes, ops, purchases, reconciliation, refund_requests, refunds, webhooks,
+};
 use super::views;
 
 #[derive(OpenApi)]
@@ -42,6 +44,14 @@ use super::views;
         purchases::assign,
         refunds::list,
         disputes::list,
+        refund_requests::file,
+        refund_requests::list,
+        refund_requests::feedback_report,
+        refund_requests::get,
+        refund_requests::approve,
+        refund_requests::deny,
+        refund_requests::request_info,
+        refund_requests::reply,
         reconciliation::summary,
         reconciliation::discrepancies,
         reconciliation::export_csv,
@@ -65,6 +75,18 @@ use super::views;
         accounts::FailureBody,
         accounts::ActionBody,
         purchases::AssignBody,
+        views::RefundRequestView,
+        views::RequestRefundView,
+        views::RequestNoteView,
+        views::AccountHistoryView,
+        views::FeedbackReportView,
+        views::FeedbackWeekView,
+        views::FeedbackKindView,
+        views::CategoryTermsView,
+        views::TermCountView,
+        refund_requests::FileBody,
+        refund_requests::NoteBody,
+        refund_requests::ReplyBody,
         reconciliation::SummaryView,
         reconciliation::CurrencySummary,
         reconciliation::CreditSummary,
@@ -75,7 +97,7 @@ use super::views;
     tags(
         (name = "stripe", description = "Stripe's signed webhooks"),
         (name = "credits", description = "Accounts, balances and spending (the generation service)"),
-        (name = "support", description = "Purchases, refunds, disputes and account actions"),
+        (name = "support", description = "Purchases, refunds, disputes, account actions and refund requests (filing, the review queue, the feedback report)"),
         (name = "finance", description = "Reconciliation: the summary of a window, discrepancies, the CSV export"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     ),

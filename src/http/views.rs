@@ -323,3 +323,196 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
+
+/// An approved request's refund: how much, where it goes and when it arrives.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestRefundView {
+    pub id: String,
+    pub purchase_id: String,
+    pub amount: i64,
+    pub currency: String,
+    /// `pending`, `submitted`, `succeeded`, `failed` or `canceled` (see `GET /v1/refunds`).
+    pub status: String,
+    /// Always `original_payment_method`: Stripe refunds to the card or account that paid.
+    #[schema(example = "original_payment_method")]
+    pub method: String,
+    /// What the customer can be told about when the money arrives.
+    #[schema(example = "3-10 business days")]
+    pub expected_processing: String,
+    pub credits_revoked: i64,
+}
+
+impl From<&Refund> for RequestRefundView {
+    fn from(r: &Refund) -> Self {
+        Self {
+            id: r.id.clone(),
+            purchase_id: r.purchase_id.clone(),
+            amount: r.amount,
+            currency: r.currency.clone(),
+            status: r.status.clone(),
+            method: "original_payment_method".into(),
+            expected_processing: "3-10 business days".into(),
+            credits_revoked: r.credits_revoked,
+        }
+    }
+}
+
+/// Something said on a request: a reviewer's question or note, the customer's reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestNoteView {
+    /// `request_info`, `reply`, `approve` or `deny`.
+    pub kind: String,
+    /// `role:token_id` of who said it.
+    pub author: String,
+    pub body: String,
+    pub at: String,
+}
+
+/// The account beside a request in the queue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountHistoryView {
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub balance: i64,
+    pub purchases: i64,
+    pub refunds: i64,
+    pub disputes: i64,
+    /// Generations that failed and were restored (T1).
+    pub failed_generations: i64,
+    pub refund_requests: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefundRequestView {
+    pub id: String,
+    pub account_id: String,
+    /// `duplicate`, `technical`, `misdelivery`, `change_of_mind`, `quality`, `renewal`, or
+    /// another kind (denied under C1).
+    pub kind: String,
+    /// `approved`, `denied`, `pending_review` or `needs_info`.
+    pub status: String,
+    /// The rule that decided (or queued) it: D1, T2, M1, C1, Q1, L1, V1, CB4, …
+    pub rule: String,
+    /// Why, in words that can be shown to the customer.
+    pub explanation: String,
+    pub purchase_id: Option<String>,
+    pub generation_id: Option<String>,
+    pub category: Option<String>,
+    pub feedback: String,
+    pub original_image_url: Option<String>,
+    pub result_image_url: Option<String>,
+    /// R1: when a person must have answered (while `pending_review`).
+    pub due_at: Option<String>,
+    /// Waiting for a person past `due_at`.
+    pub overdue: bool,
+    /// An approved refund: amount, method and expected processing time.
+    pub refund: Option<RequestRefundView>,
+    /// Credits given back to the balance (an approved quality or misdelivery request).
+    pub credits_returned: i64,
+    /// `creditguard` for the policy, `support:<token id>` for a person; null while waiting.
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
+    pub filed_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub notes: Vec<RequestNoteView>,
+    /// Every decision on the request, oldest first.
+    pub decisions: Vec<DecisionView>,
+    /// In the queue (`GET /v1/refund-requests`) and on one request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_history: Option<AccountHistoryView>,
+}
+
+impl RefundRequestView {
+    pub fn new(
+        r: &crate::db::refund_requests::RefundRequest,
+        now: chrono::NaiveDateTime,
+        refund: Option<&Refund>,
+        notes: &[crate::db::refund_requests::Note],
+        decisions: &[DecisionRow],
+    ) -> Self {
+        Self {
+            id: r.id.clone(),
+            account_id: r.account_id.clone(),
+            kind: r.kind.clone(),
+            status: r.status.clone(),
+            rule: r.rule.clone(),
+            explanation: r.explanation.clone(),
+            purchase_id: r.purchase_id.clone(),
+            generation_id: r.generation_id.clone(),
+            category: r.category.clone(),
+            feedback: r.feedback.clone(),
+            original_image_url: r.original_image_url.clone(),
+            result_image_url: r.result_image_url.clone(),
+            due_at: r.due_at.map(rfc3339),
+            overdue: r.status == "pending_review" && r.due_at.is_some_and(|due| due < now),
+            refund: refund.map(RequestRefundView::from),
+            credits_returned: r.credits_returned,
+            decided_by: r.decided_by.clone(),
+            decided_at: r.decided_at.map(rfc3339),
+            filed_by: r.filed_by.clone(),
+            created_at: rfc3339(r.created_at),
+            updated_at: rfc3339(r.updated_at),
+            notes: notes
+                .iter()
+                .map(|n| RequestNoteView {
+                    kind: n.kind.clone(),
+                    author: n.author.clone(),
+                    body: n.body.clone(),
+                    at: rfc3339(n.created_at),
+                })
+                .collect(),
+            decisions: decisions.iter().map(DecisionView::from).collect(),
+            account_history: None,
+        }
+    }
+}
+
+/// Requests of one ISO week, kind and category.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedbackWeekView {
+    /// ISO week, `2026-W49`.
+    pub week: String,
+    pub kind: String,
+    pub category: Option<String>,
+    pub requests: i64,
+    pub approved: i64,
+    pub denied: i64,
+    pub pending_review: i64,
+    pub needs_info: i64,
+    /// approved / (approved + denied); null before any is decided.
+    pub approval_rate: Option<f64>,
+}
+
+/// Requests of one kind over the whole window.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedbackKindView {
+    pub kind: String,
+    pub requests: i64,
+    pub approved: i64,
+    pub denied: i64,
+    pub approval_rate: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TermCountView {
+    pub term: String,
+    pub count: i64,
+}
+
+/// The most frequent terms of the quality feedback of one category.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CategoryTermsView {
+    pub category: String,
+    pub requests: i64,
+    pub terms: Vec<TermCountView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedbackReportView {
+    pub from: String,
+    pub to: String,
+    pub weeks: Vec<FeedbackWeekView>,
+    pub kinds: Vec<FeedbackKindView>,
+    pub quality_terms: Vec<CategoryTermsView>,
+}

@@ -425,13 +425,84 @@ pub fn restore_failed_generation(
         });
     };
 
-    // A terminated account's credits were revoked for good: refuse (the caller rolls back the
-    // claim above) rather than restore nothing silently.
-    if adjust_balance(conn, &account_id, 0, StatusGuard::NotTerminated, now)?.is_none() {
-        return Err(refusal(conn, &account_id, credits));
+    let cause = format!("T1 restore of generation {generation_id}");
+    let restored = return_draws(
+        conn,
+        &account_id,
+        generation_id,
+        credits,
+        Comeback {
+            kind: LedgerKind::FailureRestore,
+            reference: generation_id,
+            cause: &cause,
+        },
+        now,
+    )?;
+    let balance = lock_account(conn, &account_id, now)?;
+    Ok(Restoration {
+        account_id,
+        restored,
+        balance,
+        already_restored: false,
+    })
+}
+
+/// Q1 approved: the generation's credits go back to the lots they came from (`review_return`,
+/// keyed by `reference`, the request). None when the generation is not `consumed` any more
+/// (a T1 restore or another review returned it first); otherwise what reached the lots.
+pub fn return_by_review(
+    conn: &mut DbConnection,
+    generation_id: &str,
+    reference: &str,
+    now: NaiveDateTime,
+) -> Result<Option<i64>, LedgerError> {
+    let claimed: Option<(String, i64)> = diesel::update(
+        consumptions::table
+            .find(generation_id)
+            .filter(consumptions::status.eq(ConsumptionStatus::Consumed.as_str())),
+    )
+    .set((
+        consumptions::status.eq(ConsumptionStatus::ReturnedByReview.as_str()),
+        consumptions::updated_at.eq(now),
+    ))
+    .returning((consumptions::account_id, consumptions::credits))
+    .get_result(conn)
+    .optional()?;
+    let Some((account_id, credits)) = claimed else {
+        return Ok(None);
+    };
+    let cause = format!("Q1 review return of generation {generation_id} ({reference})");
+    let returned = return_draws(
+        conn,
+        &account_id,
+        generation_id,
+        credits,
+        Comeback {
+            kind: LedgerKind::ReviewReturn,
+            reference,
+            cause: &cause,
+        },
+        now,
+    )?;
+    Ok(Some(returned))
+}
+
+/// Gives a generation's credits back to the lots it drew them from, each through the one way
+/// back in (`return_credits`): a lot whose purchase's money went back, or that a dispute or
+/// termination holds, keeps what it owes. Returns what reached the lots.
+fn return_draws(
+    conn: &mut DbConnection,
+    account_id: &str,
+    generation_id: &str,
+    credits: i64,
+    comeback: Comeback<'_>,
+    now: NaiveDateTime,
+) -> Result<i64, LedgerError> {
+    // A terminated account's credits were revoked for good: refuse (the caller rolls back its
+    // claim) rather than return nothing silently.
+    if adjust_balance(conn, account_id, 0, StatusGuard::NotTerminated, now)?.is_none() {
+        return Err(refusal(conn, account_id, credits));
     }
-    // Each lot takes back what it drew, through the one way back in: a lot whose purchase's
-    // money went back, or that a dispute or termination holds, keeps what it owes.
     let draws: Vec<(i64, i64)> = consumption_draws::table
         .filter(consumption_draws::generation_id.eq(generation_id))
         .order(consumption_draws::lot_id.asc())
@@ -442,29 +513,27 @@ pub fn restore_failed_generation(
             "generation {generation_id}: its draws do not add up to its {credits} credits"
         )));
     }
-    let cause = format!("T1 restore of generation {generation_id}");
-    let mut restored = 0;
+    let mut returned = 0;
     for (lot_id, drawn) in draws {
-        let plan = return_credits(
-            conn,
-            lot_id,
-            drawn,
-            Comeback {
-                kind: LedgerKind::FailureRestore,
-                reference: generation_id,
-                cause: &cause,
-            },
-            now,
-        )?;
-        restored += plan.to_lot;
+        returned += return_credits(conn, lot_id, drawn, comeback, now)?.to_lot;
     }
-    let balance = lock_account(conn, &account_id, now)?;
-    Ok(Restoration {
-        account_id,
-        restored,
-        balance,
-        already_restored: false,
-    })
+    Ok(returned)
+}
+
+/// D1 on request: what was left of the lot at `at`, counting the credits it granted and every
+/// later entry made by then (the grant itself may have been recorded later, when its webhook
+/// came late).
+pub fn lot_remaining_at(conn: &mut DbConnection, lot: &Lot, at: NaiveDateTime) -> QueryResult<i64> {
+    let moved: Vec<i64> = ledger_entries::table
+        .filter(ledger_entries::lot_id.eq(lot.id))
+        .filter(ledger_entries::created_at.le(at))
+        .filter(ledger_entries::kind.ne_all([
+            LedgerKind::Grant.as_str(),
+            LedgerKind::MisdeliveryGrant.as_str(),
+        ]))
+        .select(ledger_entries::delta)
+        .load(conn)?;
+    Ok(lot.granted + moved.into_iter().sum::<i64>())
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

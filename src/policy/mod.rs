@@ -3,11 +3,13 @@
 //! arguments (from configuration); every decision is stored with its rule.
 
 pub mod account;
+pub mod calendar;
 pub mod dispute;
 pub mod fraud;
 pub mod lot;
 pub mod purchase;
 pub mod refund;
+pub mod request;
 
 /// Who made an automatic decision (a person's decisions name their token instead).
 pub const DECIDED_BY_POLICY: &str = "creditguard";

@@ -107,6 +107,16 @@ fn contract_roles(method: &str, path: &str) -> Option<&'static [&'static str]> {
             | "/v1/reconciliation/discrepancies"
             | "/v1/reconciliation/export.csv",
         ) => Some(&["finance"]),
+        // Refund requests: support; the service files, reads and answers on a customer's behalf.
+        ("POST", "/v1/refund-requests" | "/v1/refund-requests/{request_id}/reply")
+        | ("GET", "/v1/refund-requests/{request_id}") => Some(&["service", "support"]),
+        ("GET", "/v1/refund-requests" | "/v1/refund-requests/feedback-report")
+        | (
+            "POST",
+            "/v1/refund-requests/{request_id}/approve"
+            | "/v1/refund-requests/{request_id}/deny"
+            | "/v1/refund-requests/{request_id}/request-info",
+        ) => Some(&["support"]),
         _ => panic!("{method} {path} is in the router but not in this test's contract"),
     }
 }
@@ -126,7 +136,8 @@ async fn every_route_answers_every_role_as_the_contract_says() {
             .path
             .replace("{account_id}", "user_walk")
             .replace("{generation_id}", "gen-walk")
-            .replace("{purchase_id}", "pur_walk");
+            .replace("{purchase_id}", "pur_walk")
+            .replace("{request_id}", "rr_walk");
         let what = format!("{} {}", spec.method, spec.path);
         let send = |token: Option<&str>| {
             // A body that parses for no route: a role that may not call a route is refused

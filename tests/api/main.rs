@@ -14,6 +14,7 @@ mod ops;
 mod outage;
 mod purchases;
 mod reconciliation;
+mod refund_requests;
 mod refunds;
 mod replay;
 mod schema;

@@ -35,6 +35,13 @@ pub enum Claim<'a> {
     },
     /// The account that now owns the purchase's Stripe customer.
     LinkedCustomer,
+    /// A refund request of kind `misdelivery` (decided by the policy or by a person).
+    Request {
+        account_id: &'a str,
+        request_id: &'a str,
+        /// `creditguard`, or the reviewer's `role:token_id`.
+        decided_by: &'a str,
+    },
 }
 
 /// What a claim did.
@@ -72,7 +79,9 @@ pub fn claim(
     // Support assigns what is `undelivered` (the HTTP contract); a linked customer claims
     // any purchase never credited, even if its money moved meanwhile (as a later event does).
     let claimable = match claim {
-        Claim::Support { .. } => purchase.status == PurchaseStatus::Undelivered.as_str(),
+        Claim::Support { .. } | Claim::Request { .. } => {
+            purchase.status == PurchaseStatus::Undelivered.as_str()
+        }
         Claim::LinkedCustomer => purchase.undelivered_reason.is_some(),
     };
     if !claimable {
@@ -94,6 +103,10 @@ pub fn claim(
                 package_id.or(purchase.package_id.as_deref()),
             )
         }
+        Claim::Request { account_id, .. } => (
+            Account::find(conn, account_id)?,
+            purchase.package_id.as_deref(),
+        ),
         Claim::LinkedCustomer => (
             match purchase.stripe_customer_id.as_deref() {
                 Some(customer) => Account::find_by_stripe_customer(conn, customer)?,
@@ -176,6 +189,16 @@ pub fn claim(
                     .unwrap_or_default()
             ),
             format!("assign:{}", uuid::Uuid::now_v7().simple()),
+        ),
+        Claim::Request {
+            request_id,
+            decided_by,
+            ..
+        } => (
+            "refund_request",
+            decided_by,
+            format!("Refund request {request_id} ({decided_by})"),
+            request_id.to_owned(),
         ),
         Claim::LinkedCustomer => (
             "credit_linked_customer",

@@ -3,6 +3,7 @@ pub(crate) mod disputes;
 pub(crate) mod ops;
 pub(crate) mod purchases;
 pub(crate) mod reconciliation;
+pub(crate) mod refund_requests;
 pub(crate) mod refunds;
 pub(crate) mod webhooks;
 
@@ -33,6 +34,9 @@ const SUPPORT: Access = Access::Roles(&[Role::Support]);
 const READERS: Access = Access::Roles(&[Role::Service, Role::Support, Role::Finance]);
 const FINANCE: Access = Access::Roles(&[Role::Finance]);
 const BACK_OFFICE: Access = Access::Roles(&[Role::Support, Role::Finance]);
+/// Refund requests are filed (and answered) by the generation service on a customer's behalf, or
+/// by support.
+const FILERS: Access = Access::Roles(&[Role::Service, Role::Support]);
 
 /// One route of the router: its method, its path (the same pattern in the OpenAPI document),
 /// who may call it, and how to build its handler.
@@ -79,6 +83,14 @@ route_table! {
     GET "/v1/purchases/{purchase_id}" BACK_OFFICE => purchases::get,
     POST "/v1/purchases/{purchase_id}/assign" SUPPORT => purchases::assign,
     GET "/v1/refunds" BACK_OFFICE => refunds::list,
+    POST "/v1/refund-requests" FILERS => refund_requests::file,
+    GET "/v1/refund-requests" SUPPORT => refund_requests::list,
+    GET "/v1/refund-requests/feedback-report" SUPPORT => refund_requests::feedback_report,
+    GET "/v1/refund-requests/{request_id}" FILERS => refund_requests::get,
+    POST "/v1/refund-requests/{request_id}/approve" SUPPORT => refund_requests::approve,
+    POST "/v1/refund-requests/{request_id}/deny" SUPPORT => refund_requests::deny,
+    POST "/v1/refund-requests/{request_id}/request-info" SUPPORT => refund_requests::request_info,
+    POST "/v1/refund-requests/{request_id}/reply" FILERS => refund_requests::reply,
     GET "/v1/disputes" BACK_OFFICE => disputes::list,
     GET "/v1/reconciliation/summary" FINANCE => reconciliation::summary,
     GET "/v1/reconciliation/discrepancies" FINANCE => reconciliation::discrepancies,

@@ -2,9 +2,10 @@ use actix_web::{http::header, web, HttpResponse};
 
 use crate::db::disputes::Dispute;
 use crate::db::jobs::status as job_status;
+use crate::db::refund_requests::RefundRequest;
 use crate::db::refunds::{status as refund_status, Refund};
 use crate::db::{has_pending_migrations, models::WebhookEventRow};
-use crate::domain::EventStatus;
+use crate::domain::{EventStatus, RequestStatus};
 use crate::http::views::{Health, Problem};
 use crate::http::{ApiError, AppState};
 
@@ -62,8 +63,8 @@ const READINESS_CHECKOUT_TIMEOUT: std::time::Duration = std::time::Duration::fro
     (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let (counts, open_disputes, refunds, waiting_for_key, jobs) = state
-        .db(|conn, _| {
+    let (counts, open_disputes, refunds, waiting_for_key, jobs, requests) = state
+        .db(|conn, ctx| {
             let counts = EventStatus::ALL
                 .iter()
                 .map(|s| Ok((*s, WebhookEventRow::count_by_status(conn, s.as_str())?)))
@@ -81,12 +82,18 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
             .iter()
             .map(|s| Ok((*s, crate::db::jobs::count_by_status(conn, s)?)))
             .collect::<Result<Vec<_>, ApiError>>()?;
+            let requests = RequestStatus::ALL
+                .iter()
+                .map(|s| Ok((*s, RefundRequest::count_by_status(conn, *s)?)))
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            let overdue = RefundRequest::count_overdue(conn, ctx.now)?;
             Ok((
                 counts,
                 Dispute::count_open(conn)?,
                 refunds,
                 Refund::count_waiting_for_key(conn)?,
                 jobs,
+                (requests, overdue),
             ))
         })
         .await?;
@@ -123,6 +130,21 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     for (status, n) in jobs {
         text.push_str(&format!("creditguard_jobs{{status=\"{status}\"}} {n}\n"));
     }
+    let (requests, overdue) = requests;
+    text.push_str(
+        "# HELP creditguard_refund_requests Refund requests by status.\n\
+         # TYPE creditguard_refund_requests gauge\n",
+    );
+    for (status, n) in requests {
+        text.push_str(&format!(
+            "creditguard_refund_requests{{status=\"{status}\"}} {n}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "# HELP creditguard_refund_requests_overdue Refund requests waiting for a person past their due time (R1).\n\
+         # TYPE creditguard_refund_requests_overdue gauge\n\
+         creditguard_refund_requests_overdue {overdue}\n"
+    ));
     let pool = state.database.pool().state();
     text.push_str(&format!(
         "# HELP creditguard_db_connections Database pool connections.\n\

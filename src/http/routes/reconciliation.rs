@@ -18,9 +18,9 @@ use crate::http::{rfc3339, ApiError, AppState};
 #[into_params(parameter_in = Query)]
 pub struct WindowQuery {
     /// RFC 3339; the window starts here (inclusive). Default: the beginning.
-    from: Option<String>,
+    pub(super) from: Option<String>,
     /// RFC 3339; the window ends here (exclusive). Default: now.
-    to: Option<String>,
+    pub(super) to: Option<String>,
 }
 
 fn parse_time(field: &str, raw: &str) -> Result<NaiveDateTime, ApiError> {
@@ -38,7 +38,7 @@ fn parse_time(field: &str, raw: &str) -> Result<NaiveDateTime, ApiError> {
 }
 
 /// Whole seconds: the SQL compares them with both backends' stored times (db::reconciliation).
-fn window(query: &WindowQuery, now: NaiveDateTime) -> Result<Window, ApiError> {
+pub(super) fn window(query: &WindowQuery, now: NaiveDateTime) -> Result<Window, ApiError> {
     let seconds = |t: NaiveDateTime| {
         chrono::DurationRound::duration_trunc(t, TimeDelta::seconds(1)).unwrap_or(t)
     };
@@ -320,6 +320,7 @@ pub async fn discrepancies(
             let mut views: Vec<DiscrepancyView> = reconciliation::discrepancies(
                 conn,
                 ctx.now - REFUND_STUCK_AFTER,
+                ctx.now,
                 MAX_DISCREPANCIES,
             )?
             .into_iter()
