@@ -184,33 +184,65 @@ pub fn by_key(conn: &mut DbConnection, idempotency_key: &str) -> QueryResult<Opt
         .optional()
 }
 
-/// Deferred events (and those that gave up waiting) whose payload names one of `stripe_ids`
-/// are made due now: what they waited for (a purchase, by PaymentIntent or charge) has just
-/// arrived. Returns how many were woken. Only events with a deferred-event job qualify, so an
-/// event that failed for another reason stays failed.
+/// Remembers the Stripe ids a deferred event names (`EventEnvelope::referenced_ids`), so that
+/// the arrival of one of them finds the event by index.
+pub fn remember_deferred_refs(
+    conn: &mut DbConnection,
+    event_id: &str,
+    stripe_ids: &[String],
+) -> QueryResult<()> {
+    use super::schema::deferred_event_refs as refs;
+    let rows: Vec<_> = stripe_ids
+        .iter()
+        .map(|id| (refs::stripe_id.eq(id), refs::event_id.eq(event_id)))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    per_backend!(conn, |c| diesel::insert_into(refs::table)
+        .values(&rows)
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    Ok(())
+}
+
+/// The events deferred (or given up) before `deferred_event_refs` existed get their refs; run
+/// once, right after the migration that creates the table. Returns how many events it read.
+pub fn backfill_deferred_refs(conn: &mut DbConnection) -> QueryResult<usize> {
+    let waiting: Vec<(String, String)> = webhook_events::table
+        .filter(webhook_events::status.eq_any(["deferred", "failed"]))
+        .select((webhook_events::id, webhook_events::payload))
+        .load(conn)?;
+    for (event_id, payload) in &waiting {
+        // A payload that does not parse names nothing a purchase could wake.
+        if let Ok(envelope) = crate::stripe::EventEnvelope::parse(payload.as_bytes()) {
+            remember_deferred_refs(conn, event_id, &envelope.referenced_ids())?;
+        }
+    }
+    Ok(waiting.len())
+}
+
+/// Deferred events (and those that gave up waiting) that name one of `stripe_ids` are made
+/// due now: what they waited for (a purchase, by PaymentIntent or charge) has just arrived.
+/// Returns how many were woken. Only events with a deferred-event job qualify, so an event
+/// that failed for another reason stays failed. One indexed lookup on the purchase path, however
+/// many events are stored.
 pub fn wake_deferred_events(
     conn: &mut DbConnection,
     job_key_prefix: &str,
     stripe_ids: &[&str],
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
-    // One statement on the purchase path, whatever the number of ids. Each id is matched as a
-    // JSON string; `_` in ids is LIKE's one-character wildcard, which can only wake an event
-    // too many (it is deferred again).
-    let mut patterns = stripe_ids.iter().map(|id| format!("%\"{id}\"%"));
-    let Some(first) = patterns.next() else {
+    use super::schema::deferred_event_refs as refs;
+    if stripe_ids.is_empty() {
         return Ok(0);
-    };
-    let mut named: Box<
-        dyn BoxableExpression<webhook_events::table, _, SqlType = diesel::sql_types::Bool>,
-    > = Box::new(webhook_events::payload.like(first));
-    for pattern in patterns {
-        named = Box::new(named.or(webhook_events::payload.like(pattern)));
     }
-    let events: Vec<String> = webhook_events::table
+    let events: Vec<String> = refs::table
+        .inner_join(webhook_events::table)
+        .filter(refs::stripe_id.eq_any(stripe_ids))
         .filter(webhook_events::status.eq_any(["deferred", "failed"]))
-        .filter(named)
-        .select(webhook_events::id)
+        .select(refs::event_id)
+        .distinct()
         .load(conn)?;
     let mut woken = 0;
     for event_id in events {

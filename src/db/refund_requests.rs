@@ -119,13 +119,14 @@ impl RefundRequest {
         Ok(())
     }
 
-    /// Q1: the request already filed about this generation, if any.
+    /// Q1: the quality request already filed about this generation, if any.
     pub fn of_generation(
         conn: &mut DbConnection,
         generation_id: &str,
     ) -> QueryResult<Option<RefundRequest>> {
         refund_requests::table
             .filter(refund_requests::generation_id.eq(generation_id))
+            .filter(refund_requests::kind.eq("quality"))
             .select(RefundRequest::as_select())
             .first(conn)
             .optional()
@@ -200,6 +201,32 @@ impl RefundRequest {
             refund_requests::credits_returned.eq(outcome.credits_returned),
             refund_requests::decided_by.eq(outcome.decided_by),
             refund_requests::decided_at.eq(now),
+            refund_requests::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+        Ok(changed == 1)
+    }
+
+    /// Puts a request (just filed, or waiting) in the review queue with its due time (R1) and
+    /// the rule that sent it there.
+    pub fn queue(
+        conn: &mut DbConnection,
+        id: &str,
+        rule: &str,
+        explanation: &str,
+        due_at: NaiveDateTime,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        let changed = diesel::update(
+            refund_requests::table
+                .find(id)
+                .filter(refund_requests::status.eq_any(OPEN)),
+        )
+        .set((
+            refund_requests::status.eq(RequestStatus::PendingReview.as_str()),
+            refund_requests::rule.eq(rule),
+            refund_requests::explanation.eq(explanation),
+            refund_requests::due_at.eq(due_at),
             refund_requests::updated_at.eq(now),
         ))
         .execute(conn)?;

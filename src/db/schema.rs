@@ -85,6 +85,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    deferred_event_refs (stripe_id, event_id) {
+        stripe_id -> Text,
+        event_id -> Text,
+    }
+}
+
+diesel::table! {
     disputes (id) {
         id -> Text,
         purchase_id -> Text,
@@ -255,6 +262,7 @@ diesel::joinable!(consumption_draws -> credit_lots (lot_id));
 diesel::joinable!(consumptions -> accounts (account_id));
 diesel::joinable!(credit_lots -> accounts (account_id));
 diesel::joinable!(credit_lots -> purchases (purchase_id));
+diesel::joinable!(deferred_event_refs -> webhook_events (event_id));
 diesel::joinable!(disputes -> accounts (account_id));
 diesel::joinable!(disputes -> purchases (purchase_id));
 diesel::joinable!(ledger_entries -> accounts (account_id));
@@ -274,6 +282,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     consumptions,
     credit_lots,
     decisions,
+    deferred_event_refs,
     disputes,
     jobs,
     ledger_entries,

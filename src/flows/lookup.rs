@@ -100,11 +100,15 @@ pub fn wake_deferred(
 
 const DEFERRED_KEY_PREFIX: &str = "deferred:";
 
+/// Keeps the event for the deferred-event worker, indexed by the Stripe ids it names (what it
+/// may be waiting for; `wake_deferred` looks them up).
 pub(crate) fn defer(
     conn: &mut DbConnection,
     event_id: &str,
+    waits_for: &[String],
     ctx: FlowContext<'_>,
 ) -> Result<(), IngestError> {
+    crate::db::jobs::remember_deferred_refs(conn, event_id, waits_for)?;
     let trace = serde_json::to_string(&crate::telemetry::current_trace_context()).ok();
     crate::db::jobs::enqueue(
         conn,

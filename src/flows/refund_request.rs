@@ -117,10 +117,10 @@ pub fn file(
                 .is_some_and(|c| c.starts_with("refund_requests")) =>
         {
             Err(RequestError::Exists(match filing.generation_id {
-                Some(g) => {
+                Some(g) if filing.kind == "quality" => {
                     format!("generation {g} already has a refund request (one per generation, Q1)")
                 }
-                None => "an undecided refund request of this kind for this purchase exists already"
+                _ => "an undecided refund request of this kind for this purchase exists already"
                     .into(),
             }))
         }
@@ -160,7 +160,8 @@ fn file_once(
     };
     let purchase = match &purchase_id {
         Some(pid) => {
-            let purchase = super::lookup::lock_purchase(conn, pid, ctx)?;
+            let purchase =
+                lock_purchase(conn, pid, &account.id, ctx)?.ok_or(DieselError::NotFound)?;
             if purchase
                 .account_id
                 .as_deref()
@@ -176,7 +177,12 @@ fn file_once(
         None => None,
     };
     ledger::lock_account(conn, &account.id, ctx.now)?;
-    if let Some(g) = filing.generation_id {
+    // Read again under the locks: a T1 restore may have returned the generation meanwhile.
+    let generation = match &generation {
+        Some(g) => store::generation(conn, &g.generation_id)?,
+        None => None,
+    };
+    if let (Some(g), true) = (filing.generation_id, kind == RequestKind::Quality) {
         if let Some(existing) = RefundRequest::of_generation(conn, g)? {
             return Err(RequestError::Exists(format!(
                 "generation {g} already has a refund request ({}, {}): one per generation (Q1)",
@@ -234,9 +240,50 @@ fn resolve_order(conn: &mut DbConnection, order: OrderRef<'_>) -> Result<String,
     found.ok_or_else(|| RequestError::PurchaseNotFound(named.to_owned()))
 }
 
+/// Locks the purchase a request is about, then the accounts, in the one lock order (purchases,
+/// then accounts): an undelivered purchase may be credited to `account_id` (M1), and crediting
+/// runs D1, which locks the account's other purchases of the package, so those are locked here
+/// too, before any account. Then the purchase's own account (another one, if support assigned it
+/// meanwhile). Returns the purchase read under the locks.
+fn lock_purchase(
+    conn: &mut DbConnection,
+    purchase_id: &str,
+    account_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Option<Purchase>, RequestError> {
+    Purchase::lock(conn, purchase_id)?;
+    let Some(purchase) = Purchase::find(conn, purchase_id)? else {
+        return Ok(None);
+    };
+    if purchase.status == PurchaseStatus::Undelivered.as_str() {
+        super::purchase::lock_duplicate_candidates(
+            conn,
+            &purchase.id,
+            account_id,
+            purchase.package_id.as_deref(),
+            purchase.paid_at,
+            ctx,
+        )?;
+    }
+    if let Some(owner) = &purchase.account_id {
+        ledger::lock_account(conn, owner, ctx.now)?;
+    }
+    Ok(Purchase::find(conn, purchase_id)?)
+}
+
+struct OwnedPurchase {
+    purchase: Purchase,
+    granted: i64,
+    remaining: i64,
+    used: i64,
+    money_left: i64,
+    names_account: bool,
+    owned_by_other: bool,
+}
+
 /// The facts the policy reads, owned (the policy borrows them).
 struct Facts {
-    purchase: Option<(Purchase, i64, i64, i64, bool)>,
+    purchase: Option<OwnedPurchase>,
     generation: Option<(String, i64, ConsumptionStatus)>,
     failed_generations: i64,
     earlier: Option<(String, NaiveDateTime, i64, i64)>,
@@ -263,7 +310,15 @@ impl Facts {
                 let lot = ledger::purchase_lot(conn, &p.id)?;
                 let (granted, remaining) =
                     lot.as_ref().map_or((0, 0), |l| (l.granted, l.remaining));
+                let used = match &lot {
+                    Some(lot) => ledger::lot_used(conn, lot.id)?,
+                    None => 0,
+                };
                 let money_left = p.amount - Refund::live_amount(conn, &p.id)?;
+                let owned_by_other = p
+                    .account_id
+                    .as_deref()
+                    .is_some_and(|owner| owner != account.id);
                 let names_account = p.account_id.as_deref() == Some(account.id.as_str())
                     || p.account_reference.as_deref() == Some(account.id.as_str())
                     || (p.stripe_customer_id.is_some()
@@ -272,7 +327,15 @@ impl Facts {
                     (earlier, later) =
                         duplicate_partners(conn, p, &account.id, package, policy.duplicate_window)?;
                 }
-                Some((p.clone(), granted, remaining, money_left, names_account))
+                Some(OwnedPurchase {
+                    purchase: p.clone(),
+                    granted,
+                    remaining,
+                    used,
+                    money_left,
+                    names_account,
+                    owned_by_other,
+                })
             }
             None => None,
         };
@@ -307,19 +370,23 @@ impl Facts {
                 status: account.status.parse().unwrap_or(AccountStatus::Active),
                 status_reason: account.status_reason.as_deref(),
             },
-            purchase: self.purchase.as_ref().map(
-                |(p, granted, remaining, money_left, names_account)| PurchaseFacts {
-                    id: &p.id,
-                    paid_at: p.paid_at,
-                    amount: p.amount,
-                    currency: &p.currency,
-                    status: p.status.parse().unwrap_or(PurchaseStatus::Credited),
-                    granted: *granted,
-                    remaining: *remaining,
-                    money_left: *money_left,
-                    names_account: *names_account,
-                },
-            ),
+            purchase: self.purchase.as_ref().map(|o| PurchaseFacts {
+                id: &o.purchase.id,
+                paid_at: o.purchase.paid_at,
+                amount: o.purchase.amount,
+                currency: &o.purchase.currency,
+                status: o
+                    .purchase
+                    .status
+                    .parse()
+                    .unwrap_or(PurchaseStatus::Credited),
+                granted: o.granted,
+                remaining: o.remaining,
+                used: o.used,
+                money_left: o.money_left,
+                names_account: o.names_account,
+                owned_by_other: o.owned_by_other,
+            }),
             generation: self
                 .generation
                 .as_ref()
@@ -416,32 +483,7 @@ fn carry_out(
         explanation,
     } = decision;
     let (status, rule, explanation, refund_id, credits_returned) = match action {
-        RequestAction::Review => {
-            let due = ctx
-                .settings
-                .policy
-                .business_calendar()
-                .add_business_days(ctx.now, ctx.settings.policy.review_due_business_days);
-            RefundRequest::move_to(
-                conn,
-                &request.id,
-                RequestStatus::PendingReview,
-                RequestStatus::PendingReview,
-                Some(due),
-                ctx.now,
-            )?;
-            record(
-                conn,
-                request,
-                rule,
-                "pending_review",
-                &explanation,
-                decided_by,
-                ctx,
-            )?;
-            tracing::info!(request_id = request.id, rule = %rule, due = %due, "refund request queued for review");
-            return Ok(());
-        }
+        RequestAction::Review => (RequestStatus::PendingReview, rule, explanation, None, 0),
         RequestAction::Deny => (RequestStatus::Denied, rule, explanation, None, 0),
         RequestAction::Refund { amount, credits } => {
             let purchase = Purchase::find(conn, request.purchase_id.as_deref().unwrap_or(""))?
@@ -500,6 +542,25 @@ fn carry_out(
             }
         }
     };
+    if status == RequestStatus::PendingReview {
+        let due = ctx
+            .settings
+            .policy
+            .business_calendar()
+            .add_business_days(ctx.now, ctx.settings.policy.review_due_business_days);
+        RefundRequest::queue(conn, &request.id, rule.as_str(), &explanation, due, ctx.now)?;
+        record(
+            conn,
+            request,
+            rule,
+            status.as_str(),
+            &explanation,
+            decided_by,
+            ctx,
+        )?;
+        tracing::info!(request_id = request.id, rule = %rule, due = %due, "refund request queued for review");
+        return Ok(());
+    }
     if !RefundRequest::decide(
         conn,
         &request.id,
@@ -558,13 +619,32 @@ fn deliver(
     let denied = |why: String| Ok((RequestStatus::Denied, rule, why, None, 0));
     match repair {
         Some(Repair::Credited { .. }) => {
-            let granted = ledger::purchase_lot(conn, purchase_id)?.map_or(0, |l| l.granted);
+            // What is on the account now: D1 (a duplicate) or a refund or dispute settled by
+            // the late grant may have taken some straight back.
+            let (granted, kept) = ledger::purchase_lot(conn, purchase_id)?
+                .map_or((0, 0), |l| (l.granted, l.remaining));
+            let rest = if kept < granted {
+                format!(" {} of them went straight back out (a duplicate, a refund or a dispute of this payment; see the purchase's decisions).", granted - kept)
+            } else {
+                String::new()
+            };
             Ok((
                 RequestStatus::Approved,
                 Rule::M1,
-                format!("{explanation} {granted} credits were delivered."),
+                format!("{explanation} {granted} credits were delivered.{rest}"),
                 None,
-                granted,
+                kept,
+            ))
+        }
+        Some(Repair::StillUndelivered {
+            explanation: why, ..
+        }) if decided_by == DECIDED_BY_POLICY && !ctx.settings.policy.automatic_refunds => {
+            Ok((
+                RequestStatus::PendingReview,
+                Rule::M1,
+                format!("Purchase {purchase_id}'s credits cannot be delivered ({why}); it would be refunded in full, but automatic refunds are off: a person decides."),
+                None,
+                0,
             ))
         }
         Some(Repair::StillUndelivered {
@@ -650,7 +730,7 @@ fn lock_request(
     let request =
         RefundRequest::find(conn, id)?.ok_or_else(|| RequestError::NotFound(id.to_owned()))?;
     if let Some(purchase_id) = &request.purchase_id {
-        super::lookup::lock_purchase(conn, purchase_id, ctx)?;
+        lock_purchase(conn, purchase_id, &request.account_id, ctx)?;
     }
     ledger::lock_account(conn, &request.account_id, ctx.now)?;
     RefundRequest::lock(conn, id)?;

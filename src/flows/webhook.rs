@@ -93,7 +93,7 @@ pub fn ingest(
             ctx.now,
         )?;
         if applied.status == EventStatus::Deferred {
-            defer(conn, &event.id, ctx)?;
+            defer(conn, &event.id, &event.referenced_ids(), ctx)?;
         }
         let outcome = match applied.status {
             EventStatus::Processed => Outcome::Processed,

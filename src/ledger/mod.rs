@@ -377,6 +377,16 @@ pub fn restore_failed_generation(
     reason: &str,
     now: NaiveDateTime,
 ) -> Result<Restoration, LedgerError> {
+    // The account's lock before the consumption's row: the order a refund request's review
+    // return takes too (purchase, account, then the consumption), so the two cannot deadlock.
+    let owner: Option<String> = consumptions::table
+        .find(generation_id)
+        .select(consumptions::account_id)
+        .first(conn)
+        .optional()?;
+    if let Some(owner) = &owner {
+        lock_account(conn, owner, now)?;
+    }
     let claimed: Option<(String, i64)> = diesel::update(
         consumptions::table
             .find(generation_id)
@@ -518,6 +528,21 @@ fn return_draws(
         returned += return_credits(conn, lot_id, drawn, comeback, now)?.to_lot;
     }
     Ok(returned)
+}
+
+/// Credits of the lot spent on generations: consumed, less what came back (T1, Q1). What
+/// refunds, disputes or terminations revoked is not use (L1 asks how much was used).
+pub fn lot_used(conn: &mut DbConnection, lot_id: i64) -> QueryResult<i64> {
+    let moved: Vec<i64> = ledger_entries::table
+        .filter(ledger_entries::lot_id.eq(lot_id))
+        .filter(ledger_entries::kind.eq_any([
+            LedgerKind::Consume.as_str(),
+            LedgerKind::FailureRestore.as_str(),
+            LedgerKind::ReviewReturn.as_str(),
+        ]))
+        .select(ledger_entries::delta)
+        .load(conn)?;
+    Ok(-moved.into_iter().sum::<i64>())
 }
 
 /// D1 on request: what was left of the lot at `at`, counting the credits it granted and every

@@ -103,8 +103,13 @@ pub struct PurchaseFacts<'a> {
     pub remaining: i64,
     /// Money not refunded and not being refunded (amount less live refunds).
     pub money_left: i64,
+    /// Credits of the lot spent on generations (consumed, less what came back); revocations
+    /// by refunds and disputes are not use.
+    pub used: i64,
     /// M1: the payment names this account (its reference or its linked Stripe customer).
     pub names_account: bool,
+    /// The purchase was credited to another account (support's assignment, say).
+    pub owned_by_other: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -260,9 +265,10 @@ fn refund_sentence(p: &PurchaseFacts<'_>, amount: i64, credits: i64) -> String {
         )
     } else {
         format!(
-            "{} of its {} credits are used, so the unused share is refunded (U1: {amount} {}) to the original payment method and its {credits} unused credits are revoked",
+            "{} of its {} credits are no longer on the account ({} used), so the unused share is refunded (U1: {amount} {}) to the original payment method and its {credits} unused credits are revoked",
             p.granted - p.remaining,
             p.granted,
+            p.used,
             p.currency
         )
     }
@@ -298,13 +304,15 @@ pub fn decide_filing(facts: &RequestFacts<'_>, policy: RequestPolicy) -> Decisio
             let Some(p) = facts.purchase else {
                 return missing_purchase(facts.kind);
             };
-            match purchase_refusal(facts.kind.rule(), &p) {
-                Some(refusal) => refusal,
-                None if p.status == PurchaseStatus::Undelivered => decision(
+            if p.status == PurchaseStatus::Undelivered {
+                return decision(
                     RequestAction::Review,
                     Rule::M1,
                     format!("Purchase {} was never delivered: a person looks at it (M1 credits it or refunds it in full).", p.id),
-                ),
+                );
+            }
+            match purchase_refusal(facts.kind.rule(), &p) {
+                Some(refusal) => refusal,
                 None if facts.kind == RequestKind::Duplicate => decide_duplicate(facts, &p, policy),
                 None => decide_technical(facts, &p, policy),
             }
@@ -524,7 +532,7 @@ fn late_request(
     if !facts.kind.refunds_money() || !late || !judged {
         return verdict;
     }
-    let used = p.granted - p.remaining;
+    let used = p.used;
     let days = policy.request_window.num_days();
     let age = (facts.now - p.paid_at).num_hours() as f64 / 24.0;
     if used * 2 > p.granted {
@@ -608,6 +616,27 @@ pub fn decide_approval(facts: &RequestFacts<'_>) -> Decision<RequestAction> {
                     "The request names no purchase: there is nothing to refund.".into(),
                 );
             };
+            if p.owned_by_other {
+                return decision(
+                    RequestAction::Deny,
+                    rule,
+                    format!(
+                        "Purchase {} was credited to another account meanwhile: account {} has no claim on it.",
+                        p.id, facts.account.id
+                    ),
+                );
+            }
+            if facts.kind == RequestKind::Misdelivery && p.status != PurchaseStatus::Undelivered {
+                return decision(
+                    RequestAction::Deny,
+                    Rule::M1,
+                    format!(
+                        "Purchase {} is {} now: its credits were delivered (or its money went back) meanwhile, there is nothing to deliver.",
+                        p.id,
+                        p.status.as_str()
+                    ),
+                );
+            }
             if p.status == PurchaseStatus::Undelivered {
                 return decision(
                     RequestAction::Deliver,
@@ -666,7 +695,9 @@ mod tests {
             granted: 100,
             remaining,
             money_left: 2000,
+            used: 100 - remaining,
             names_account: true,
+            owned_by_other: false,
         }
     }
 
@@ -824,6 +855,48 @@ mod tests {
         });
         let d = decide_approval(&f);
         assert_eq!((d.action, d.rule), (RequestAction::Deny, Rule::CB1));
+    }
+
+    #[test]
+    fn an_approval_does_not_refund_what_was_delivered_or_given_to_another_account_meanwhile() {
+        let mut f = facts("misdelivery", at(0, 1));
+        let d = decide_approval(&f);
+        assert_eq!((d.action, d.rule), (RequestAction::Deny, Rule::M1));
+        f.kind = RequestKind::Technical;
+        f.purchase = Some(PurchaseFacts {
+            owned_by_other: true,
+            ..purchase(100)
+        });
+        assert_eq!(decide_approval(&f).action, RequestAction::Deny);
+    }
+
+    #[test]
+    fn l1_counts_spent_credits_not_revoked_ones() {
+        let mut f = facts("technical", at(8, 0));
+        f.failed_generations = 3;
+        // 60 revoked by an outside refund, none spent: late, but not more than half used.
+        f.purchase = Some(PurchaseFacts {
+            used: 0,
+            money_left: 800,
+            ..purchase(40)
+        });
+        let d = decide_filing(&f, policy());
+        assert_eq!((d.action, d.rule), (RequestAction::Review, Rule::L1));
+    }
+
+    #[test]
+    fn a_technical_request_about_an_undelivered_purchase_waits_for_a_person() {
+        let mut f = facts("technical", at(0, 1));
+        f.failed_generations = 5;
+        f.purchase = Some(PurchaseFacts {
+            status: PurchaseStatus::Undelivered,
+            granted: 0,
+            remaining: 0,
+            used: 0,
+            ..purchase(0)
+        });
+        let d = decide_filing(&f, policy());
+        assert_eq!((d.action, d.rule), (RequestAction::Review, Rule::M1));
     }
 
     #[test]

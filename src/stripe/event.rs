@@ -56,6 +56,39 @@ pub type VerifiedEvent = Verified<EventEnvelope>;
 pub struct MalformedEvent(pub String);
 
 impl EventEnvelope {
+    /// The Stripe ids the event's object names, nested objects included (`pi_…`, `ch_…`,
+    /// `py_…`, `dp_…`, `re_…`, …): what a deferred event may be waiting for. Strings that do
+    /// not look like an id (emails, names, URLs, text) are left out.
+    pub fn referenced_ids(&self) -> Vec<String> {
+        fn looks_like_id(s: &str) -> bool {
+            let Some((prefix, rest)) = s.split_once('_') else {
+                return false;
+            };
+            (1..=8).contains(&prefix.len())
+                && prefix.bytes().all(|b| b.is_ascii_lowercase())
+                && !rest.is_empty()
+                && s.len() <= 255
+                && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        }
+        fn walk(value: &Value, depth: usize, out: &mut Vec<String>) {
+            match value {
+                Value::String(s) if looks_like_id(s) => out.push(s.clone()),
+                Value::Object(map) if depth < 4 => {
+                    map.values().for_each(|v| walk(v, depth + 1, out));
+                }
+                Value::Array(items) if depth < 4 => {
+                    items.iter().take(100).for_each(|v| walk(v, depth + 1, out));
+                }
+                _ => {}
+            }
+        }
+        let mut ids = Vec::new();
+        self.data.object.values().for_each(|v| walk(v, 1, &mut ids));
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     pub fn parse(body: &[u8]) -> Result<Self, MalformedEvent> {
         let envelope: EventEnvelope = serde_json::from_slice(body)
             .map_err(|e| MalformedEvent(format!("not a Stripe event envelope: {e}")))?;
@@ -473,6 +506,21 @@ fn metadata(object: &Map<String, Value>, key: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_deferred_event_names_the_ids_it_may_wait_for() {
+        let envelope = EventEnvelope::parse(
+            br#"{"id":"evt_1","type":"charge.dispute.created","created":1,"data":{"object":{
+                "id":"dp_1","charge":"ch_9","payment_intent":"pi_7","reason":"fraudulent",
+                "evidence":{"customer_email_address":"a_b@example.com","receipt":"file_3"},
+                "balance_transactions":[{"id":"txn_1"}],"status":"needs_response"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            envelope.referenced_ids(),
+            ["ch_9", "dp_1", "file_3", "needs_response", "pi_7", "txn_1"]
+        );
+    }
+
     use super::*;
 
     fn fixture(name: &str) -> EventEnvelope {

@@ -961,3 +961,69 @@ async fn the_feedback_report_counts_by_week_kind_and_category_with_terms_and_csv
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_approval_after_the_purchase_was_assigned_to_someone_else_refunds_nothing() {
+    let (app, _stripe) = app_and_stripe(|_| {}).await;
+    buy_now(&app, "acct_claims").await;
+    buy_now(&app, "acct_owner").await;
+    app.advance(TimeDelta::hours(1));
+    let pi = new_id("pi");
+    let mut event = checkout_paid(&pi, None, "pack_100", 2000);
+    event["created"] = json!(app.now().timestamp());
+    assert_eq!(app.deliver(&event).await, "processed");
+    let queued = filed(
+        &app,
+        json!({
+            "account_id": "acct_claims",
+            "kind": "misdelivery",
+            "payment_intent": pi,
+            "feedback": "that payment was mine",
+        }),
+    )
+    .await;
+    assert_eq!(queued["status"], "pending_review", "{queued}");
+    // Meanwhile support finds the real payer and assigns it.
+    let purchase_id = queued["purchase_id"].as_str().unwrap();
+    let assigned = app
+        .post_json(
+            &format!("/v1/purchases/{purchase_id}/assign"),
+            &app.support_token,
+            json!({ "account_id": "acct_owner" }),
+        )
+        .await;
+    assert_eq!(assigned.status(), 200);
+    let decided = stepped(
+        &app,
+        &queued["id"],
+        "approve",
+        json!({ "note": "looks right" }),
+    )
+    .await;
+    assert_eq!(decided["status"], "denied", "{decided}");
+    assert!(decided["refund"].is_null());
+    assert_eq!(
+        app.balance("acct_owner").await,
+        200,
+        "the owner keeps the credits"
+    );
+    assert_eq!(app.balance("acct_claims").await, 100);
+    assert_eq!(refunds(&app).await.len(), 0);
+    app.assert_ledger_ok();
+}
+
+#[tokio::test]
+async fn a_technical_request_naming_a_generation_leaves_its_quality_request_free() {
+    let app = spawn_app().await;
+    let (_, purchase) = buy_now(&app, "acct_gen").await;
+    assert_eq!(app.consume("acct_gen", "gen-both", 10).await.status(), 201);
+    let mut body = technical("acct_gen", &purchase);
+    body["generation_id"] = json!("gen-both");
+    assert_eq!(filed(&app, body).await["status"], "pending_review");
+    let quality = filed(
+        &app,
+        quality("acct_gen", "gen-both", "the colours are all wrong"),
+    )
+    .await;
+    assert_eq!(quality["status"], "pending_review", "{quality}");
+}

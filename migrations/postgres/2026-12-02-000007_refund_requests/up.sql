@@ -22,10 +22,10 @@ CREATE TABLE refund_requests (
     created_at          TIMESTAMP NOT NULL,
     updated_at          TIMESTAMP NOT NULL
 );
--- Q1: one request per generation, whatever became of it (the unique key under concurrent
--- submissions).
+-- Q1: one quality request per generation, whatever became of it (the unique key under
+-- concurrent submissions). Other kinds may name a generation without using up its one.
 CREATE UNIQUE INDEX refund_requests_generation_idx ON refund_requests (generation_id)
-    WHERE generation_id IS NOT NULL;
+    WHERE generation_id IS NOT NULL AND kind = 'quality';
 -- One undecided request per purchase and kind (quality requests are one per generation
 -- instead): a retried submission does not queue twice.
 CREATE UNIQUE INDEX refund_requests_open_purchase_idx ON refund_requests (purchase_id, kind)
