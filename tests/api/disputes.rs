@@ -915,3 +915,61 @@ async fn a_failed_refund_settled_while_the_account_is_being_terminated_gives_not
     assert_eq!(account["status"], "terminated");
     assert_eq!(account["balance"], 0, "{account}");
 }
+
+/// The purchase's arrival wakes the events that wait for it through the index of the ids they
+/// name (not their backoff, set here to an hour), also for events deferred before that index
+/// existed (the migration's backfill).
+#[tokio::test]
+async fn a_purchase_wakes_what_waits_for_it_by_index_including_events_indexed_by_the_backfill() {
+    let app = spawn_app_with(|s| {
+        s.jobs.poll_interval_millis = 20;
+        s.jobs.retry_base_millis = 3_600_000;
+        s.jobs.retry_max_secs = 7200;
+    })
+    .await;
+    let (pi, backfilled_pi) = (new_id("pi"), new_id("pi"));
+    let (dp, backfilled_dp) = (new_id("dp"), new_id("dp"));
+    let first = dispute(&app, "created", &dp, &pi, "needs_response", "general");
+    assert_eq!(app.deliver(&first).await, "deferred");
+    let second = dispute(
+        &app,
+        "created",
+        &backfilled_dp,
+        &backfilled_pi,
+        "needs_response",
+        "general",
+    );
+    assert_eq!(app.deliver(&second).await, "deferred");
+    assert!(app.count("deferred_event_refs") > 0);
+    {
+        // As if the second had been deferred before the index: its refs are gone, then the
+        // migration's backfill finds them again in its payload.
+        use creditguard::db::schema::deferred_event_refs::dsl;
+        use diesel::prelude::*;
+        let mut conn = app.db();
+        let conn: &mut creditguard::db::DbConnection = &mut conn;
+        diesel::delete(
+            dsl::deferred_event_refs.filter(dsl::event_id.eq(second["id"].as_str().unwrap())),
+        )
+        .execute(conn)
+        .unwrap();
+        assert_eq!(
+            creditguard::db::jobs::backfill_deferred_refs(conn).unwrap(),
+            2
+        );
+    }
+    for (payment_intent, account) in [(&pi, "user_wake_a"), (&backfilled_pi, "user_wake_b")] {
+        let purchase = checkout_paid(payment_intent, Some(account), "pack_100", 2000);
+        assert_eq!(app.deliver(&purchase).await, "processed");
+    }
+    for dispute_id in [&dp, &backfilled_dp] {
+        let (app_ref, id) = (&app, dispute_id.as_str());
+        eventually(
+            &app,
+            "the woken dispute to be applied",
+            move || async move { app_ref.find_dispute(id).await.is_some() },
+        )
+        .await;
+    }
+    app.assert_ledger_ok();
+}
