@@ -6,9 +6,19 @@
 //! the checkout timeout, and a single background probe, not the traffic, finds out when the
 //! database is back. It closes on the first connection that opens.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// How long pooled connections are checked at checkout after a sign that they may be dead
+/// (an outage, a connection lost mid-request).
+const VALIDATE_FOR: Duration = Duration::from_secs(60);
+
+/// Milliseconds since this process first asked: the clock of `validate_until_ms`.
+fn process_millis() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
 
 #[derive(Debug, Default)]
 pub struct Availability {
@@ -18,6 +28,11 @@ pub struct Availability {
     migrated: AtomicBool,
     /// Mirrors `outage.is_some()`, so that the hot path reads an atomic, not a mutex.
     down: AtomicBool,
+    /// Until then (`process_millis`), a pooled connection is pinged before it is handed out.
+    /// Otherwise it is not: a ping on every checkout is one round trip in every request,
+    /// and a connection that broke while nobody looked is found by its error instead (a 503,
+    /// after which checkouts are checked again).
+    validate_until_ms: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +87,18 @@ impl Availability {
         }
     }
 
+    /// Whether a pooled connection must be pinged before it is handed out: during and for a
+    /// minute after an outage or a lost connection, when idle connections may be dead.
+    pub fn needs_validation(&self) -> bool {
+        self.is_down() || process_millis() < self.validate_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Connections may be dead (one was found lost): check them at checkout for a while.
+    pub fn suspect(&self) {
+        let until = process_millis() + VALIDATE_FOR.as_millis() as u64;
+        self.validate_until_ms.fetch_max(until, Ordering::AcqRel);
+    }
+
     /// The outage while the breaker is open, as the error to answer with.
     pub fn outage(&self) -> Option<Unavailable> {
         if !self.is_down() {
@@ -107,6 +134,8 @@ impl Availability {
             return;
         }
         if let Some(outage) = self.lock().take() {
+            // Connections pooled before the outage are dead: they are checked as they come out.
+            self.suspect();
             self.down.store(false, Ordering::Release);
             tracing::info!(
                 down_for_ms = outage.since.elapsed().as_millis() as u64,
@@ -125,6 +154,19 @@ impl Availability {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkouts_are_checked_only_after_a_sign_of_dead_connections() {
+        let availability = Availability::migrated();
+        assert!(!availability.needs_validation());
+        availability.mark_down("connection refused");
+        assert!(availability.needs_validation());
+        availability.mark_up();
+        assert!(availability.needs_validation(), "for a while after the outage");
+        let fresh = Availability::migrated();
+        fresh.suspect();
+        assert!(fresh.needs_validation());
+    }
 
     #[test]
     fn the_breaker_opens_on_a_failed_connection_and_closes_on_the_next_one() {

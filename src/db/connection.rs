@@ -231,7 +231,12 @@ impl r2d2::ManageConnection for ConnectionManager {
         opened
     }
 
+    /// r2d2 asks at every checkout; only while connections may be dead does this cost a ping
+    /// (`Availability::needs_validation`).
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), ConnectError> {
+        if !self.availability.needs_validation() {
+            return Ok(());
+        }
         R2D2Connection::ping(conn).map_err(ConnectError::from)
     }
 
@@ -283,7 +288,8 @@ impl Database {
             // the backoff (half of it) of a connection it keeps retrying: after an outage the
             // pool refills within half a second, not half the checkout timeout.
             .connection_timeout(Duration::from_secs(1))
-            // A dead server is noticed at checkout, not by the request that gets the connection.
+            // After an outage, a dead connection is noticed at checkout, not by the request that
+            // gets it; otherwise `is_valid` costs nothing.
             .test_on_check_out(true)
             // Each failed attempt would log an ERROR; the breaker logs an outage once.
             .error_handler(Box::new(r2d2::NopErrorHandler))

@@ -75,6 +75,32 @@ impl Account {
             .optional()
     }
 
+    /// Creates an active account with a zero balance unless it exists; the new account if this
+    /// call created it (one statement), None if it existed.
+    pub fn create_returning(
+        conn: &mut DbConnection,
+        id: &str,
+        stripe_customer_id: Option<&str>,
+        now: NaiveDateTime,
+    ) -> QueryResult<Option<Account>> {
+        let row = NewAccount {
+            id,
+            email: None,
+            stripe_customer_id,
+            status: "active",
+            balance: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        per_backend!(conn, |c| diesel::insert_into(accounts::table)
+            .values(&row)
+            .on_conflict(accounts::id)
+            .do_nothing()
+            .returning(Account::as_returning())
+            .get_result(c)
+            .optional())
+    }
+
     /// Creates an active account with a zero balance unless it exists; true if it was created.
     pub fn create_if_missing(
         conn: &mut DbConnection,

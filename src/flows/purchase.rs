@@ -42,6 +42,10 @@ pub fn apply_payment(
         );
     }
     let (account, decision) = judge(conn, payment, 0, ctx)?;
+    let (account, account_is_new) = match account {
+        Some((account, created)) => (Some(account), created),
+        None => (None, false),
+    };
     let purchase_id = format!("pur_{}", uuid::Uuid::now_v7().simple());
     let (status, credits, reason) = match &decision.action {
         PurchaseAction::Grant { credits } => (PurchaseStatus::Credited, *credits, None),
@@ -91,16 +95,32 @@ pub fn apply_payment(
         )?;
     }
     if let (PurchaseAction::Grant { credits }, Some(account)) = (&decision.action, &account) {
-        lock_duplicate_candidates(
-            conn,
-            &purchase_id,
-            &account.id,
-            payment.package_id.as_deref(),
-            db_time(payment.paid_at),
-            ctx,
-        )?;
-        grant(conn, &account.id, &purchase_id, *credits, ctx)?;
-        check_duplicate(conn, &purchase_id, event_id, ctx)?;
+        // An account this transaction created has no other purchase to be a duplicate of.
+        if account_is_new {
+            grant(conn, &account.id, &purchase_id, *credits, ctx)?;
+        } else {
+            let paid_at = db_time(payment.paid_at);
+            lock_duplicate_candidates(
+                conn,
+                &purchase_id,
+                &account.id,
+                payment.package_id.as_deref(),
+                paid_at,
+                ctx,
+            )?;
+            grant(conn, &account.id, &purchase_id, *credits, ctx)?;
+            if let Some(package_id) = payment.package_id.as_deref() {
+                let new = PurchaseLot {
+                    purchase_id: purchase_id.clone(),
+                    paid_at,
+                    amount: payment.amount,
+                    currency: payment.currency.to_ascii_lowercase(),
+                    granted: *credits,
+                    remaining: *credits,
+                };
+                judge_duplicate(conn, &new, &account.id, package_id, event_id, ctx)?;
+            }
+        }
     }
     let mut ids = vec![payment.payment_intent_id.as_str()];
     ids.extend(charge_id);
@@ -174,6 +194,7 @@ fn credit_later(
     // Refunds Stripe acknowledged, and disputes, are settled right after the grant.
     let refunding = Refund::pending_amount(conn, &existing.id)?;
     let (account, decision) = judge(conn, payment, refunding, ctx)?;
+    let account = account.map(|(account, _)| account);
     let held_for_a_refund = decision.action
         == (PurchaseAction::HoldUndelivered {
             reason: crate::policy::purchase::UndeliveredReason::BeingRefunded,
@@ -408,14 +429,14 @@ fn judge(
     payment: &PaymentFacts,
     refunding: i64,
     ctx: FlowContext<'_>,
-) -> Result<(Option<Account>, Decision<PurchaseAction>), IngestError> {
+) -> Result<(Option<(Account, bool)>, Decision<PurchaseAction>), IngestError> {
     let resolved = resolve_account(conn, payment, ctx)?;
     let package = payment
         .package_id
         .as_deref()
         .and_then(|id| ctx.settings.package(id));
     let lookup = match &resolved {
-        Resolved::Found(account) => AccountLookup::Found {
+        Resolved::Found(account, _) => AccountLookup::Found {
             id: &account.id,
             status: account.status.parse().unwrap_or(AccountStatus::Active),
         },
@@ -434,7 +455,7 @@ fn judge(
         refunding,
     });
     let account = match resolved {
-        Resolved::Found(account) => Some(account),
+        Resolved::Found(account, created) => Some((account, created)),
         _ => None,
     };
     Ok((account, decision))
@@ -531,7 +552,9 @@ pub fn link_charge(
 }
 
 enum Resolved {
-    Found(Account),
+    /// The account, and whether this transaction created it (then it has no other purchase,
+    /// committed or not: a concurrent one for it waits on this insert).
+    Found(Account, bool),
     Invalid { reference: String, problem: String },
     None,
 }
@@ -557,15 +580,16 @@ fn resolve_account(
             Some(c) if Account::find_by_stripe_customer(conn, c)?.is_none() => Some(c),
             _ => None,
         };
-        if Account::create_if_missing(conn, id.as_str(), None, customer, ctx.now)? {
+        if let Some(created) = Account::create_returning(conn, id.as_str(), customer, ctx.now)? {
             tracing::info!(account_id = %id, "account created by its first purchase");
+            return Ok(Resolved::Found(created, true));
         }
         let account = Account::find(conn, id.as_str())?.ok_or(diesel::result::Error::NotFound)?;
-        return Ok(Resolved::Found(account));
+        return Ok(Resolved::Found(account, false));
     }
     if let Some(customer) = payment.stripe_customer_id.as_deref() {
         if let Some(account) = Account::find_by_stripe_customer(conn, customer)? {
-            return Ok(Resolved::Found(account));
+            return Ok(Resolved::Found(account, false));
         }
     }
     Ok(Resolved::None)
@@ -653,15 +677,6 @@ pub fn check_duplicate(
     let Some(lot) = ledger::purchase_lot(conn, purchase_id)? else {
         return Ok(None);
     };
-    let policy = &ctx.settings.policy;
-    let window = TimeDelta::seconds(policy.duplicate_window_secs);
-    let others = ledger::credited_purchase_lots(
-        conn,
-        account_id,
-        package_id,
-        purchase.paid_at - window,
-        purchase.paid_at + window,
-    )?;
     let new = PurchaseLot {
         purchase_id: purchase.id.clone(),
         paid_at: purchase.paid_at,
@@ -670,8 +685,30 @@ pub fn check_duplicate(
         granted: lot.granted,
         remaining: lot.remaining,
     };
+    judge_duplicate(conn, &new, account_id, package_id, event_id, ctx)
+}
+
+/// D1 for `new` (a purchase just credited, as it stands) against the account's other credited
+/// purchases of the package, and what it decides, carried out.
+fn judge_duplicate(
+    conn: &mut DbConnection,
+    new: &PurchaseLot,
+    account_id: &str,
+    package_id: &str,
+    event_id: &str,
+    ctx: FlowContext<'_>,
+) -> Result<Option<String>, IngestError> {
+    let policy = &ctx.settings.policy;
+    let window = TimeDelta::seconds(policy.duplicate_window_secs);
+    let others = ledger::credited_purchase_lots(
+        conn,
+        account_id,
+        package_id,
+        new.paid_at - window,
+        new.paid_at + window,
+    )?;
     let decision = decide_duplicate(
-        &new,
+        new,
         &others,
         DuplicatePolicy {
             window,

@@ -71,9 +71,27 @@ impl AppState {
                     // The server went away mid-request (an error the driver does not class as a
                     // connection error, such as an administrator shutdown): that is an outage,
                     // 503, not a bug. Nothing was committed; the transaction died with it.
-                    Err(ApiError::Unexpected(e)) if R2D2Connection::ping(conn).is_err() => Err(
-                        ApiError::Unavailable(e.context("the database connection was lost")),
-                    ),
+                    Err(ApiError::Unexpected(e)) if R2D2Connection::ping(conn).is_err() => {
+                        // Its pooled siblings may be dead too: check them as they come out.
+                        database.availability().suspect();
+                        Err(ApiError::Unavailable(
+                            e.context("the database connection was lost"),
+                        ))
+                    }
+                    // A closed connection (or a lost one): same as above.
+                    Err(ApiError::Unavailable(e))
+                        if !matches!(
+                            e.downcast_ref::<crate::db::Unavailable>(),
+                            Some(
+                                crate::db::Unavailable::Down { .. }
+                                    | crate::db::Unavailable::Starting
+                                    | crate::db::Unavailable::Timeout { .. }
+                            )
+                        ) =>
+                    {
+                        database.availability().suspect();
+                        Err(ApiError::Unavailable(e))
+                    }
                     other => other,
                 }
             };
