@@ -51,6 +51,196 @@ struct Args {
     token: Option<String>,
     #[arg(long)]
     secret: Option<String>,
+    /// Before measuring, store this many purchase events (over a tenth as many accounts) and a
+    /// hundredth as many deferred or failed ones in each scratch database: rates should not
+    /// fall as history grows.
+    #[arg(long, default_value_t = 0)]
+    preload: u64,
+}
+
+// ---- statements per purchase, counted as diesel sends them ----
+
+/// Statements sent to the database by this process (BEGIN and COMMIT included), counted through
+/// diesel's instrumentation of every connection.
+static STATEMENTS: AtomicU64 = AtomicU64::new(0);
+
+struct StatementCounter;
+
+impl diesel::connection::Instrumentation for StatementCounter {
+    fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+        if let diesel::connection::InstrumentationEvent::StartQuery { .. } = event {
+            STATEMENTS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Round trips of one purchase webhook through the same code as the service (a pooled
+/// connection, the ingest transaction), for a new account and for one that has purchases.
+fn statements_per_purchase(args: &Args, secret: &str) -> anyhow::Result<(f64, f64)> {
+    let scratch = Scratch::create(&args.database_url, "count")?;
+    let settings = settings_for(&scratch.url, secret, 2);
+    let database = creditguard::db::Database::open(&settings.database_target(), &settings.database);
+    database.migrate()?;
+    let secrets = WebhookSecrets::parse_list(secret).context("secret")?;
+    const N: u64 = 50;
+    let now = SystemClock.now().timestamp();
+    let count = |account: &dyn Fn(u64) -> String| -> anyhow::Result<f64> {
+        let before = STATEMENTS.load(Ordering::Relaxed);
+        for i in 0..N {
+            // Two hours apart: repeat purchases of one account, not duplicates (D1).
+            let created = now - (N - i) as i64 * 7200;
+            database.write(|conn| {
+                bare_purchase_at(conn, &settings, &secrets, &account(i), created)
+            })??;
+        }
+        Ok((STATEMENTS.load(Ordering::Relaxed) - before) as f64 / N as f64)
+    };
+    let new = count(&|i| format!("count_new_{i}"))?;
+    database.write(|conn| {
+        bare_purchase_at(conn, &settings, &secrets, "count_old", now - 30 * 86_400)
+    })??;
+    let existing = count(&|_| "count_old".to_owned())?;
+    drop(database);
+    drop(scratch);
+    Ok((new, existing))
+}
+
+// ---- the peer's minimal transaction ----
+
+/// The four essential writes of a purchase webhook, as the hand-written handler of the
+/// side-by-side benchmark does them (and `bare-purchase.sql` with pgbench), through the same
+/// pool and transaction helper: the floor of what any purchase costs on this backend.
+fn run_minimal(args: &Args) -> anyhow::Result<Phase> {
+    let scratch = Scratch::create(&args.database_url, "minimal")?;
+    let settings = settings_for(&scratch.url, "whsec_unused", args.concurrency as u32);
+    let database = creditguard::db::Database::open(&settings.database_target(), &settings.database);
+    database.migrate()?;
+    let postgres = matches!(settings.database_target(), DatabaseTarget::Postgres { .. });
+    let serial = if postgres { "BIGSERIAL" } else { "INTEGER" };
+    let now = if postgres { "now()" } else { "CURRENT_TIMESTAMP" };
+    database.write(|conn| -> anyhow::Result<()> {
+        for ddl in [
+            format!("CREATE TABLE peer_events (id TEXT PRIMARY KEY, type TEXT NOT NULL, received_at TIMESTAMP NOT NULL DEFAULT {now})"),
+            "CREATE TABLE peer_accounts (id TEXT PRIMARY KEY, balance BIGINT NOT NULL DEFAULT 0)".to_owned(),
+            "CREATE TABLE peer_purchases (payment_intent TEXT PRIMARY KEY, account_id TEXT NOT NULL, credits BIGINT NOT NULL, amount BIGINT NOT NULL)".to_owned(),
+            format!("CREATE TABLE peer_ledger (id {serial} PRIMARY KEY, account_id TEXT NOT NULL, delta BIGINT NOT NULL, kind TEXT NOT NULL, reference TEXT NOT NULL UNIQUE)"),
+        ] {
+            creditguard::per_backend!(conn, |c| diesel::sql_query(&ddl).execute(c))?;
+        }
+        Ok(())
+    })??;
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for worker in 0..args.concurrency {
+        let database = database.clone();
+        handles.push(std::thread::spawn(move || {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let id = format!("{worker}_{n}_{}", uuid::Uuid::now_v7().simple());
+                let t = Instant::now();
+                let statements = [
+                    format!("INSERT INTO peer_events (id, type) VALUES ('evt_{id}', 'checkout.session.completed') ON CONFLICT DO NOTHING"),
+                    format!("INSERT INTO peer_purchases VALUES ('pi_{id}', 'acc_{id}', 100, 2000) ON CONFLICT DO NOTHING"),
+                    format!("INSERT INTO peer_accounts (id, balance) VALUES ('acc_{id}', 100) ON CONFLICT (id) DO UPDATE SET balance = peer_accounts.balance + excluded.balance"),
+                    format!("INSERT INTO peer_ledger (account_id, delta, kind, reference) VALUES ('acc_{id}', 100, 'grant', 'pi_{id}')"),
+                ];
+                let ok = database
+                    .write(|conn| {
+                        creditguard::db::write_transaction(conn, |conn| {
+                            for sql in &statements {
+                                creditguard::per_backend!(conn, |c| diesel::sql_query(sql).execute(c))?;
+                            }
+                            Ok::<_, diesel::result::Error>(())
+                        })
+                        .is_ok()
+                    })
+                    .unwrap_or(false);
+                if ok {
+                    latencies.push(t.elapsed());
+                } else {
+                    errors += 1;
+                }
+                n += 1;
+            }
+            (latencies, errors)
+        }));
+    }
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    for h in handles {
+        let (l, e) = h.join().expect("worker");
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    drop(database);
+    drop(scratch);
+    Ok(Phase {
+        name: "bare minimal purchase (the peer's 4 writes)".into(),
+        elapsed,
+        latencies,
+        errors,
+    })
+}
+
+// ---- history ----
+
+/// Stores `events` processed purchase events (with their purchases, lots and ledger entries,
+/// over `events / 10` accounts) and `events / 100` deferred or failed ones that name Stripe ids
+/// (with their index rows), in bulk SQL: the history a purchase must stay fast next to.
+fn preload(database: &creditguard::db::Database, events: u64) -> anyhow::Result<()> {
+    if events == 0 {
+        return Ok(());
+    }
+    let accounts = (events / 10).max(1);
+    let waiting = (events / 100).max(1);
+    let started = Instant::now();
+    database.write(|conn| -> anyhow::Result<()> {
+        let postgres = matches!(conn, creditguard::db::DbConnection::Pg(_));
+        let series = |n: u64| {
+            if postgres {
+                format!("(SELECT g AS x FROM generate_series(1, {n}) g)")
+            } else {
+                format!("(WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < {n}) SELECT x FROM s)")
+            }
+        };
+        let at = "'2026-01-01 00:00:00'";
+        let no = if postgres { "false" } else { "0" };
+        let statements = [
+            format!("INSERT INTO accounts (id, status, balance, created_at, updated_at)
+                     SELECT 'pre_' || x, 'active', 0, {at}, {at} FROM {} AS s", series(accounts)),
+            format!("INSERT INTO webhook_events (id, event_type, livemode, stripe_created, payload, status, attempts, received_at, source)
+                     SELECT 'evt_pre_' || x, 'checkout.session.completed', {no}, {at}, '{{}}', 'processed', 1, {at}, 'webhook' FROM {} AS s", series(events)),
+            format!("INSERT INTO purchases (id, payment_intent_id, account_id, account_reference, package_id, amount, currency, status, credits_granted, paid_at, source_event_id, created_at, updated_at)
+                     SELECT 'pur_pre_' || x, 'pi_pre_' || x, 'pre_' || (1 + x % {accounts}), 'pre_' || (1 + x % {accounts}), 'pack_100', 2000, 'usd', 'credited', 100, {at}, 'evt_pre_' || x, {at}, {at} FROM {} AS s", series(events)),
+            format!("INSERT INTO credit_lots (account_id, purchase_id, granted, remaining, created_at)
+                     SELECT account_id, id, 100, 100, {at} FROM purchases WHERE id LIKE 'pur\\_pre\\_%' ESCAPE '\\'"),
+            format!("INSERT INTO ledger_entries (account_id, lot_id, purchase_id, kind, delta, balance_after, reference, created_at)
+                     SELECT account_id, id, purchase_id, 'grant', 100, 100, purchase_id, {at} FROM credit_lots WHERE purchase_id LIKE 'pur\\_pre\\_%' ESCAPE '\\'"),
+            "UPDATE accounts SET balance = (SELECT COALESCE(SUM(remaining), 0) FROM credit_lots WHERE credit_lots.account_id = accounts.id) WHERE id LIKE 'pre\\_%' ESCAPE '\\'".to_owned(),
+            format!("INSERT INTO webhook_events (id, event_type, livemode, stripe_created, payload, status, attempts, received_at, source)
+                     SELECT 'evt_wait_' || x, 'charge.dispute.created', {no}, {at},
+                            '{{\"id\":\"evt_wait_' || x || '\",\"type\":\"charge.dispute.created\",\"data\":{{\"object\":{{\"id\":\"dp_wait_' || x || '\",\"payment_intent\":\"pi_wait_' || x || '\",\"charge\":\"ch_wait_' || x || '\"}}}}}}',
+                            CASE WHEN x % 2 = 0 THEN 'deferred' ELSE 'failed' END, 1, {at}, 'webhook' FROM {} AS s", series(waiting)),
+            format!("INSERT INTO deferred_event_refs (stripe_id, event_id) SELECT 'pi_wait_' || x, 'evt_wait_' || x FROM {} AS s", series(waiting)),
+            format!("INSERT INTO deferred_event_refs (stripe_id, event_id) SELECT 'ch_wait_' || x, 'evt_wait_' || x FROM {} AS s", series(waiting)),
+        ];
+        for sql in &statements {
+            creditguard::per_backend!(conn, |c| diesel::sql_query(sql).execute(c))
+                .with_context(|| format!("preload: {sql}"))?;
+        }
+        if postgres {
+            creditguard::per_backend!(conn, |c| diesel::sql_query("ANALYZE").execute(c))?;
+        }
+        Ok(())
+    })??;
+    println!(
+        "preloaded {events} events, {accounts} accounts and {waiting} deferred or failed events in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Latencies of one phase.
@@ -140,11 +330,16 @@ impl Drop for Scratch {
 
 /// A signed `checkout.session.completed` for a new PaymentIntent of `account`.
 fn purchase_event(account: &str) -> Vec<u8> {
+    purchase_event_at(account, SystemClock.now().timestamp())
+}
+
+/// The same, paid at `created` (Unix seconds).
+fn purchase_event_at(account: &str, created: i64) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "id": format!("evt_bench_{}", uuid::Uuid::now_v7().simple()),
         "object": "event",
         "type": "checkout.session.completed",
-        "created": SystemClock.now().timestamp(),
+        "created": created,
         "livemode": false,
         "api_version": "2026-10-28.endive",
         "data": { "object": {
@@ -199,7 +394,17 @@ fn bare_purchase(
     secrets: &WebhookSecrets,
     account: &str,
 ) -> anyhow::Result<()> {
-    let body = purchase_event(account);
+    bare_purchase_at(conn, settings, secrets, account, SystemClock.now().timestamp())
+}
+
+fn bare_purchase_at(
+    conn: &mut creditguard::db::DbConnection,
+    settings: &Settings,
+    secrets: &WebhookSecrets,
+    account: &str,
+    created: i64,
+) -> anyhow::Result<()> {
+    let body = purchase_event_at(account, created);
     let now = SystemClock.now();
     let header = sign(secrets.primary(), now.timestamp(), &body);
     let verified = signature::verify(Some(&header), &body, secrets, 300, now)?;
@@ -226,6 +431,7 @@ fn run_bare(args: &Args, secret: &str) -> anyhow::Result<Phase> {
     let target = settings.database_target();
     let database = creditguard::db::Database::open(&target, &settings.database);
     database.migrate()?;
+    preload(&database, args.preload)?;
     let pool = database.pool().clone();
     let secrets = WebhookSecrets::parse_list(secret).context("secret")?;
     seed_accounts_bare(&pool, &settings, &secrets, args)?;
@@ -403,6 +609,16 @@ async fn main() -> anyhow::Result<()> {
         backend.backend(), args.concurrency, args.seconds, args.purchase_every, args.accounts
     );
 
+    diesel::connection::set_default_instrumentation(|| Some(Box::new(StatementCounter)))?;
+    let (per_new, per_existing) = {
+        let args = Args { ..Args::parse() };
+        let secret = secret.clone();
+        tokio::task::spawn_blocking(move || statements_per_purchase(&args, &secret)).await??
+    };
+    let minimal = {
+        let args = Args { ..Args::parse() };
+        tokio::task::spawn_blocking(move || run_minimal(&args)).await??
+    };
     let bare = {
         let args = Args { ..Args::parse() };
         let secret = secret.clone();
@@ -427,6 +643,8 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(settings).await?;
             let base = format!("http://127.0.0.1:{}", app.port());
             let database = app.state().database.clone();
+            let preloading = (database.clone(), args.preload);
+            tokio::task::spawn_blocking(move || preload(&preloading.0, preloading.1)).await??;
             _app_handle = Some(app.handle());
             tokio::spawn(app.run_until_stopped());
             let token = tokio::task::spawn_blocking(move || {
@@ -480,6 +698,10 @@ async fn main() -> anyhow::Result<()> {
     .await;
 
     println!();
+    println!(
+        "statements per purchase webhook (BEGIN and COMMIT included): {per_new:.1} for a new account, {per_existing:.1} for an account with purchases"
+    );
+    minimal.print(None);
     bare.print(None);
     peak.print(Some(bare.rate()));
     paced.print(None);

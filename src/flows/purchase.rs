@@ -31,16 +31,8 @@ pub fn apply_payment(
         Some(charge) => Some(charge.clone()),
         None => StripeCharge::of_payment_intent(conn, &payment.payment_intent_id)?,
     };
-    if let Some(existing) = Purchase::by_payment_intent(conn, &payment.payment_intent_id)? {
-        return apply_to_existing(
-            conn,
-            &existing,
-            payment,
-            charge_id.as_deref(),
-            event_id,
-            ctx,
-        );
-    }
+    // No look for an existing purchase first: the insert below finds it (a second event of the
+    // payment, or one committing concurrently), and the judgement is made again for it then.
     let (account, decision) = judge(conn, payment, 0, ctx)?;
     let (account, account_is_new) = match account {
         Some((account, created)) => (Some(account), created),
@@ -53,7 +45,7 @@ pub fn apply_payment(
             (PurchaseStatus::Undelivered, 0, Some(reason.code()))
         }
     };
-    let charge_id = free_charge_id(conn, charge_id.as_deref())?;
+    let charge_id = free_charge_id(conn, charge_id.as_deref(), &payment.payment_intent_id)?;
     let inserted = Purchase::insert_once(
         conn,
         &NewPurchase {
@@ -77,8 +69,8 @@ pub fn apply_payment(
         },
     )?;
     if !inserted {
-        // Another event of this payment committed its purchase first (PostgreSQL waited for it
-        // at the insert): apply this event to that purchase, as if it had come second.
+        // Another event of this payment recorded its purchase first (earlier, or concurrently:
+        // PostgreSQL waited for it at the insert): apply this event to that purchase.
         let existing = Purchase::by_payment_intent(conn, &payment.payment_intent_id)?
             .ok_or(diesel::result::Error::NotFound)?;
         return apply_to_existing(conn, &existing, payment, charge_id, event_id, ctx);
@@ -600,11 +592,14 @@ fn resolve_account(
 fn free_charge_id<'c>(
     conn: &mut DbConnection,
     charge_id: Option<&'c str>,
+    payment_intent_id: &str,
 ) -> Result<Option<&'c str>, IngestError> {
     let Some(charge) = charge_id else {
         return Ok(None);
     };
     match Purchase::by_charge(conn, charge)? {
+        // This payment's own purchase (a second event of it): the insert finds it.
+        Some(own) if own.payment_intent_id == payment_intent_id => Ok(Some(charge)),
         Some(other) => {
             tracing::warn!(
                 charge,
@@ -625,7 +620,7 @@ fn fill_ids(
     ctx: FlowContext<'_>,
 ) -> Result<(), IngestError> {
     let charge = match charge_id {
-        Some(c) if purchase.charge_id.is_none() => free_charge_id(conn, Some(c))?,
+        Some(c) if purchase.charge_id.is_none() => free_charge_id(conn, Some(c), &purchase.payment_intent_id)?,
         _ => None,
     };
     Purchase::fill_stripe_ids(conn, &purchase.id, charge, checkout_session_id, ctx.now)?;
