@@ -117,7 +117,11 @@ fn run_minimal(args: &Args) -> anyhow::Result<Phase> {
     database.migrate()?;
     let postgres = matches!(settings.database_target(), DatabaseTarget::Postgres { .. });
     let serial = if postgres { "BIGSERIAL" } else { "INTEGER" };
-    let now = if postgres { "now()" } else { "CURRENT_TIMESTAMP" };
+    let now = if postgres {
+        "now()"
+    } else {
+        "CURRENT_TIMESTAMP"
+    };
     database.write(|conn| -> anyhow::Result<()> {
         for ddl in [
             format!("CREATE TABLE peer_events (id TEXT PRIMARY KEY, type TEXT NOT NULL, received_at TIMESTAMP NOT NULL DEFAULT {now})"),
@@ -394,7 +398,13 @@ fn bare_purchase(
     secrets: &WebhookSecrets,
     account: &str,
 ) -> anyhow::Result<()> {
-    bare_purchase_at(conn, settings, secrets, account, SystemClock.now().timestamp())
+    bare_purchase_at(
+        conn,
+        settings,
+        secrets,
+        account,
+        SystemClock.now().timestamp(),
+    )
 }
 
 fn bare_purchase_at(

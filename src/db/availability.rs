@@ -162,7 +162,10 @@ mod tests {
         availability.mark_down("connection refused");
         assert!(availability.needs_validation());
         availability.mark_up();
-        assert!(availability.needs_validation(), "for a while after the outage");
+        assert!(
+            availability.needs_validation(),
+            "for a while after the outage"
+        );
         let fresh = Availability::migrated();
         fresh.suspect();
         assert!(fresh.needs_validation());

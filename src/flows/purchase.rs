@@ -416,12 +416,16 @@ fn suspend_for_an_earlier_fraud_warning(
 }
 
 /// P1 or M1 for this payment, and the account it names (created if new).
+/// The account the payment names (and whether this transaction created it), and P1/M1's
+/// decision.
+type Judgement = (Option<(Account, bool)>, Decision<PurchaseAction>);
+
 fn judge(
     conn: &mut DbConnection,
     payment: &PaymentFacts,
     refunding: i64,
     ctx: FlowContext<'_>,
-) -> Result<(Option<(Account, bool)>, Decision<PurchaseAction>), IngestError> {
+) -> Result<Judgement, IngestError> {
     let resolved = resolve_account(conn, payment, ctx)?;
     let package = payment
         .package_id
@@ -547,7 +551,10 @@ enum Resolved {
     /// The account, and whether this transaction created it (then it has no other purchase,
     /// committed or not: a concurrent one for it waits on this insert).
     Found(Account, bool),
-    Invalid { reference: String, problem: String },
+    Invalid {
+        reference: String,
+        problem: String,
+    },
     None,
 }
 
@@ -620,7 +627,9 @@ fn fill_ids(
     ctx: FlowContext<'_>,
 ) -> Result<(), IngestError> {
     let charge = match charge_id {
-        Some(c) if purchase.charge_id.is_none() => free_charge_id(conn, Some(c), &purchase.payment_intent_id)?,
+        Some(c) if purchase.charge_id.is_none() => {
+            free_charge_id(conn, Some(c), &purchase.payment_intent_id)?
+        }
         _ => None,
     };
     Purchase::fill_stripe_ids(conn, &purchase.id, charge, checkout_session_id, ctx.now)?;

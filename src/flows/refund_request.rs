@@ -240,6 +240,14 @@ fn resolve_order(conn: &mut DbConnection, order: OrderRef<'_>) -> Result<String,
     found.ok_or_else(|| RequestError::PurchaseNotFound(named.to_owned()))
 }
 
+/// R1: a request queued now is due `review_due_business_days` business days from now.
+fn review_due(ctx: FlowContext<'_>) -> NaiveDateTime {
+    let policy = &ctx.settings.policy;
+    policy
+        .business_calendar()
+        .add_business_days(ctx.now, policy.review_due_business_days)
+}
+
 /// Locks the purchase a request is about, then the accounts, in the one lock order (purchases,
 /// then accounts): an undelivered purchase may be credited to `account_id` (M1), and crediting
 /// runs D1, which locks the account's other purchases of the package, so those are locked here
@@ -543,11 +551,7 @@ fn carry_out(
         }
     };
     if status == RequestStatus::PendingReview {
-        let due = ctx
-            .settings
-            .policy
-            .business_calendar()
-            .add_business_days(ctx.now, ctx.settings.policy.review_due_business_days);
+        let due = review_due(ctx);
         RefundRequest::queue(conn, &request.id, rule.as_str(), &explanation, due, ctx.now)?;
         record(
             conn,
@@ -874,11 +878,7 @@ pub fn reply(
             &[RequestStatus::NeedsInfo],
             "only a request that asked for more information takes a reply",
         )?;
-        let due = ctx
-            .settings
-            .policy
-            .business_calendar()
-            .add_business_days(ctx.now, ctx.settings.policy.review_due_business_days);
+        let due = review_due(ctx);
         RefundRequest::move_to(
             conn,
             id,
