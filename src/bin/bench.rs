@@ -189,6 +189,72 @@ fn run_minimal(args: &Args) -> anyhow::Result<Phase> {
     })
 }
 
+/// The bare guarded update a consumption comes down to (`balance = balance - 1` where the
+/// balance covers it, one transaction each) on as many accounts as the load spreads over, at the
+/// same concurrency: the floor of what a spend costs on this backend.
+fn run_guarded_update(args: &Args) -> anyhow::Result<Phase> {
+    let scratch = Scratch::create(&args.database_url, "guarded")?;
+    let settings = settings_for(&scratch.url, "whsec_unused", args.concurrency as u32);
+    let database = creditguard::db::Database::open(&settings.database_target(), &settings.database);
+    database.migrate()?;
+    let accounts = args.accounts;
+    database.write(|conn| -> anyhow::Result<()> {
+        creditguard::per_backend!(conn, |c| diesel::sql_query(
+            "CREATE TABLE peer_balances (id TEXT PRIMARY KEY, balance BIGINT NOT NULL)"
+        )
+        .execute(c))?;
+        for a in 0..accounts {
+            let sql = format!("INSERT INTO peer_balances VALUES ('bench_{a}', 1000000000)");
+            creditguard::per_backend!(conn, |c| diesel::sql_query(&sql).execute(c))?;
+        }
+        Ok(())
+    })??;
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for worker in 0..args.concurrency {
+        let database = database.clone();
+        handles.push(std::thread::spawn(move || {
+            let (mut latencies, mut errors, mut n) = (Vec::new(), 0u64, 0u64);
+            while Instant::now() < deadline {
+                let account = (worker + n as usize * 7) % accounts;
+                let sql = format!("UPDATE peer_balances SET balance = balance - 1 WHERE id = 'bench_{account}' AND balance >= 1");
+                let t = Instant::now();
+                let ok = database
+                    .write(|conn| {
+                        creditguard::db::write_transaction(conn, |conn| {
+                            creditguard::per_backend!(conn, |c| diesel::sql_query(&sql).execute(c))
+                        })
+                        .is_ok_and(|updated| updated == 1)
+                    })
+                    .unwrap_or(false);
+                if ok {
+                    latencies.push(t.elapsed());
+                } else {
+                    errors += 1;
+                }
+                n += 1;
+            }
+            (latencies, errors)
+        }));
+    }
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    for h in handles {
+        let (l, e) = h.join().expect("worker");
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    drop(database);
+    drop(scratch);
+    Ok(Phase {
+        name: "bare guarded update (a spend's floor)".into(),
+        elapsed,
+        latencies,
+        errors,
+    })
+}
+
 // ---- history ----
 
 /// Stores `events` processed purchase events (with their purchases, lots and ledger entries,
@@ -561,8 +627,10 @@ async fn run_service(args: &Args, target: &Arc<Target>, name: &str, pace: Option
         let args = Args {
             accounts: args.accounts,
             purchase_every: args.purchase_every,
+            concurrency: args.concurrency,
             ..Args::parse_from(["bench"])
         };
+        // Each worker's share of the rate: `concurrency` workers together make `rate`.
         let interval = pace.map(|rate| Duration::from_secs_f64(args.concurrency as f64 / rate));
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
@@ -628,6 +696,10 @@ async fn main() -> anyhow::Result<()> {
     let minimal = {
         let args = Args { ..Args::parse() };
         tokio::task::spawn_blocking(move || run_minimal(&args)).await??
+    };
+    let guarded = {
+        let args = Args { ..Args::parse() };
+        tokio::task::spawn_blocking(move || run_guarded_update(&args)).await??
     };
     let bare = {
         let args = Args { ..Args::parse() };
@@ -707,6 +779,21 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
 
+    // Spending alone (one purchase per worker to start), against the guarded update.
+    let spending = run_service(
+        &Args {
+            purchase_every: u64::MAX,
+            accounts: args.accounts,
+            seconds: args.seconds,
+            concurrency: args.concurrency,
+            ..Args::parse_from(["bench"])
+        },
+        &target,
+        "service over HTTP, consumptions only",
+        None,
+    )
+    .await;
+
     println!();
     println!(
         "statements per purchase webhook (BEGIN and COMMIT included): {per_new:.1} for a new account, {per_existing:.1} for an account with purchases"
@@ -715,6 +802,8 @@ async fn main() -> anyhow::Result<()> {
     bare.print(None);
     peak.print(Some(bare.rate()));
     paced.print(None);
+    guarded.print(None);
+    spending.print(Some(guarded.rate()));
     if let Some(handle) = _app_handle {
         handle.stop(true).await;
     }
