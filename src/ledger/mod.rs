@@ -295,6 +295,42 @@ pub fn consume(
     // A refusal says why; the caller's transaction rolls back the claim above.
     let balance = spend(conn, account_id, credits.get(), now)?;
 
+    // Most spends fit in the oldest lot: take them from it in one statement (the account's row
+    // lock, held since `spend`, keeps the lots still).
+    let others = diesel::alias!(credit_lots as oldest_lots);
+    let oldest = others
+        .filter(others.field(credit_lots::account_id).eq(account_id))
+        .filter(others.field(credit_lots::remaining).gt(0))
+        .order(others.field(credit_lots::id).asc())
+        .select(others.field(credit_lots::id))
+        .limit(1)
+        .single_value();
+    let from_oldest: Option<(i64, Option<String>)> = diesel::update(
+        credit_lots::table
+            .filter(credit_lots::id.nullable().eq(oldest))
+            .filter(credit_lots::remaining.ge(credits.get())),
+    )
+    .set(credit_lots::remaining.eq(credit_lots::remaining - credits.get()))
+    .returning((credit_lots::id, credit_lots::purchase_id))
+    .get_result(conn)
+    .optional()?;
+    if let Some((lot_id, purchase_id)) = from_oldest {
+        record_draw(
+            conn,
+            account_id,
+            generation_id,
+            lot_id,
+            purchase_id.as_deref(),
+            credits.get(),
+            balance,
+            now,
+        )?;
+        diesel::update(consumptions::table.find(generation_id))
+            .set(consumptions::balance_after.eq(balance))
+            .execute(conn)?;
+        return Ok(ConsumeOutcome::Created { balance });
+    }
+
     let lots: Vec<(i64, i64, Option<String>)> = credit_lots::table
         .filter(credit_lots::account_id.eq(account_id))
         .filter(credit_lots::remaining.gt(0))
@@ -327,25 +363,16 @@ pub fn consume(
         }
         balance_after -= take;
         still_needed -= take;
-        diesel::insert_into(consumption_draws::table)
-            .values((
-                consumption_draws::generation_id.eq(generation_id),
-                consumption_draws::lot_id.eq(lot_id),
-                consumption_draws::credits.eq(take),
-            ))
-            .execute(conn)?;
-        diesel::insert_into(ledger_entries::table)
-            .values(&NewEntry {
-                account_id,
-                lot_id,
-                purchase_id: purchase_id.as_deref(),
-                kind: LedgerKind::Consume.as_str(),
-                delta: -take,
-                balance_after,
-                reference: generation_id,
-                created_at: now,
-            })
-            .execute(conn)?;
+        record_draw(
+            conn,
+            account_id,
+            generation_id,
+            lot_id,
+            purchase_id.as_deref(),
+            take,
+            balance_after,
+            now,
+        )?;
     }
     if still_needed != 0 || balance_after != balance {
         return Err(LedgerError::Invariant(format!(
@@ -358,6 +385,40 @@ pub fn consume(
         .set(consumptions::balance_after.eq(balance))
         .execute(conn)?;
     Ok(ConsumeOutcome::Created { balance })
+}
+
+/// A consumption's draw from one lot, and its ledger entry.
+#[allow(clippy::too_many_arguments)]
+fn record_draw(
+    conn: &mut DbConnection,
+    account_id: &str,
+    generation_id: &str,
+    lot_id: i64,
+    purchase_id: Option<&str>,
+    take: i64,
+    balance_after: i64,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    diesel::insert_into(consumption_draws::table)
+        .values((
+            consumption_draws::generation_id.eq(generation_id),
+            consumption_draws::lot_id.eq(lot_id),
+            consumption_draws::credits.eq(take),
+        ))
+        .execute(conn)?;
+    diesel::insert_into(ledger_entries::table)
+        .values(&NewEntry {
+            account_id,
+            lot_id,
+            purchase_id,
+            kind: LedgerKind::Consume.as_str(),
+            delta: -take,
+            balance_after,
+            reference: generation_id,
+            created_at: now,
+        })
+        .execute(conn)?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
