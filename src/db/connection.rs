@@ -417,12 +417,13 @@ pub fn run_migrations(conn: &mut DbConnection) -> anyhow::Result<Vec<String>> {
             .map(|v| v.to_string())
             .collect::<Vec<_>>()
     });
-    // Data the schema change cannot compute in SQL on both backends: the ids that events
-    // deferred before it wait for.
-    let digits = |v: &String| v.chars().filter(char::is_ascii_digit).collect::<String>();
-    if applied.iter().any(|v| digits(v) == "20261202000008") {
-        let read = super::jobs::backfill_deferred_refs(conn)
-            .map_err(|e| anyhow::anyhow!("indexing the deferred events failed: {e}"))?;
+    // Data the schema cannot compute in SQL on both backends: the ids that events deferred
+    // without an index (before it existed, or by an older replica) wait for. Idempotent, and it
+    // reads only events without refs, so it runs at every start: one interrupted is finished by
+    // the next.
+    let read = super::jobs::backfill_deferred_refs(conn)
+        .map_err(|e| anyhow::anyhow!("indexing the deferred events failed: {e}"))?;
+    if read > 0 {
         tracing::info!(
             events = read,
             "deferred events indexed by what they wait for"

@@ -206,11 +206,16 @@ pub fn remember_deferred_refs(
     Ok(())
 }
 
-/// The events deferred (or given up) before `deferred_event_refs` existed get their refs; run
-/// once, right after the migration that creates the table. Returns how many events it read.
+/// Deferred (or given-up) events that have no refs get theirs: those deferred before
+/// `deferred_event_refs` existed, or by a replica of an older version during a rolling deploy.
+/// Run at every start (after the migrations); it reads only events without refs. Returns how
+/// many it read.
 pub fn backfill_deferred_refs(conn: &mut DbConnection) -> QueryResult<usize> {
+    use super::schema::deferred_event_refs as refs;
+    let indexed = refs::table.select(refs::event_id);
     let waiting: Vec<(String, String)> = webhook_events::table
         .filter(webhook_events::status.eq_any(["deferred", "failed"]))
+        .filter(diesel::dsl::not(webhook_events::id.eq_any(indexed)))
         .select((webhook_events::id, webhook_events::payload))
         .load(conn)?;
     for (event_id, payload) in &waiting {

@@ -31,8 +31,18 @@ pub fn apply_payment(
         Some(charge) => Some(charge.clone()),
         None => StripeCharge::of_payment_intent(conn, &payment.payment_intent_id)?,
     };
-    // No look for an existing purchase first: the insert below finds it (a second event of the
-    // payment, or one committing concurrently), and the judgement is made again for it then.
+    // Looked up before judging: judging resolves (and may create) the account the event names,
+    // which a later event of a purchase already credited must not do.
+    if let Some(existing) = Purchase::by_payment_intent(conn, &payment.payment_intent_id)? {
+        return apply_to_existing(
+            conn,
+            &existing,
+            payment,
+            charge_id.as_deref(),
+            event_id,
+            ctx,
+        );
+    }
     let (account, decision) = judge(conn, payment, 0, ctx)?;
     let (account, account_is_new) = match account {
         Some((account, created)) => (Some(account), created),
@@ -69,8 +79,8 @@ pub fn apply_payment(
         },
     )?;
     if !inserted {
-        // Another event of this payment recorded its purchase first (earlier, or concurrently:
-        // PostgreSQL waited for it at the insert): apply this event to that purchase.
+        // Another event of this payment committed its purchase first (PostgreSQL waited for it
+        // at the insert): apply this event to that purchase, as if it had come second.
         let existing = Purchase::by_payment_intent(conn, &payment.payment_intent_id)?
             .ok_or(diesel::result::Error::NotFound)?;
         return apply_to_existing(conn, &existing, payment, charge_id, event_id, ctx);

@@ -67,6 +67,11 @@ pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
                     }
                 };
                 let applied = apply(conn, &event, ctx)?;
+                if applied.status == EventStatus::Deferred {
+                    // Still waiting: make sure it can be woken (an event deferred by an older
+                    // replica has no refs yet).
+                    jobs::remember_deferred_refs(conn, &row.id, &event.referenced_ids())?;
+                }
                 let tries = row.attempts + 1;
                 WebhookEventRow::record_attempt(conn, &row.id, tries, applied.detail.as_deref())?;
                 match applied.status {

@@ -228,3 +228,25 @@ async fn a_charge_seen_before_its_purchase_is_linked_when_the_purchase_arrives()
     let purchase = only_purchase(&app, "account_id=user_early").await;
     assert_eq!(purchase["charge"], "ch_early");
 }
+
+/// A later event of a purchase already credited does not act on the account it names: no
+/// account is created for it (it would take over the payment's Stripe customer).
+#[tokio::test]
+async fn a_later_event_naming_another_account_creates_nothing() {
+    let app = spawn_app().await;
+    let pi = new_id("pi");
+    assert_eq!(
+        app.deliver(&checkout_paid(&pi, Some("user_first"), "pack_100", 2000))
+            .await,
+        "processed"
+    );
+    let later = payment_intent_succeeded(
+        &pi,
+        serde_json::json!({ "account_id": "user_other", "package_id": "pack_100" }),
+        2000,
+    );
+    assert_eq!(app.deliver(&later).await, "processed");
+    let response = app.get("/v1/accounts/user_other", &app.support_token).await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(app.balance("user_first").await, 100);
+}
