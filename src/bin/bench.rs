@@ -133,60 +133,32 @@ fn run_minimal(args: &Args) -> anyhow::Result<Phase> {
         }
         Ok(())
     })??;
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let started = Instant::now();
-    let mut handles = Vec::new();
-    for worker in 0..args.concurrency {
-        let database = database.clone();
-        handles.push(std::thread::spawn(move || {
-            let mut latencies = Vec::new();
-            let mut errors = 0u64;
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                let id = format!("{worker}_{n}_{}", uuid::Uuid::now_v7().simple());
-                let t = Instant::now();
-                let statements = [
-                    format!("INSERT INTO peer_events (id, type) VALUES ('evt_{id}', 'checkout.session.completed') ON CONFLICT DO NOTHING"),
-                    format!("INSERT INTO peer_purchases VALUES ('pi_{id}', 'acc_{id}', 100, 2000) ON CONFLICT DO NOTHING"),
-                    format!("INSERT INTO peer_accounts (id, balance) VALUES ('acc_{id}', 100) ON CONFLICT (id) DO UPDATE SET balance = peer_accounts.balance + excluded.balance"),
-                    format!("INSERT INTO peer_ledger (account_id, delta, kind, reference) VALUES ('acc_{id}', 100, 'grant', 'pi_{id}')"),
-                ];
-                let ok = database
-                    .write(|conn| {
-                        creditguard::db::write_transaction(conn, |conn| {
-                            for sql in &statements {
-                                creditguard::per_backend!(conn, |c| diesel::sql_query(sql).execute(c))?;
-                            }
-                            Ok::<_, diesel::result::Error>(())
-                        })
-                        .is_ok()
+    let phase = run_threads(
+        args,
+        "bare minimal purchase (the peer's 4 writes)",
+        move |worker, n| {
+            let id = format!("{worker}_{n}_{}", uuid::Uuid::now_v7().simple());
+            let statements = [
+                format!("INSERT INTO peer_events (id, type) VALUES ('evt_{id}', 'checkout.session.completed') ON CONFLICT DO NOTHING"),
+                format!("INSERT INTO peer_purchases VALUES ('pi_{id}', 'acc_{id}', 100, 2000) ON CONFLICT DO NOTHING"),
+                format!("INSERT INTO peer_accounts (id, balance) VALUES ('acc_{id}', 100) ON CONFLICT (id) DO UPDATE SET balance = peer_accounts.balance + excluded.balance"),
+                format!("INSERT INTO peer_ledger (account_id, delta, kind, reference) VALUES ('acc_{id}', 100, 'grant', 'pi_{id}')"),
+            ];
+            database
+                .write(|conn| {
+                    creditguard::db::write_transaction(conn, |conn| {
+                        for sql in &statements {
+                            creditguard::per_backend!(conn, |c| diesel::sql_query(sql).execute(c))?;
+                        }
+                        Ok::<_, diesel::result::Error>(())
                     })
-                    .unwrap_or(false);
-                if ok {
-                    latencies.push(t.elapsed());
-                } else {
-                    errors += 1;
-                }
-                n += 1;
-            }
-            (latencies, errors)
-        }));
-    }
-    let (mut latencies, mut errors) = (Vec::new(), 0);
-    for h in handles {
-        let (l, e) = h.join().expect("worker");
-        latencies.extend(l);
-        errors += e;
-    }
-    let elapsed = started.elapsed();
-    drop(database);
+                    .is_ok()
+                })
+                .unwrap_or(false)
+        },
+    );
     drop(scratch);
-    Ok(Phase {
-        name: "bare minimal purchase (the peer's 4 writes)".into(),
-        elapsed,
-        latencies,
-        errors,
-    })
+    Ok(phase)
 }
 
 /// The bare guarded update a consumption comes down to (`balance = balance - 1` where the
@@ -209,50 +181,66 @@ fn run_guarded_update(args: &Args) -> anyhow::Result<Phase> {
         }
         Ok(())
     })??;
+    let phase = run_threads(
+        args,
+        "bare guarded update (a spend's floor)",
+        move |worker, n| {
+            let account = (worker + n as usize * 7) % accounts;
+            let sql = format!("UPDATE peer_balances SET balance = balance - 1 WHERE id = 'bench_{account}' AND balance >= 1");
+            database
+                .write(|conn| {
+                    creditguard::db::write_transaction(conn, |conn| {
+                        creditguard::per_backend!(conn, |c| diesel::sql_query(&sql).execute(c))
+                    })
+                    .is_ok_and(|updated| updated == 1)
+                })
+                .unwrap_or(false)
+        },
+    );
+    drop(scratch);
+    Ok(phase)
+}
+
+/// Runs `op(worker, n)` (true when it succeeded) from `concurrency` threads, each in a closed
+/// loop for `seconds`, and measures each call.
+fn run_threads(
+    args: &Args,
+    name: &str,
+    op: impl Fn(usize, u64) -> bool + Send + Sync + 'static,
+) -> Phase {
+    let op = Arc::new(op);
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
-    let mut handles = Vec::new();
-    for worker in 0..args.concurrency {
-        let database = database.clone();
-        handles.push(std::thread::spawn(move || {
-            let (mut latencies, mut errors, mut n) = (Vec::new(), 0u64, 0u64);
-            while Instant::now() < deadline {
-                let account = (worker + n as usize * 7) % accounts;
-                let sql = format!("UPDATE peer_balances SET balance = balance - 1 WHERE id = 'bench_{account}' AND balance >= 1");
-                let t = Instant::now();
-                let ok = database
-                    .write(|conn| {
-                        creditguard::db::write_transaction(conn, |conn| {
-                            creditguard::per_backend!(conn, |c| diesel::sql_query(&sql).execute(c))
-                        })
-                        .is_ok_and(|updated| updated == 1)
-                    })
-                    .unwrap_or(false);
-                if ok {
-                    latencies.push(t.elapsed());
-                } else {
-                    errors += 1;
+    let handles: Vec<_> = (0..args.concurrency)
+        .map(|worker| {
+            let op = op.clone();
+            std::thread::spawn(move || {
+                let (mut latencies, mut errors, mut n) = (Vec::new(), 0u64, 0u64);
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    if op(worker, n) {
+                        latencies.push(t.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                    n += 1;
                 }
-                n += 1;
-            }
-            (latencies, errors)
-        }));
-    }
+                (latencies, errors)
+            })
+        })
+        .collect();
     let (mut latencies, mut errors) = (Vec::new(), 0);
     for h in handles {
         let (l, e) = h.join().expect("worker");
         latencies.extend(l);
         errors += e;
     }
-    let elapsed = started.elapsed();
-    drop(database);
-    drop(scratch);
-    Ok(Phase {
-        name: "bare guarded update (a spend's floor)".into(),
-        elapsed,
+    Phase {
+        name: name.to_owned(),
+        elapsed: started.elapsed(),
         latencies,
         errors,
-    })
+    }
 }
 
 // ---- history ----
