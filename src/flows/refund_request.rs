@@ -19,8 +19,8 @@ use crate::db::{write_transaction, DbConnection, TransactionError};
 use crate::domain::{AccountStatus, ConsumptionStatus, PurchaseStatus, RequestStatus};
 use crate::ledger::{self, LedgerError};
 use crate::policy::request::{
-    decide_approval, decide_filing, AccountFacts, EarlierPurchase, GenerationFacts, PurchaseFacts,
-    RequestAction, RequestFacts, RequestKind,
+    decide_approval, decide_filing, decide_undeliverable, AccountFacts, EarlierPurchase,
+    GenerationFacts, PurchaseFacts, RequestAction, RequestFacts, RequestKind, Undeliverable,
 };
 use crate::policy::{Decision, Rule};
 
@@ -199,7 +199,15 @@ fn file_once(
         }
     }
     let account = Account::find(conn, &account.id)?.ok_or(DieselError::NotFound)?;
-    let facts = Facts::gather(conn, &account, purchase.as_ref(), generation.as_ref(), ctx)?;
+    let facts = Facts::gather(
+        conn,
+        kind,
+        true,
+        &account,
+        purchase.as_ref(),
+        generation.as_ref(),
+        ctx,
+    )?;
     let decision = decide_filing(
         &facts.view(kind, filing.kind, &account, ctx.now),
         ctx.settings.policy.request_policy(),
@@ -299,19 +307,23 @@ struct Facts {
 }
 
 impl Facts {
+    /// Reads what the policy needs for a request of `kind`: when `filing`, T2's failed
+    /// generations (technical) and D1's pair (duplicate) too; an approval reads neither.
     fn gather(
         conn: &mut DbConnection,
+        kind: RequestKind,
+        filing: bool,
         account: &Account,
         purchase: Option<&Purchase>,
         generation: Option<&store::Generation>,
         ctx: FlowContext<'_>,
     ) -> Result<Self, RequestError> {
         let policy = ctx.settings.policy.request_policy();
-        let failed_generations = store::failed_generations_since(
-            conn,
-            &account.id,
-            ctx.now - policy.technical_lookback,
-        )?;
+        let failed_generations = if filing && kind == RequestKind::Technical {
+            store::failed_generations_since(conn, &account.id, ctx.now - policy.technical_lookback)?
+        } else {
+            0
+        };
         let (mut earlier, mut later) = (None, None);
         let purchase = match purchase {
             Some(p) => {
@@ -331,7 +343,9 @@ impl Facts {
                     || p.account_reference.as_deref() == Some(account.id.as_str())
                     || (p.stripe_customer_id.is_some()
                         && p.stripe_customer_id == account.stripe_customer_id);
-                if let Some(package) = &p.package_id {
+                if let (Some(package), true) =
+                    (&p.package_id, filing && kind == RequestKind::Duplicate)
+                {
                     (earlier, later) =
                         duplicate_partners(conn, p, &account.id, package, policy.duplicate_window)?;
                 }
@@ -642,22 +656,24 @@ fn deliver(
         }
         Some(Repair::StillUndelivered {
             explanation: why, ..
-        }) if decided_by == DECIDED_BY_POLICY && !ctx.settings.policy.automatic_refunds => {
-            Ok((
-                RequestStatus::PendingReview,
-                Rule::M1,
-                format!("Purchase {purchase_id}'s credits cannot be delivered ({why}); it would be refunded in full, but automatic refunds are off: a person decides."),
-                None,
-                0,
-            ))
-        }
-        Some(Repair::StillUndelivered {
-            explanation: why, ..
         }) => {
-            let purchase = Purchase::find(conn, purchase_id)?.ok_or(DieselError::NotFound)?;
-            let reason = format!(
-                "Purchase {purchase_id}'s credits cannot be delivered ({why}): refunded in full instead (M1)."
+            let verdict = decide_undeliverable(
+                purchase_id,
+                &why,
+                decided_by != DECIDED_BY_POLICY,
+                ctx.settings.policy.automatic_refunds,
             );
+            if verdict.action == Undeliverable::Review {
+                return Ok((
+                    RequestStatus::PendingReview,
+                    verdict.rule,
+                    verdict.explanation,
+                    None,
+                    0,
+                ));
+            }
+            let purchase = Purchase::find(conn, purchase_id)?.ok_or(DieselError::NotFound)?;
+            let reason = verdict.explanation;
             match misdelivery::refund_in_full(conn, &purchase, &reason, &request.id, ctx)? {
                 Some(refund_id) => Ok((RequestStatus::Approved, Rule::M1, reason, Some(refund_id), 0)),
                 None => denied(format!(
@@ -784,13 +800,17 @@ pub fn approve(
             Some(g) => store::generation(conn, g)?,
             None => None,
         };
-        let facts = Facts::gather(conn, &account, purchase.as_ref(), generation.as_ref(), ctx)?;
-        let mut decision = decide_approval(&facts.view(
-            RequestKind::of(&request.kind),
-            &request.kind,
+        let kind = RequestKind::of(&request.kind);
+        let facts = Facts::gather(
+            conn,
+            kind,
+            false,
             &account,
-            ctx.now,
-        ));
+            purchase.as_ref(),
+            generation.as_ref(),
+            ctx,
+        )?;
+        let mut decision = decide_approval(&facts.view(kind, &request.kind, &account, ctx.now));
         if !note.is_empty() {
             decision.explanation = format!("{} (Reviewer's note: {note})", decision.explanation);
         }
@@ -834,21 +854,14 @@ pub fn request_info(
     ctx: FlowContext<'_>,
 ) -> Result<(), RequestError> {
     write_transaction(conn, |conn| {
-        let request = lock_request(conn, id, ctx)?;
-        require_status(
-            &request,
-            &[RequestStatus::PendingReview],
-            "only a request waiting for review can ask for more information",
-        )?;
-        RefundRequest::move_to(
-            conn,
-            id,
-            RequestStatus::PendingReview,
-            RequestStatus::NeedsInfo,
-            None,
-            ctx.now,
-        )?;
-        RefundRequest::add_note(conn, id, "request_info", actor, note, ctx.now)?;
+        let step = Step {
+            from: RequestStatus::PendingReview,
+            to: RequestStatus::NeedsInfo,
+            due_at: None,
+            refusal: "only a request waiting for review can ask for more information",
+            note_kind: "request_info",
+        };
+        let request = step.take(conn, id, actor, note, ctx)?;
         let rule: Rule = request.rule.parse().unwrap_or(Rule::R1);
         record(
             conn,
@@ -858,8 +871,7 @@ pub fn request_info(
             &format!("More information is needed: {note}"),
             actor,
             ctx,
-        )?;
-        Ok(())
+        )
     })
 }
 
@@ -872,22 +884,40 @@ pub fn reply(
     ctx: FlowContext<'_>,
 ) -> Result<(), RequestError> {
     write_transaction(conn, |conn| {
-        let request = lock_request(conn, id, ctx)?;
-        require_status(
-            &request,
-            &[RequestStatus::NeedsInfo],
-            "only a request that asked for more information takes a reply",
-        )?;
-        let due = review_due(ctx);
-        RefundRequest::move_to(
-            conn,
-            id,
-            RequestStatus::NeedsInfo,
-            RequestStatus::PendingReview,
-            Some(due),
-            ctx.now,
-        )?;
-        RefundRequest::add_note(conn, id, "reply", actor, feedback, ctx.now)?;
-        Ok(())
+        let step = Step {
+            from: RequestStatus::NeedsInfo,
+            to: RequestStatus::PendingReview,
+            due_at: Some(review_due(ctx)),
+            refusal: "only a request that asked for more information takes a reply",
+            note_kind: "reply",
+        };
+        step.take(conn, id, actor, feedback, ctx).map(|_| ())
     })
+}
+
+/// A move of a waiting request between `pending_review` and `needs_info`, with what was said.
+struct Step {
+    from: RequestStatus,
+    to: RequestStatus,
+    due_at: Option<NaiveDateTime>,
+    refusal: &'static str,
+    note_kind: &'static str,
+}
+
+impl Step {
+    /// Under the request's locks: refused unless it is in `from`; returns it as it was.
+    fn take(
+        &self,
+        conn: &mut DbConnection,
+        id: &str,
+        author: &str,
+        body: &str,
+        ctx: FlowContext<'_>,
+    ) -> Result<RefundRequest, RequestError> {
+        let request = lock_request(conn, id, ctx)?;
+        require_status(&request, &[self.from], self.refusal)?;
+        RefundRequest::move_to(conn, id, self.from, self.to, self.due_at, ctx.now)?;
+        RefundRequest::add_note(conn, id, self.note_kind, author, body, ctx.now)?;
+        Ok(request)
+    }
 }

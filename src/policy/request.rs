@@ -583,6 +583,41 @@ fn suspended_waits(
     )
 }
 
+/// M1 on request, when the purchase's credits cannot be delivered (unknown package, an amount
+/// that is not the catalog's, a terminated account).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undeliverable {
+    /// Refund the payment in full: nothing of it was granted, so nothing was used.
+    RefundInFull,
+    /// Automatic refunds are off and no person decided yet: queue it.
+    Review,
+}
+
+/// What to do with credits that cannot be delivered; `by_person` when a reviewer approved.
+pub fn decide_undeliverable(
+    purchase_id: &str,
+    why: &str,
+    by_person: bool,
+    automatic_refunds: bool,
+) -> Decision<Undeliverable> {
+    if by_person || automatic_refunds {
+        return Decision {
+            action: Undeliverable::RefundInFull,
+            rule: Rule::M1,
+            explanation: format!(
+                "Purchase {purchase_id}'s credits cannot be delivered ({why}): refunded in full instead (M1)."
+            ),
+        };
+    }
+    Decision {
+        action: Undeliverable::Review,
+        rule: Rule::M1,
+        explanation: format!(
+            "Purchase {purchase_id}'s credits cannot be delivered ({why}); it would be refunded in full, but automatic refunds are off: a person decides."
+        ),
+    }
+}
+
 /// What a person's approval does, judged again on the facts of now (a dispute or a
 /// termination may have come meanwhile).
 pub fn decide_approval(facts: &RequestFacts<'_>) -> Decision<RequestAction> {
@@ -897,6 +932,19 @@ mod tests {
         });
         let d = decide_filing(&f, policy());
         assert_eq!((d.action, d.rule), (RequestAction::Review, Rule::M1));
+    }
+
+    #[test]
+    fn m1_refunds_what_cannot_be_delivered_unless_automatic_refunds_are_off() {
+        let auto = decide_undeliverable("pur_1", "unknown package", false, true);
+        assert_eq!(
+            (auto.action, auto.rule),
+            (Undeliverable::RefundInFull, Rule::M1)
+        );
+        let off = decide_undeliverable("pur_1", "unknown package", false, false);
+        assert_eq!(off.action, Undeliverable::Review);
+        let approved = decide_undeliverable("pur_1", "unknown package", true, false);
+        assert_eq!(approved.action, Undeliverable::RefundInFull);
     }
 
     #[test]
