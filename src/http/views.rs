@@ -369,7 +369,7 @@ pub struct RequestNoteView {
 }
 
 /// The account beside a request in the queue.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AccountHistoryView {
     pub status: String,
     pub status_reason: Option<String>,

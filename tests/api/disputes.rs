@@ -708,15 +708,7 @@ async fn a_deferred_event_fails_after_its_attempts_and_wakes_when_its_purchase_a
     assert_eq!(status, "failed");
     assert!(attempts >= 1, "attempts are counted: {attempts}");
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("creditguard_webhook_events{status=\"failed\"} 1"),
         "{metrics}"

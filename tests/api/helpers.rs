@@ -270,6 +270,13 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// `GET /metrics` (no token), as text.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "GET /metrics");
+        response.text().await.unwrap()
+    }
+
     pub async fn account(&self, id: &str) -> Value {
         self.get_json(&format!("/v1/accounts/{id}"), &self.support_token)
             .await

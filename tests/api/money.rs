@@ -933,15 +933,7 @@ async fn waiting_for_a_stripe_key_uses_up_no_attempts() {
             .contains("STRIPE_SECRET_KEY"),
         "{pending:?}"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("creditguard_refunds_waiting_for_stripe_key 1"),
         "{metrics}"

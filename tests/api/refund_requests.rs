@@ -683,15 +683,7 @@ async fn r1_due_in_three_business_days_across_a_weekend_and_a_holiday_then_overd
     );
     assert_eq!(queue[0]["overdue"], true);
     assert_eq!(queue[0]["account_history"]["purchases"], 1);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("creditguard_refund_requests_overdue 2"),
         "{metrics}"

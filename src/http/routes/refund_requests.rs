@@ -53,21 +53,18 @@ impl From<RequestError> for ApiError {
 
 /// The request with everything a reader needs: its refund, notes, decisions and the account's
 /// history.
-fn load_view(
+/// The account beside its request; read once per account in a listing (`seen`).
+fn account_history(
     conn: &mut DbConnection,
-    request: RefundRequest,
-    now: chrono::NaiveDateTime,
-) -> Result<RefundRequestView, ApiError> {
-    let refund = match &request.refund_id {
-        Some(id) => Refund::find(conn, id)?,
-        None => None,
-    };
-    let notes = RefundRequest::notes(conn, &request.id)?;
-    let decisions = DecisionRow::for_subject(conn, "refund_request", &request.id)?;
-    let mut view = RefundRequestView::new(&request, now, refund.as_ref(), &notes, &decisions);
-    let history = store::account_history(conn, &request.account_id)?;
-    let account = Account::find(conn, &request.account_id)?;
-    view.account_history = Some(AccountHistoryView {
+    account_id: &str,
+    seen: &mut std::collections::HashMap<String, AccountHistoryView>,
+) -> Result<AccountHistoryView, ApiError> {
+    if let Some(known) = seen.get(account_id) {
+        return Ok(known.clone());
+    }
+    let history = store::account_history(conn, account_id)?;
+    let account = Account::find(conn, account_id)?;
+    let view = AccountHistoryView {
         status: account
             .as_ref()
             .map_or_else(String::new, |a| a.status.clone()),
@@ -78,7 +75,25 @@ fn load_view(
         disputes: history.disputes,
         failed_generations: history.failed_generations,
         refund_requests: history.refund_requests,
-    });
+    };
+    seen.insert(account_id.to_owned(), view.clone());
+    Ok(view)
+}
+
+fn load_view(
+    conn: &mut DbConnection,
+    request: RefundRequest,
+    now: chrono::NaiveDateTime,
+    seen: &mut std::collections::HashMap<String, AccountHistoryView>,
+) -> Result<RefundRequestView, ApiError> {
+    let refund = match &request.refund_id {
+        Some(id) => Refund::find(conn, id)?,
+        None => None,
+    };
+    let notes = RefundRequest::notes(conn, &request.id)?;
+    let decisions = DecisionRow::for_subject(conn, "refund_request", &request.id)?;
+    let mut view = RefundRequestView::new(&request, now, refund.as_ref(), &notes, &decisions);
+    view.account_history = Some(account_history(conn, &request.account_id, seen)?);
     Ok(view)
 }
 
@@ -89,7 +104,7 @@ fn find_view(
 ) -> Result<RefundRequestView, ApiError> {
     let request = RefundRequest::find(conn, id)?
         .ok_or_else(|| ApiError::from(RequestError::NotFound(id.to_owned())))?;
-    load_view(conn, request, now)
+    load_view(conn, request, now, &mut Default::default())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -333,9 +348,10 @@ pub async fn list(
                 kind: query.kind.as_deref(),
                 overdue_at: query.overdue.unwrap_or(false).then_some(ctx.now),
             };
+            let mut seen = std::collections::HashMap::new();
             RefundRequest::list(conn, &filter, limit)?
                 .into_iter()
-                .map(|r| load_view(conn, r, ctx.now))
+                .map(|r| load_view(conn, r, ctx.now, &mut seen))
                 .collect::<Result<Vec<_>, _>>()
         })
         .await?;
