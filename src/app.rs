@@ -228,14 +228,17 @@ impl Application {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let state = web::Data::new(AppState {
             database,
             settings: Arc::new(settings),
             clock,
             webhook_secrets,
             tokens: TokenCache::default(),
+            metrics: metrics.clone(),
         });
-        let stripe = crate::stripe::client::StripeApi::new(&state.settings.stripe)?;
+        let stripe = crate::stripe::client::StripeApi::new(&state.settings.stripe)?
+            .with_metrics(metrics.clone());
         if !stripe.is_configured() {
             tracing::warn!("STRIPE_SECRET_KEY is not set: refunds are decided and recorded, and wait (visibly) until it is");
         }
@@ -251,6 +254,9 @@ impl Application {
         let max_connections = state.settings.max_connections;
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    crate::http::request_metrics::record,
+                ))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(app_state.clone())
                 .app_data(
@@ -279,6 +285,14 @@ impl Application {
         .run();
         let mut workers = workers;
         workers.push(tokio::spawn(probe_while_down(state.database.clone())));
+        if state.settings.jobs.ledger_check_interval_secs > 0 {
+            workers.push(tokio::spawn(crate::jobs::check_ledger_periodically(
+                state.database.clone(),
+                state.clock.clone(),
+                metrics,
+                Duration::from_secs(state.settings.jobs.ledger_check_interval_secs),
+            )));
+        }
         let fatal = Arc::new(Mutex::new(None));
         if !ready {
             workers.push(tokio::spawn(wait_for_database(

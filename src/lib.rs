@@ -10,6 +10,7 @@ pub mod flows;
 pub mod http;
 pub mod jobs;
 pub mod ledger;
+pub mod metrics;
 pub mod policy;
 pub mod settings;
 pub mod stripe;

@@ -87,6 +87,9 @@ pub struct JobSettings {
     /// How often the service looks for work that is due by time rather than by an event
     /// (M1: undelivered purchases past `policy.misdelivery_refund_after_secs`).
     pub sweep_interval_millis: u64,
+    /// How often `check-ledger` runs inside the service, exported as
+    /// `creditguard_ledger_check_violations`; 0 turns it off.
+    pub ledger_check_interval_secs: u64,
 }
 
 impl Default for JobSettings {
@@ -99,6 +102,7 @@ impl Default for JobSettings {
             max_attempts: 25,
             lease_secs: 120,
             sweep_interval_millis: 60_000,
+            ledger_check_interval_secs: 300,
         }
     }
 }

@@ -68,8 +68,12 @@ pub fn init() -> anyhow::Result<TelemetryGuard> {
     let fmt_layer = if std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")) {
         fmt::layer()
             .json()
-            .with_current_span(true)
-            .with_span_list(false)
+            .event_format(JsonWithTraceIds(
+                fmt::format()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false),
+            ))
             .with_writer(std::io::stderr)
             .boxed()
     } else {
@@ -91,7 +95,59 @@ pub fn init() -> anyhow::Result<TelemetryGuard> {
         .with(fmt_layer)
         .with(otel_layer)
         .try_init()?;
+    tracing::dispatcher::get_default(|dispatch| {
+        let _ = LOG_DISPATCH.set(dispatch.downgrade());
+    });
     Ok(TelemetryGuard { provider })
+}
+
+/// The installed subscriber, for the log formatter to ask the OpenTelemetry layer for a span's
+/// ids (inside a layer, `Span::current()` sees no subscriber).
+static LOG_DISPATCH: std::sync::OnceLock<tracing::dispatcher::WeakDispatch> =
+    std::sync::OnceLock::new();
+
+/// tracing-subscriber's JSON line, plus `trace_id` and `span_id` of the span the event was
+/// logged in when it is exported, so that a log line leads to its trace.
+struct JsonWithTraceIds(fmt::format::Format<fmt::format::Json>);
+
+impl<S, N> fmt::FormatEvent<S, N> for JsonWithTraceIds
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &fmt::FmtContext<'_, S, N>,
+        mut writer: fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        // Read before the JSON formatter borrows the span's extensions.
+        let ids = ctx.lookup_current().and_then(|span| otel_ids(&span.id()));
+        let mut line = String::new();
+        self.0
+            .format_event(ctx, fmt::format::Writer::new(&mut line), event)?;
+        match (ids, line.trim_end().strip_suffix('}')) {
+            (Some((trace_id, span_id)), Some(open)) => writeln!(
+                writer,
+                "{open},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
+            ),
+            _ => writer.write_str(&line),
+        }
+    }
+}
+
+/// The OpenTelemetry trace and span id of a span, when the OpenTelemetry layer tracks it.
+fn otel_ids(id: &tracing::span::Id) -> Option<(String, String)> {
+    let dispatch = LOG_DISPATCH.get()?.upgrade()?;
+    let cx = tracing_opentelemetry::get_otel_context(id, &dispatch)?;
+    let span = cx.span();
+    let context = span.span_context();
+    context.is_valid().then(|| {
+        (
+            format!("{:032x}", context.trace_id()),
+            format!("{:016x}", context.span_id()),
+        )
+    })
 }
 
 /// The current span's context as W3C trace headers (`traceparent`), to store with work that
@@ -199,4 +255,32 @@ impl RootSpanBuilder for RequestSpan {
     ) {
         DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
+}
+
+thread_local! {
+    /// The decisions of the transaction running on this thread, while one is collected.
+    static DECISIONS: std::cell::RefCell<Option<Vec<(String, String)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `work` (a synchronous transaction) and returns the policy decisions it stored, in
+/// order, for its span: OpenTelemetry keeps one value per attribute, so a transaction that
+/// decides twice (P1 grants, then D1 refunds) records them together at its end.
+pub fn collecting_decisions<T>(work: impl FnOnce() -> T) -> (T, Vec<(String, String)>) {
+    let outer = DECISIONS.with(|d| d.replace(Some(Vec::new())));
+    let result = work();
+    let decisions = DECISIONS.with(|d| d.replace(outer)).unwrap_or_default();
+    (result, decisions)
+}
+
+/// Called where a decision is stored (`DecisionRow::insert`). A transaction retried after a
+/// conflict decides again: the same decision is kept once.
+pub fn note_decision(rule: &str, action: &str) {
+    DECISIONS.with(|d| {
+        if let Some(decisions) = d.borrow_mut().as_mut() {
+            if !decisions.iter().any(|(r, a)| r == rule && a == action) {
+                decisions.push((rule.to_owned(), action.to_owned()));
+            }
+        }
+    });
 }

@@ -7,6 +7,7 @@
 pub mod availability;
 pub mod connection;
 pub mod disputes;
+pub mod gauges;
 pub mod jobs;
 pub mod models;
 pub mod reconciliation;

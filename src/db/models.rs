@@ -561,6 +561,7 @@ pub struct NewDecision<'a> {
 
 impl DecisionRow {
     pub fn insert(conn: &mut DbConnection, row: &NewDecision<'_>) -> QueryResult<()> {
+        crate::telemetry::note_decision(row.rule, row.action);
         diesel::insert_into(decisions::table)
             .values(row)
             .execute(conn)?;

@@ -58,54 +58,79 @@ pub fn ingest(
     source: EventSource,
     ctx: FlowContext<'_>,
 ) -> Result<Ingested, IngestError> {
-    write_transaction(conn, |conn| {
-        let stripe_created = event.created_at().map(db_time).unwrap_or(ctx.now);
-        let row = NewWebhookEvent {
-            id: &event.id,
-            event_type: &event.event_type,
-            api_version: event.api_version.as_deref(),
-            livemode: event.livemode,
-            stripe_created,
-            payload,
-            status: EventStatus::Processed.as_str(),
-            detail: None,
-            attempts: 1,
-            received_at: ctx.now,
-            processed_at: None,
-            source: source.as_str(),
-        };
-        if !WebhookEventRow::insert_once(conn, &row)? {
-            let first = WebhookEventRow::find(conn, &event.id)?;
-            return Ok(Ingested {
-                outcome: Outcome::Duplicate,
-                status: first
-                    .and_then(|e| e.status.parse().ok())
-                    .unwrap_or(EventStatus::Processed),
+    // What ops see in the trace: the event, the rule that decided last and what it decided,
+    // every decision of the transaction in order (`P1 grant; D1 refund_duplicate`), the outcome.
+    let span = tracing::info_span!(
+        "ledger_transaction",
+        event_id = %event.id,
+        event_type = %event.event_type,
+        source = source.as_str(),
+        rule = tracing::field::Empty,
+        decision = tracing::field::Empty,
+        decisions = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let _entered = span.enter();
+    let (ingested, decisions) = crate::telemetry::collecting_decisions(|| {
+        write_transaction(conn, |conn| {
+            let stripe_created = event.created_at().map(db_time).unwrap_or(ctx.now);
+            let row = NewWebhookEvent {
+                id: &event.id,
+                event_type: &event.event_type,
+                api_version: event.api_version.as_deref(),
+                livemode: event.livemode,
+                stripe_created,
+                payload,
+                status: EventStatus::Processed.as_str(),
                 detail: None,
-            });
-        }
-        let applied = apply(conn, event, ctx)?;
-        WebhookEventRow::set_outcome(
-            conn,
-            &event.id,
-            applied.status.as_str(),
-            applied.detail.as_deref(),
-            ctx.now,
-        )?;
-        if applied.status == EventStatus::Deferred {
-            defer(conn, &event.id, &event.referenced_ids(), ctx)?;
-        }
-        let outcome = match applied.status {
-            EventStatus::Processed => Outcome::Processed,
-            EventStatus::Deferred => Outcome::Deferred,
-            EventStatus::Ignored | EventStatus::Failed => Outcome::Ignored,
-        };
-        Ok(Ingested {
-            outcome,
-            status: applied.status,
-            detail: applied.detail,
+                attempts: 1,
+                received_at: ctx.now,
+                processed_at: None,
+                source: source.as_str(),
+            };
+            if !WebhookEventRow::insert_once(conn, &row)? {
+                let first = WebhookEventRow::find(conn, &event.id)?;
+                return Ok(Ingested {
+                    outcome: Outcome::Duplicate,
+                    status: first
+                        .and_then(|e| e.status.parse().ok())
+                        .unwrap_or(EventStatus::Processed),
+                    detail: None,
+                });
+            }
+            let applied = apply(conn, event, ctx)?;
+            WebhookEventRow::set_outcome(
+                conn,
+                &event.id,
+                applied.status.as_str(),
+                applied.detail.as_deref(),
+                ctx.now,
+            )?;
+            if applied.status == EventStatus::Deferred {
+                defer(conn, &event.id, &event.referenced_ids(), ctx)?;
+            }
+            let outcome = match applied.status {
+                EventStatus::Processed => Outcome::Processed,
+                EventStatus::Deferred => Outcome::Deferred,
+                EventStatus::Ignored | EventStatus::Failed => Outcome::Ignored,
+            };
+            Ok(Ingested {
+                outcome,
+                status: applied.status,
+                detail: applied.detail,
+            })
         })
-    })
+    });
+    if let Some((rule, decision)) = decisions.last() {
+        span.record("rule", rule.as_str());
+        span.record("decision", decision.as_str());
+        let all: Vec<String> = decisions.iter().map(|(r, d)| format!("{r} {d}")).collect();
+        span.record("decisions", all.join("; "));
+    }
+    if let Ok(ingested) = &ingested {
+        span.record("outcome", tracing::field::debug(ingested.outcome));
+    }
+    ingested
 }
 
 /// Applies a verified event (on arrival, or again by the deferred-event worker).

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod openapi;
 pub mod problem;
+pub mod request_metrics;
 pub mod routes;
 mod state;
 pub mod views;

@@ -19,6 +19,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub webhook_secrets: WebhookSecrets,
     pub tokens: TokenCache,
+    /// This process' counters and histograms (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {

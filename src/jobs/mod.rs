@@ -44,6 +44,43 @@ pub fn retry_failed(
     Ok(Some(job))
 }
 
+/// `check-ledger` inside the service, every `interval`: its violations become
+/// `creditguard_ledger_check_violations`, which an alert watches (money and credits must agree
+/// at all times, not only when someone runs the command). The first run is at start.
+pub async fn check_ledger_periodically(
+    database: Database,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<crate::metrics::Metrics>,
+    interval: Duration,
+) {
+    loop {
+        let reading = database.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let mut conn = reading.read()?;
+            anyhow::Ok(crate::ledger::check_ledger(&mut conn)?)
+        })
+        .await;
+        match checked {
+            Ok(Ok(report)) => {
+                if !report.is_ok() {
+                    for violation in &report.violations {
+                        tracing::error!(%violation, "ledger invariant broken");
+                    }
+                }
+                metrics.ledger_checked(
+                    report.violations.len(),
+                    clock.now().timestamp_millis() as f64 / 1000.0,
+                );
+            }
+            // The database is down or the check failed: the timestamp stays, so its staleness
+            // alerts.
+            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "periodic check-ledger failed"),
+            Err(e) => tracing::error!(error = %e, "periodic check-ledger panicked"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
 /// What one pass of the M1 sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SweptUndelivered {
@@ -258,8 +295,7 @@ impl JobRunner {
         })
         .await???;
         let Some(job) = claimed else { return Ok(false) };
-        let span =
-            tracing::info_span!("job", job_id = job.id, kind = %job.kind, attempt = job.attempts);
+        let span = tracing::info_span!("job", otel.name = %format!("job {}", job.kind), job_id = job.id, kind = %job.kind, attempt = job.attempts);
         if let Some(context) = job
             .trace_context
             .as_deref()

@@ -1,5 +1,8 @@
-//! Outbound calls to Stripe's API (only ever from jobs, never inside a database transaction),
-//! through async-stripe (`::stripe`, `::stripe_core`).
+//! Outbound calls to Stripe's API (only ever from jobs, never inside a database transaction).
+//! Refunds are built with async-stripe's typed requests (`::stripe_core`: the form, the API
+//! version) and sent by `StripeApi` itself, which implements async-stripe's `StripeClient` over
+//! reqwest: async-stripe's own client returns the body only, and Stripe's `Request-Id` header,
+//! what Stripe support asks for and what the trace records, is in the headers.
 //!
 //! `POST /v1/refunds` per Stripe's API reference: form-encoded `payment_intent`, `amount`,
 //! `reason` (duplicate | fraudulent | requested_by_customer), `metadata[key]`; the
@@ -7,15 +10,30 @@
 //! a second one. The client itself never retries (`RequestStrategy::Once`, or `Idempotent`,
 //! which also runs once): the durable job queue decides when to try again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use ::stripe::{
-    Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest,
+use ::stripe_client_core::{
+    CustomizedStripeRequest, IdempotencyKey, RequestStrategy, StripeClient, StripeClientErr,
+    StripeMethod, StripeRequest,
 };
 use ::stripe_core::refund::{CreateRefund, CreateRefundReason};
 use secrecy::ExposeSecret;
+use tracing::Instrument as _;
 
+use crate::metrics::Metrics;
 use crate::settings::StripeSettings;
+
+/// The metric label of a list call: a fixed set, never a path built from input.
+fn list_endpoint(resource: &str) -> &'static str {
+    match resource {
+        "events" => "GET /v1/events",
+        "payment_intents" => "GET /v1/payment_intents",
+        "balance_transactions" => "GET /v1/balance_transactions",
+        "checkout/sessions" => "GET /v1/checkout/sessions",
+        _ => "GET /v1/other",
+    }
+}
 
 pub struct RefundRequest<'a> {
     pub idempotency_key: &'a str,
@@ -58,13 +76,12 @@ struct RefundAnswer {
 }
 
 pub struct StripeApi {
-    /// None when no secret key is configured.
-    client: Option<Client>,
     timeout: Duration,
-    /// For the list calls of M2 (see `list_events`).
     http: reqwest::Client,
     key: Option<secrecy::SecretString>,
     base: String,
+    /// `creditguard_stripe_requests_total` and its duration; None in the CLI (no `/metrics`).
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// One page of `GET /v1/events`.
@@ -95,36 +112,63 @@ impl StripeApi {
             .as_ref()
             .map(|k| k.expose_secret().trim())
             .filter(|k| !k.is_empty());
-        let client = match key {
-            None => None,
-            Some(key) => Some(
-                ClientBuilder::new(key)
-                    // async-stripe appends `v1/…` to the base as written, so it must end in '/'.
-                    .url(format!("{}/", settings.api_base.trim_end_matches('/')))
-                    // Per attempt, connecting and reading the body included.
-                    .timeout(timeout)
-                    .request_strategy(RequestStrategy::Once)
-                    .app_info(
-                        "creditguard",
-                        Some(env!("CARGO_PKG_VERSION").to_owned()),
-                        None,
-                    )
-                    .build()
-                    .map_err(|e| anyhow::anyhow!("Stripe client: {e}"))?,
-            ),
-        };
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("creditguard/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))?;
         Ok(Self {
-            client,
             timeout,
             http,
             key: key.map(|k| secrecy::SecretString::from(k.to_owned())),
             base: settings.api_base.trim_end_matches('/').to_owned(),
+            metrics: None,
         })
+    }
+
+    /// Counts every call in `metrics` (the service's; the CLI's calls are not exported).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Runs one call to Stripe inside a client span (`stripe.endpoint`, `http.response.status`,
+    /// `stripe.request_id` where the answer's `Request-Id` header is readable) and counts it.
+    async fn observed<T>(
+        &self,
+        endpoint: &'static str,
+        call: impl std::future::Future<Output = Result<T, StripeCallError>>,
+    ) -> Result<T, StripeCallError> {
+        let span = tracing::info_span!(
+            "stripe_request",
+            otel.name = endpoint,
+            otel.kind = "client",
+            stripe.endpoint = endpoint,
+            stripe.request_id = tracing::field::Empty,
+            stripe.idempotency_key = tracing::field::Empty,
+            stripe.object_id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            error.message = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let answer = call.instrument(span.clone()).await;
+        let outcome = match &answer {
+            Ok(_) => "ok",
+            Err(StripeCallError::NotConfigured) => "not_configured",
+            Err(StripeCallError::Retryable(_)) => "retryable",
+            Err(StripeCallError::KeyRejected { .. }) => "key_rejected",
+            Err(StripeCallError::Refused { .. }) => "refused",
+        };
+        span.record("outcome", outcome);
+        if let Err(e) = &answer {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.message", e.to_string());
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.stripe_call(endpoint, outcome, started.elapsed());
+        }
+        answer
     }
 
     /// `GET /v1/events` (M2: missed webhooks), one page. Read with plain HTTP and kept as JSON,
@@ -220,6 +264,15 @@ impl StripeApi {
         resource: &str,
         params: &[(&str, String)],
     ) -> Result<EventsPage, StripeCallError> {
+        self.observed(list_endpoint(resource), self.get_list(resource, params))
+            .await
+    }
+
+    async fn get_list(
+        &self,
+        resource: &str,
+        params: &[(&str, String)],
+    ) -> Result<EventsPage, StripeCallError> {
         let key = self.key.as_ref().ok_or(StripeCallError::NotConfigured)?;
         let what = format!("GET /v1/{resource}");
         let mut url = url::Url::parse(&format!("{}/v1/{resource}", self.base)).map_err(|e| {
@@ -237,21 +290,14 @@ impl StripeApi {
             .send()
             .await
             .map_err(|e| StripeCallError::Retryable(format!("{what}: {e}")))?;
+        record_request_id(&response);
         let status = response.status().as_u16();
         let body: serde_json::Value = response
             .json()
             .await
             .map_err(|e| StripeCallError::Retryable(format!("{what}: unreadable answer: {e}")))?;
         if status != 200 {
-            let message = body["error"]["message"]
-                .as_str()
-                .unwrap_or("no message")
-                .to_owned();
-            return Err(match status {
-                401 | 403 => StripeCallError::KeyRejected { status, message },
-                409 | 429 | 500.. => StripeCallError::Retryable(format!("{status}: {message}")),
-                _ => StripeCallError::Refused { status, message },
-            });
+            return Err(refusal(status, &body));
         }
         let events = match body.get("data") {
             Some(serde_json::Value::Array(list)) => list.clone(),
@@ -268,14 +314,16 @@ impl StripeApi {
     }
 
     pub fn is_configured(&self) -> bool {
-        self.client.is_some()
+        self.key.is_some()
     }
 
     pub async fn create_refund(
         &self,
         request: &RefundRequest<'_>,
     ) -> Result<CreatedRefund, StripeCallError> {
-        let client = self.client.as_ref().ok_or(StripeCallError::NotConfigured)?;
+        if !self.is_configured() {
+            return Err(StripeCallError::NotConfigured);
+        }
         let key = IdempotencyKey::new(request.idempotency_key)
             .map_err(|e| StripeCallError::Retryable(format!("idempotency key: {e}")))?;
         // FromStr is infallible: a value outside Stripe's three goes out as written and Stripe
@@ -286,18 +334,28 @@ impl StripeApi {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect::<std::collections::HashMap<_, _>>();
-        let answer = CreateRefund::new()
-            .payment_intent(request.payment_intent)
-            .amount(request.amount)
-            .reason(reason)
-            .metadata(metadata)
-            .build()
-            .customize::<RefundAnswer>()
-            .request_strategy(RequestStrategy::Idempotent(key))
-            .timeout(self.timeout)
-            .send(client)
-            .await
-            .map_err(|e| classify(e, self.timeout))?;
+        let call = async {
+            CreateRefund::new()
+                .payment_intent(request.payment_intent)
+                .amount(request.amount)
+                .reason(reason)
+                .metadata(metadata)
+                .build()
+                .customize::<RefundAnswer>()
+                .request_strategy(RequestStrategy::Idempotent(key))
+                .timeout(self.timeout)
+                .send(self)
+                .await
+        };
+        let answer = self
+            .observed("POST /v1/refunds", async {
+                let current = tracing::Span::current();
+                current.record("stripe.idempotency_key", request.idempotency_key);
+                let answer = call.await?;
+                current.record("stripe.object_id", answer.id.as_str());
+                Ok(answer)
+            })
+            .await?;
         Ok(CreatedRefund {
             id: answer.id,
             // Nullable in Stripe's schema; a refund without a status has not settled yet.
@@ -306,40 +364,105 @@ impl StripeApi {
     }
 }
 
-/// Maps async-stripe's error onto ours: only an answer from Stripe that it will repeat (a 4xx
-/// other than 409 and 429) refuses the refund; everything else is tried again later.
-fn classify(error: StripeError, timeout: Duration) -> StripeCallError {
-    match error {
-        StripeError::Stripe(detail, status) => {
-            let message = match (detail.code.as_ref(), detail.message.as_deref()) {
-                (Some(code), Some(message)) => format!("{}: {message}", code.as_str()),
-                (None, Some(message)) => message.to_owned(),
-                (Some(code), None) => code.as_str().to_owned(),
-                (None, None) => detail.type_.as_str().to_owned(),
-            };
-            if status == 429 || status == 409 || status >= 500 {
-                StripeCallError::Retryable(format!("Stripe answered {status}: {message}"))
-            } else if status == 401 || status == 403 {
-                StripeCallError::KeyRejected { status, message }
+/// Stripe's `Request-Id` on the current span (`stripe_request`): what Stripe support asks for.
+fn record_request_id(response: &reqwest::Response) {
+    if let Some(request_id) = response
+        .headers()
+        .get("request-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        tracing::Span::current().record("stripe.request_id", request_id);
+    }
+}
+
+/// Stripe's error answer onto ours: only an answer that Stripe will repeat (a 4xx other than
+/// 409 and 429) refuses; everything else is tried again later.
+fn refusal(status: u16, body: &serde_json::Value) -> StripeCallError {
+    let error = &body["error"];
+    let message = match (error["code"].as_str(), error["message"].as_str()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (None, Some(message)) => message.to_owned(),
+        (Some(code), None) => code.to_owned(),
+        (None, None) => error["type"].as_str().unwrap_or("no message").to_owned(),
+    };
+    match status {
+        401 | 403 => StripeCallError::KeyRejected { status, message },
+        409 | 429 | 500.. => {
+            StripeCallError::Retryable(format!("Stripe answered {status}: {message}"))
+        }
+        _ => StripeCallError::Refused { status, message },
+    }
+}
+
+impl StripeClientErr for StripeCallError {
+    /// A 2xx answer that is not the object asked for: retried, never taken for a refusal.
+    fn deserialize_err(msg: impl std::fmt::Display) -> Self {
+        StripeCallError::Retryable(format!("unexpected answer from Stripe: {msg}"))
+    }
+}
+
+impl StripeClient for StripeApi {
+    type Err = StripeCallError;
+
+    /// One attempt (the job queue decides when to try again), with the key, the API version
+    /// async-stripe's types are made for, and the request's idempotency key.
+    async fn execute(
+        &self,
+        request: CustomizedStripeRequest,
+    ) -> Result<bytes::Bytes, StripeCallError> {
+        let key = self.key.as_ref().ok_or(StripeCallError::NotConfigured)?;
+        let (request, config) = request.into_pieces();
+        let mut url = format!("{}/v1{}", self.base, request.path);
+        if let Some(query) = &request.query {
+            url.push('?');
+            url.push_str(query);
+        }
+        let method = match request.method {
+            StripeMethod::Get => reqwest::Method::GET,
+            StripeMethod::Post => reqwest::Method::POST,
+            StripeMethod::Delete => reqwest::Method::DELETE,
+        };
+        let mut builder = self
+            .http
+            .request(method, url)
+            .bearer_auth(key.expose_secret())
+            .header("Stripe-Version", ::stripe_shared::version::VERSION.as_str())
+            .timeout(config.timeout.unwrap_or(self.timeout));
+        if let Some(idempotency) = config.request_strategy.as_ref().and_then(|s| s.get_key()) {
+            builder = builder.header("Idempotency-Key", idempotency.as_str());
+        }
+        if let Some(body) = request.body {
+            builder = builder
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(body);
+        }
+        let unanswered = |e: reqwest::Error| {
+            if e.is_timeout() {
+                StripeCallError::Retryable(format!(
+                    "Stripe did not answer within {} s",
+                    self.timeout.as_secs()
+                ))
             } else {
-                StripeCallError::Refused { status, message }
+                StripeCallError::Retryable(format!("calling Stripe failed: {e}"))
             }
+        };
+        let response = builder.send().await.map_err(unanswered)?;
+        record_request_id(&response);
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(unanswered)?;
+        if (200..300).contains(&status) {
+            return Ok(bytes);
         }
-        StripeError::Timeout => StripeCallError::Retryable(format!(
-            "Stripe did not answer within {} s",
-            timeout.as_secs()
-        )),
-        StripeError::ClientError(message) => {
-            StripeCallError::Retryable(format!("calling Stripe failed: {message}"))
-        }
-        // async-stripe keeps no status when an error body is not Stripe's JSON (a proxy's 502
-        // page, say), so this is retried: the refund stays pending rather than failing on a
-        // guess.
-        StripeError::JSONDeserialize(message) => {
-            StripeCallError::Retryable(format!("unexpected answer from Stripe: {message}"))
-        }
-        StripeError::ConfigError(message) => {
-            StripeCallError::Retryable(format!("Stripe client configuration: {message}"))
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(body) if body["error"].is_object() => Err(refusal(status, &body)),
+            // Not Stripe's error JSON (a proxy's 502 page, say): retried, so the refund stays
+            // pending rather than failing on a guess.
+            _ => Err(StripeCallError::Retryable(format!(
+                "Stripe answered {status} with a body that is not Stripe's error"
+            ))),
         }
     }
 }

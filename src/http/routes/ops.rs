@@ -1,13 +1,12 @@
 use actix_web::{http::header, web, HttpResponse};
 
-use crate::db::disputes::Dispute;
-use crate::db::jobs::status as job_status;
-use crate::db::refund_requests::RefundRequest;
-use crate::db::refunds::{status as refund_status, Refund};
-use crate::db::{has_pending_migrations, models::WebhookEventRow};
-use crate::domain::{EventStatus, RequestStatus};
+use chrono::NaiveDateTime;
+
+use crate::db::gauges::StoredFigures;
+use crate::db::has_pending_migrations;
 use crate::http::views::{Health, Problem};
 use crate::http::{ApiError, AppState};
+use crate::metrics::Snapshot;
 
 fn health(status: &str, reason: Option<&str>) -> Health {
     Health {
@@ -56,107 +55,142 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 const READINESS_CHECKOUT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Prometheus text format. Gauges are read from the database at scrape time, so they are right
-/// across replicas.
+/// Prometheus text format: what this process counted since it started (requests, webhook
+/// deliveries, Stripe calls), then gauges read from the database now, so they are right across
+/// replicas (docs/operations.md lists every metric).
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses(
     (status = 200, description = "Prometheus text format (see docs/operations.md)", body = String, content_type = "text/plain"),
     (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let (counts, open_disputes, refunds, waiting_for_key, jobs, requests) = state
-        .db(|conn, ctx| {
-            let counts = EventStatus::ALL
-                .iter()
-                .map(|s| Ok((*s, WebhookEventRow::count_by_status(conn, s.as_str())?)))
-                .collect::<Result<Vec<_>, ApiError>>()?;
-            let refunds = refund_status::ALL
-                .iter()
-                .map(|s| Ok((*s, Refund::count_by_status(conn, s)?)))
-                .collect::<Result<Vec<_>, ApiError>>()?;
-            let jobs = [
-                job_status::QUEUED,
-                job_status::RUNNING,
-                job_status::SUCCEEDED,
-                job_status::FAILED,
-            ]
-            .iter()
-            .map(|s| Ok((*s, crate::db::jobs::count_by_status(conn, s)?)))
-            .collect::<Result<Vec<_>, ApiError>>()?;
-            let requests = RequestStatus::ALL
-                .iter()
-                .map(|s| Ok((*s, RefundRequest::count_by_status(conn, *s)?)))
-                .collect::<Result<Vec<_>, ApiError>>()?;
-            let overdue = RefundRequest::count_overdue(conn, ctx.now)?;
-            Ok((
-                counts,
-                Dispute::count_open(conn)?,
-                refunds,
-                Refund::count_waiting_for_key(conn)?,
-                jobs,
-                (requests, overdue),
-            ))
-        })
+    let (figures, now) = state
+        .db(|conn, ctx| Ok((crate::db::gauges::read(conn, ctx.now)?, ctx.now)))
         .await?;
-    let mut text = String::from(
-        "# HELP creditguard_webhook_events Stored Stripe events by status.\n\
-         # TYPE creditguard_webhook_events gauge\n",
-    );
-    for (status, n) in counts {
-        text.push_str(&format!(
-            "creditguard_webhook_events{{status=\"{status}\"}} {n}\n"
-        ));
-    }
-    text.push_str(&format!(
-        "# HELP creditguard_disputes_open Disputes not closed yet (CB1: their accounts are suspended).\n\
-         # TYPE creditguard_disputes_open gauge\n\
-         creditguard_disputes_open {open_disputes}\n"
-    ));
-    text.push_str(
-        "# HELP creditguard_refunds Refunds by status (ours and those made outside creditguard).\n\
-         # TYPE creditguard_refunds gauge\n",
-    );
-    for (status, n) in refunds {
-        text.push_str(&format!("creditguard_refunds{{status=\"{status}\"}} {n}\n"));
-    }
-    text.push_str(&format!(
-        "# HELP creditguard_refunds_waiting_for_stripe_key Refunds decided but held back: STRIPE_SECRET_KEY is unset or Stripe rejects it (401/403).\n\
-         # TYPE creditguard_refunds_waiting_for_stripe_key gauge\n\
-         creditguard_refunds_waiting_for_stripe_key {waiting_for_key}\n"
-    ));
-    text.push_str(
-        "# HELP creditguard_jobs Jobs of the durable queue by status (failed: gave up; see `creditguard jobs list`).\n\
-         # TYPE creditguard_jobs gauge\n",
-    );
-    for (status, n) in jobs {
-        text.push_str(&format!("creditguard_jobs{{status=\"{status}\"}} {n}\n"));
-    }
-    let (requests, overdue) = requests;
-    text.push_str(
-        "# HELP creditguard_refund_requests Refund requests by status.\n\
-         # TYPE creditguard_refund_requests gauge\n",
-    );
-    for (status, n) in requests {
-        text.push_str(&format!(
-            "creditguard_refund_requests{{status=\"{status}\"}} {n}\n"
-        ));
-    }
-    text.push_str(&format!(
-        "# HELP creditguard_refund_requests_overdue Refund requests waiting for a person past their due time (R1).\n\
-         # TYPE creditguard_refund_requests_overdue gauge\n\
-         creditguard_refund_requests_overdue {overdue}\n"
-    ));
+    let snapshot = stored_figures_snapshot(&figures, now);
     let pool = state.database.pool().state();
-    text.push_str(&format!(
-        "# HELP creditguard_db_connections Database pool connections.\n\
-         # TYPE creditguard_db_connections gauge\n\
-         creditguard_db_connections{{state=\"idle\"}} {}\n\
-         creditguard_db_connections{{state=\"in_use\"}} {}\n",
-        pool.idle_connections,
-        pool.connections - pool.idle_connections
-    ));
+    snapshot.gauges(
+        "creditguard_db_connections",
+        "Database pool connections by state.",
+        "state",
+        [
+            ("idle", i64::from(pool.idle_connections)),
+            (
+                "in_use",
+                i64::from(pool.connections - pool.idle_connections),
+            ),
+        ],
+    );
+    snapshot.gauge(
+        "creditguard_db_connections_max",
+        "The pool's size (database.pool_size).",
+        f64::from(state.database.pool().max_size()),
+    );
+    snapshot.info(
+        "creditguard_build_info",
+        "The running build: version and database backend (always 1).",
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("backend", state.database.backend().as_str()),
+        ],
+    );
+    let text = state
+        .metrics
+        .render(&snapshot)
+        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("encoding the metrics: {e}")))?;
     Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "text/plain; version=0.0.4"))
+        .insert_header((header::CONTENT_TYPE, prometheus::TEXT_FORMAT))
         .body(text))
+}
+
+fn counts(figures: &[(String, i64)]) -> impl Iterator<Item = (&str, i64)> {
+    figures.iter().map(|(s, n)| (s.as_str(), *n))
+}
+
+/// Seconds from `since` to `now`; 0 when nothing waits.
+fn age_secs(since: Option<NaiveDateTime>, now: NaiveDateTime) -> f64 {
+    since.map_or(0.0, |t| {
+        ((now - t).num_milliseconds().max(0) as f64) / 1000.0
+    })
+}
+
+fn stored_figures_snapshot(figures: &StoredFigures, now: NaiveDateTime) -> Snapshot {
+    let snapshot = Snapshot::new();
+    snapshot.gauges(
+        "creditguard_webhook_events",
+        "Stored Stripe events by status (deferred: waiting for what they refer to; failed: gave up, see `creditguard events list`).",
+        "status",
+        counts(&figures.events),
+    );
+    snapshot.gauges(
+        "creditguard_jobs",
+        "Jobs of the durable queue by status (failed: gave up; see `creditguard jobs list`).",
+        "status",
+        counts(&figures.jobs),
+    );
+    snapshot.gauges(
+        "creditguard_job_queue_depth",
+        "Queued jobs by kind, due or not.",
+        "kind",
+        figures.queue.iter().map(|q| (q.kind.as_str(), q.depth)),
+    );
+    let ages = prometheus::GaugeVec::new(
+        prometheus::Opts::new(
+            "creditguard_job_queue_oldest_due_age_seconds",
+            "How long the oldest due job of each kind has waited for a worker (0: none due).",
+        ),
+        &["kind"],
+    )
+    .expect("valid gauge");
+    for q in &figures.queue {
+        ages.with_label_values(&[q.kind.as_str()])
+            .set(age_secs(q.oldest_due, now));
+    }
+    snapshot.register(ages);
+    snapshot.gauges(
+        "creditguard_purchases",
+        "Purchases by status.",
+        "status",
+        counts(&figures.purchases),
+    );
+    snapshot.gauges(
+        "creditguard_refunds",
+        "Refunds by status (ours and those made outside creditguard).",
+        "status",
+        counts(&figures.refunds),
+    );
+    snapshot.gauge(
+        "creditguard_refunds_waiting_for_stripe_key",
+        "Refunds decided but held back: STRIPE_SECRET_KEY is unset or Stripe rejects it (401/403).",
+        figures.refunds_waiting_for_key as f64,
+    );
+    snapshot.gauge(
+        "creditguard_refunds_oldest_pending_age_seconds",
+        "How long the oldest refund decided but not yet accepted by Stripe has waited (0: none).",
+        age_secs(figures.oldest_pending_refund, now),
+    );
+    snapshot.gauges(
+        "creditguard_disputes",
+        "Disputes by Stripe's status.",
+        "status",
+        counts(&figures.disputes),
+    );
+    snapshot.gauge(
+        "creditguard_disputes_open",
+        "Disputes not closed yet (CB1: their accounts are suspended).",
+        figures.disputes_open as f64,
+    );
+    snapshot.gauges(
+        "creditguard_refund_requests",
+        "Refund requests by status.",
+        "status",
+        counts(&figures.refund_requests),
+    );
+    snapshot.gauge(
+        "creditguard_refund_requests_overdue",
+        "Refund requests waiting for a person past their due time (R1).",
+        figures.refund_requests_overdue as f64,
+    );
+    snapshot
 }
 
 /// This API as OpenAPI 3.1, generated from the code (the same as docs/openapi.json).

@@ -344,7 +344,8 @@ pub async fn discrepancies(
         .await?;
     if let Some(window) = stripe_window {
         let stripe = crate::stripe::client::StripeApi::new(&state.settings.stripe)
-            .map_err(ApiError::Unexpected)?;
+            .map_err(ApiError::Unexpected)?
+            .with_metrics(state.metrics.clone());
         if stripe.is_configured() {
             let missing = crate::jobs::reconcile::missing_payments(
                 &stripe,

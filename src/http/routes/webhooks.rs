@@ -1,6 +1,8 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::flows::webhook::{ingest, EventSource};
+use actix_web::ResponseError as _;
+
+use crate::flows::webhook::{ingest, EventSource, Outcome};
 use crate::http::views::{Problem, WebhookReceipt};
 use crate::http::{ApiError, AppState};
 use crate::stripe::{signature, EventEnvelope, MalformedEvent};
@@ -32,6 +34,39 @@ pub async fn receive(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
+    // Known once the signature is verified and the envelope parsed.
+    let mut event_type = None;
+    let answer = verify_and_ingest(&req, payload, &state, &mut event_type).await;
+    let outcome = match &answer {
+        Ok(receipt) => outcome_label(receipt.outcome),
+        // Refused before anything was written; Stripe's retry would be refused the same way.
+        Err(e) if e.status_code().is_client_error() => "rejected",
+        Err(_) => "error",
+    };
+    state.metrics.webhook(
+        event_type.as_deref().unwrap_or("unknown"),
+        outcome,
+        started.elapsed(),
+    );
+    Ok(HttpResponse::Ok().json(answer?))
+}
+
+fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Processed => "processed",
+        Outcome::Duplicate => "duplicate",
+        Outcome::Deferred => "deferred",
+        Outcome::Ignored => "ignored",
+    }
+}
+
+async fn verify_and_ingest(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    event_type: &mut Option<String>,
+) -> Result<WebhookReceipt, ApiError> {
     let limit = state.settings.webhook.body_limit_bytes;
     // An announced length over the limit is refused before a byte of it is read.
     let announced = req
@@ -68,6 +103,7 @@ pub async fn receive(
     let span = tracing::Span::current();
     span.record("event_id", event.id.as_str());
     span.record("event_type", event.event_type.as_str());
+    *event_type = Some(event.event_type.clone());
 
     let event_id = event.id.clone();
     let ingested = state
@@ -83,11 +119,11 @@ pub async fn receive(
         .await?;
     span.record("outcome", tracing::field::debug(ingested.outcome));
     tracing::info!(status = %ingested.status, detail = ingested.detail.as_deref().unwrap_or(""), "webhook event handled");
-    Ok(HttpResponse::Ok().json(WebhookReceipt {
+    Ok(WebhookReceipt {
         received: true,
         event_id,
         outcome: ingested.outcome,
         status: ingested.status,
         detail: ingested.detail,
-    }))
+    })
 }
