@@ -59,7 +59,7 @@ pub fn ingest(
     ctx: FlowContext<'_>,
 ) -> Result<Ingested, IngestError> {
     // What ops see in the trace: the event, the rule that decided last and what it decided,
-    // every decision of the transaction in order (`P1 grant; D1 refund_duplicate`), the outcome.
+    // every decision of the transaction in order (`P1 grant; D1 refund:rf_…`), the outcome.
     let span = tracing::info_span!(
         "ledger_transaction",
         event_id = %event.id,
