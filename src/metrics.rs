@@ -193,9 +193,7 @@ impl Snapshot {
     pub fn gauge(&self, name: &str, help: &str, value: f64) {
         let gauge = Gauge::new(name, help).expect("valid gauge");
         gauge.set(value);
-        self.registry
-            .register(Box::new(gauge))
-            .expect("each name registered once per scrape");
+        self.register(gauge);
     }
 
     /// One gauge family with one label; `values` gives each label value and its figure.
@@ -210,9 +208,7 @@ impl Snapshot {
         for (value, n) in values {
             family.with_label_values(&[value]).set(n);
         }
-        self.registry
-            .register(Box::new(family))
-            .expect("each name registered once per scrape");
+        self.register(family);
     }
 
     /// A family built by the caller (a float gauge with labels, say).
@@ -228,9 +224,7 @@ impl Snapshot {
         let values: Vec<&str> = labels.iter().map(|(_, v)| *v).collect();
         let family = IntGaugeVec::new(Opts::new(name, help), &names).expect("valid gauge");
         family.with_label_values(&values).set(1);
-        self.registry
-            .register(Box::new(family))
-            .expect("each name registered once per scrape");
+        self.register(family);
     }
 }
 

@@ -211,14 +211,6 @@ mod exported {
         logs: Arc<Mutex<Vec<String>>>,
     }
 
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
     async fn start_service(database_url: &str, stripe: &MockServer, otlp: Option<&str>) -> Service {
         let port = free_port();
         let workdir = tempfile::tempdir().unwrap();

@@ -688,3 +688,12 @@ pub fn stripe_list_page(
         "object": "list", "url": request.url.path(), "has_more": has_more, "data": listed
     }))
 }
+
+/// A port nothing listens on now (for a process started with an address of its own).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -18,7 +18,9 @@ use creditguard::domain::Role;
 use creditguard::Application;
 use serde_json::Value;
 
-use crate::helpers::{checkout_paid, new_id, sign_with, start_time, test_settings, SECRET};
+use crate::helpers::{
+    checkout_paid, free_port, new_id, sign_with, start_time, test_settings, SECRET,
+};
 
 /// Longer than any answer the tests accept: a 503 that waited for it was not fast.
 const CHECKOUT_TIMEOUT_MILLIS: u64 = 30_000;
@@ -64,14 +66,6 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl ThrowawayCluster {

@@ -115,18 +115,32 @@ fn age_secs(since: Option<NaiveDateTime>, now: NaiveDateTime) -> f64 {
 
 fn stored_figures_snapshot(figures: &StoredFigures, now: NaiveDateTime) -> Snapshot {
     let snapshot = Snapshot::new();
-    snapshot.gauges(
-        "creditguard_webhook_events",
-        "Stored Stripe events by status (deferred: waiting for what they refer to; failed: gave up, see `creditguard events list`).",
-        "status",
-        counts(&figures.events),
-    );
-    snapshot.gauges(
-        "creditguard_jobs",
-        "Jobs of the durable queue by status (failed: gave up; see `creditguard jobs list`).",
-        "status",
-        counts(&figures.jobs),
-    );
+    for (name, help, by_status) in [
+        (
+            "creditguard_webhook_events",
+            "Stored Stripe events by status (deferred: waiting for what they refer to; failed: gave up, see `creditguard events list`).",
+            &figures.events,
+        ),
+        (
+            "creditguard_jobs",
+            "Jobs of the durable queue by status (failed: gave up; see `creditguard jobs list`).",
+            &figures.jobs,
+        ),
+        ("creditguard_purchases", "Purchases by status.", &figures.purchases),
+        (
+            "creditguard_refunds",
+            "Refunds by status (ours and those made outside creditguard).",
+            &figures.refunds,
+        ),
+        ("creditguard_disputes", "Disputes by Stripe's status.", &figures.disputes),
+        (
+            "creditguard_refund_requests",
+            "Refund requests by status.",
+            &figures.refund_requests,
+        ),
+    ] {
+        snapshot.gauges(name, help, "status", counts(by_status));
+    }
     snapshot.gauges(
         "creditguard_job_queue_depth",
         "Queued jobs by kind, due or not.",
@@ -146,18 +160,6 @@ fn stored_figures_snapshot(figures: &StoredFigures, now: NaiveDateTime) -> Snaps
             .set(age_secs(q.oldest_due, now));
     }
     snapshot.register(ages);
-    snapshot.gauges(
-        "creditguard_purchases",
-        "Purchases by status.",
-        "status",
-        counts(&figures.purchases),
-    );
-    snapshot.gauges(
-        "creditguard_refunds",
-        "Refunds by status (ours and those made outside creditguard).",
-        "status",
-        counts(&figures.refunds),
-    );
     snapshot.gauge(
         "creditguard_refunds_waiting_for_stripe_key",
         "Refunds decided but held back: STRIPE_SECRET_KEY is unset or Stripe rejects it (401/403).",
@@ -168,22 +170,10 @@ fn stored_figures_snapshot(figures: &StoredFigures, now: NaiveDateTime) -> Snaps
         "How long the oldest refund decided but not yet accepted by Stripe has waited (0: none).",
         age_secs(figures.oldest_pending_refund, now),
     );
-    snapshot.gauges(
-        "creditguard_disputes",
-        "Disputes by Stripe's status.",
-        "status",
-        counts(&figures.disputes),
-    );
     snapshot.gauge(
         "creditguard_disputes_open",
         "Disputes not closed yet (CB1: their accounts are suspended).",
         figures.disputes_open as f64,
-    );
-    snapshot.gauges(
-        "creditguard_refund_requests",
-        "Refund requests by status.",
-        "status",
-        counts(&figures.refund_requests),
     );
     snapshot.gauge(
         "creditguard_refund_requests_overdue",
