@@ -267,8 +267,19 @@ thread_local! {
 /// order, for its span: OpenTelemetry keeps one value per attribute, so a transaction that
 /// decides twice (P1 grants, then D1 refunds) records them together at its end.
 pub fn collecting_decisions<T>(work: impl FnOnce() -> T) -> (T, Vec<(String, String)>) {
-    let outer = DECISIONS.with(|d| d.replace(Some(Vec::new())));
+    /// Puts back what was collected before, also when `work` panics: a pooled blocking thread
+    /// must not keep collecting afterwards.
+    struct Restore(Option<Option<Vec<(String, String)>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                DECISIONS.with(|d| d.replace(outer));
+            }
+        }
+    }
+    let mut restore = Restore(Some(DECISIONS.with(|d| d.replace(Some(Vec::new())))));
     let result = work();
+    let outer = restore.0.take().unwrap_or_default();
     let decisions = DECISIONS.with(|d| d.replace(outer)).unwrap_or_default();
     (result, decisions)
 }

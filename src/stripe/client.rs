@@ -112,9 +112,22 @@ impl StripeApi {
             .as_ref()
             .map(|k| k.expose_secret().trim())
             .filter(|k| !k.is_empty());
+        // Wrong settings stop the start, rather than leaving every refund to retry until its
+        // job gives up.
+        if let Some(key) = key {
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                anyhow::anyhow!("STRIPE_SECRET_KEY contains characters no HTTP header may carry")
+            })?;
+        }
+        url::Url::parse(&settings.api_base).map_err(|e| {
+            anyhow::anyhow!("STRIPE_API_BASE {:?} is not a URL: {e}", settings.api_base)
+        })?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("creditguard/", env!("CARGO_PKG_VERSION")))
+            // Stripe never redirects; a redirect would come from something in between, and
+            // following it could turn the POST into a GET whose answer is read as a refund.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))?;
         Ok(Self {
@@ -457,9 +470,10 @@ impl StripeClient for StripeApi {
             return Ok(bytes);
         }
         match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(body) if body["error"].is_object() => Err(refusal(status, &body)),
-            // Not Stripe's error JSON (a proxy's 502 page, say): retried, so the refund stays
-            // pending rather than failing on a guess.
+            // Stripe's errors always name their `type`.
+            Ok(body) if body["error"]["type"].is_string() => Err(refusal(status, &body)),
+            // Not Stripe's error (a proxy's 502 page, a gateway's own JSON, a redirect): retried,
+            // so the refund stays pending rather than failing on a guess.
             _ => Err(StripeCallError::Retryable(format!(
                 "Stripe answered {status} with a body that is not Stripe's error"
             ))),
@@ -543,7 +557,10 @@ mod tests {
             "{}",
             header("user-agent")
         );
-        assert!(!header("stripe-version").is_empty());
+        assert_eq!(
+            header("stripe-version"),
+            ::stripe_shared::version::VERSION.as_str()
+        );
     }
 
     #[tokio::test]
@@ -571,6 +588,13 @@ mod tests {
             ResponseTemplate::new(429)
                 .set_body_json(json!({ "error": { "type": "api_error", "message": "slow down" } })),
             ResponseTemplate::new(502).set_body_string("<html>bad gateway</html>"),
+            ResponseTemplate::new(503)
+                .set_body_json(json!({ "error": { "type": "api_error", "message": "down" } })),
+            // Something in between answering for Stripe: never taken for Stripe's refusal.
+            ResponseTemplate::new(404).set_body_string("Not Found"),
+            ResponseTemplate::new(404)
+                .set_body_json(json!({ "error": { "message": "Not Found" } })),
+            ResponseTemplate::new(307).insert_header("Location", "/elsewhere"),
             ResponseTemplate::new(200).set_body_string("not json"),
             ResponseTemplate::new(200)
                 .set_body_json(json!({ "id": "re_late" }))
@@ -610,6 +634,33 @@ mod tests {
             matches!(error, StripeCallError::KeyRejected { status: 401, .. }),
             "{error:?}"
         );
+        let restricted = ResponseTemplate::new(403).set_body_json(json!({ "error": {
+            "type": "invalid_request_error",
+            "message": "The provided key does not have the required permissions",
+        } }));
+        let server = stripe_answering(restricted, "/v1/refunds").await;
+        let error = api(&server.uri())
+            .create_refund(&request())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, StripeCallError::KeyRejected { status: 403, .. }),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn settings_no_request_could_carry_stop_the_start() {
+        let with = |key: &str, base: &str| {
+            StripeApi::new(&StripeSettings {
+                secret_key: Some(key.into()),
+                api_base: base.to_owned(),
+                timeout_secs: 1,
+            })
+        };
+        assert!(with("sk_test_a\nb", "https://api.stripe.com").is_err());
+        assert!(with("sk_test_ok", "api.stripe.com").is_err());
+        assert!(with("sk_test_ok", "https://api.stripe.com").is_ok());
     }
 
     #[tokio::test]
