@@ -1,0 +1,548 @@
+//! The money oracle: what DESIGN.md's policy says creditguard should hold, as a small pure model
+//! fed the same facts in the same order as the service (deliveries as they arrive, API calls,
+//! what Stripe answered to creditguard's refund calls). Each rule's line names its id.
+//!
+//! Exact for P1, D1, U1, FIFO spending, T1, O1, CB1, CB2 and CB3. A purchase whose outcome
+//! depends on timing the model does not see (a dispute opened while a refund of ours waits for
+//! Stripe: canceled, or made?) is marked `inexact`: its account is then held to the invariants
+//! only (check-ledger, the money cap) and to Stripe's money at the end.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+pub const WINDOW_SECS: i64 = 15 * 60;
+pub const UNUSED_SHARE: f64 = 0.9;
+
+pub fn package(id: &str) -> (i64, i64) {
+    match id {
+        "pack_100" => (100, 2000),
+        "pack_500" => (500, 9000),
+        other => panic!("unknown package {other}"),
+    }
+}
+
+/// U1: `floor(amount × unused / granted)`.
+pub fn unused_share(amount: i64, unused: i64, granted: i64) -> i64 {
+    if granted <= 0 || unused <= 0 {
+        return 0;
+    }
+    amount * unused.min(granted) / granted
+}
+
+/// The credits refunded money paid for (rounded down on the cumulative amount).
+pub fn refunded_credits(refunded: i64, amount: i64, granted: i64) -> i64 {
+    if amount <= 0 || refunded <= 0 {
+        return 0;
+    }
+    granted * refunded.min(amount) / amount
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    Active,
+    Suspended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OurRefund {
+    Pending,
+    Acknowledged,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+pub struct Purchase {
+    pub account: String,
+    pub package: String,
+    pub amount: i64,
+    pub granted: i64,
+    pub remaining: i64,
+    pub paid_at: i64,
+    pub disputed: bool,
+    pub dispute: Option<String>,
+    /// D1's refund of this purchase: its amount, the credits it revoked, and how it stands.
+    pub our_refund: Option<(i64, i64, OurRefund)>,
+    /// O1: outside refunds Stripe named (`refund.created`), and the part of `charge.refunded`'s
+    /// total no named refund explains yet.
+    pub outside_named: BTreeMap<String, i64>,
+    pub outside_unnamed: i64,
+    /// Credits outside refunds could not revoke because they were spent.
+    pub shortfall: i64,
+    /// `charge.refunded` totals kept deferred while a refund of ours waited for Stripe.
+    deferred_totals: Vec<i64>,
+    pub inexact: bool,
+}
+
+impl Purchase {
+    fn ours_acknowledged(&self) -> i64 {
+        match self.our_refund {
+            Some((amount, _, OurRefund::Acknowledged)) => amount,
+            _ => 0,
+        }
+    }
+
+    fn outside(&self) -> i64 {
+        self.outside_named.values().sum::<i64>() + self.outside_unnamed
+    }
+
+    /// Money creditguard counts as gone back: ours acknowledged by Stripe, and outside ones.
+    pub fn refunded(&self) -> i64 {
+        self.ours_acknowledged() + self.outside()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisputeState {
+    Open,
+    Won,
+    Lost,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dispute {
+    pub payment_intent: String,
+    pub revoked: i64,
+    pub state: DisputeState,
+}
+
+#[derive(Debug, Clone)]
+pub struct Consumption {
+    pub account: String,
+    pub credits: i64,
+    pub balance_after: i64,
+    /// (purchase, credits) in the order drawn.
+    pub draws: Vec<(String, i64)>,
+    pub restored: Option<i64>,
+}
+
+/// A Stripe fact as the service receives it.
+#[derive(Debug, Clone)]
+pub enum Fact {
+    Paid {
+        payment_intent: String,
+        account: String,
+        package: String,
+        amount: i64,
+        paid_at: i64,
+    },
+    DisputeOpened {
+        dispute: String,
+        payment_intent: String,
+    },
+    DisputeClosed {
+        dispute: String,
+        payment_intent: String,
+        won: bool,
+    },
+    /// `refund.created`: Stripe names one refund (creditguard's own when `ours`).
+    RefundCreated {
+        payment_intent: String,
+        refund: String,
+        amount: i64,
+        ours: bool,
+    },
+    /// `charge.refunded`: the charge's refunded total, refunds not listed.
+    ChargeRefunded { payment_intent: String, total: i64 },
+}
+
+impl Fact {
+    fn payment_intent(&self) -> &str {
+        match self {
+            Fact::Paid { payment_intent, .. }
+            | Fact::DisputeOpened { payment_intent, .. }
+            | Fact::DisputeClosed { payment_intent, .. }
+            | Fact::RefundCreated { payment_intent, .. }
+            | Fact::ChargeRefunded { payment_intent, .. } => payment_intent,
+        }
+    }
+}
+
+/// What the service should answer to a consumption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spend {
+    Consumed { balance: i64 },
+    Replayed { balance: i64 },
+    NotFound,
+    Suspended,
+    Insufficient,
+}
+
+#[derive(Default)]
+pub struct Model {
+    pub events: BTreeSet<String>,
+    pub accounts: BTreeMap<String, AccountStatus>,
+    /// PaymentIntent → purchase; lots are drawn in the order purchases were recorded.
+    pub purchases: BTreeMap<String, Purchase>,
+    pub order: Vec<String>,
+    pub disputes: BTreeMap<String, Dispute>,
+    pub consumptions: BTreeMap<String, Consumption>,
+    /// Facts about payments not known yet, in the order they were deferred.
+    pending: Vec<Fact>,
+}
+
+impl Model {
+    pub fn balance(&self, account: &str) -> i64 {
+        self.lots(account).map(|p| p.remaining).sum()
+    }
+
+    pub fn lots<'a>(&'a self, account: &'a str) -> impl Iterator<Item = &'a Purchase> + 'a {
+        self.order
+            .iter()
+            .map(|pi| &self.purchases[pi])
+            .filter(move |p| p.account == account)
+    }
+
+    pub fn exact(&self, account: &str) -> bool {
+        self.lots(account).all(|p| !p.inexact)
+    }
+
+    /// A delivery: a known event id changes nothing (nothing twice).
+    pub fn deliver(&mut self, event_id: &str, fact: Fact) {
+        if !self.events.insert(event_id.to_owned()) {
+            return;
+        }
+        self.apply(fact);
+    }
+
+    fn apply(&mut self, fact: Fact) {
+        if let Fact::Paid { .. } = fact {
+            self.paid(fact);
+            return;
+        }
+        let pi = fact.payment_intent().to_owned();
+        if !self.purchases.contains_key(&pi) {
+            // Kept deferred, applied when its payment arrives; never dropped.
+            self.pending.push(fact);
+            return;
+        }
+        match fact {
+            Fact::Paid { .. } => unreachable!(),
+            Fact::DisputeOpened { dispute, .. } => self.open_dispute(&dispute, &pi),
+            Fact::DisputeClosed { dispute, won, .. } => {
+                self.open_dispute(&dispute, &pi);
+                self.close_dispute(&dispute, won);
+            }
+            Fact::RefundCreated { ours: true, .. } => {
+                let purchase = self.purchases.get_mut(&pi).unwrap();
+                match purchase.our_refund {
+                    Some((_, _, OurRefund::Pending)) => {
+                        self.our_refund_settled(&pi, OurRefund::Acknowledged);
+                    }
+                    Some((_, _, OurRefund::Acknowledged)) => {}
+                    // Stripe made a refund creditguard had given up on: follow the invariants.
+                    _ => purchase.inexact = true,
+                }
+            }
+            Fact::RefundCreated {
+                refund,
+                amount,
+                ours: false,
+                ..
+            } => {
+                // O1, named: what `charge.refunded`'s total already counted is itemised, not
+                // counted twice.
+                let purchase = self.purchases.get_mut(&pi).unwrap();
+                if purchase.outside_named.contains_key(&refund) {
+                    return;
+                }
+                let itemised = amount.min(purchase.outside_unnamed);
+                purchase.outside_unnamed -= itemised;
+                purchase.outside_named.insert(refund, amount);
+                self.outside_refunded(&pi, amount - itemised);
+            }
+            Fact::ChargeRefunded { total, .. } => self.charge_total(&pi, total),
+        }
+    }
+
+    /// `charge.refunded`: the part of Stripe's total no named refund explains is one unnamed
+    /// outside refund; while a refund of ours waits for Stripe's answer, that much waits too.
+    fn charge_total(&mut self, pi: &str, total: i64) {
+        let purchase = self.purchases.get_mut(pi).unwrap();
+        let named = purchase.ours_acknowledged() + purchase.outside_named.values().sum::<i64>();
+        let remainder = (total.min(purchase.amount) - named).max(0);
+        if remainder <= purchase.outside_unnamed {
+            return;
+        }
+        let unexplained = remainder - purchase.outside_unnamed;
+        let ours_pending = match purchase.our_refund {
+            Some((amount, _, OurRefund::Pending)) => amount,
+            _ => 0,
+        };
+        let outside_now = unexplained - ours_pending;
+        if ours_pending > 0 {
+            purchase.deferred_totals.push(total);
+        }
+        if outside_now > 0 {
+            purchase.outside_unnamed += outside_now;
+            self.outside_refunded(pi, outside_now);
+        }
+    }
+
+    /// O1: the credits the outside money paid for (on the cumulative amount), revoked as far as
+    /// they are unused; the rest is a shortfall, settled first by credits that come back.
+    fn outside_refunded(&mut self, pi: &str, added: i64) {
+        let purchase = self.purchases.get_mut(pi).unwrap();
+        let after = purchase.outside();
+        let before = after - added;
+        let wanted = (refunded_credits(after, purchase.amount, purchase.granted)
+            - refunded_credits(before, purchase.amount, purchase.granted))
+        .max(0);
+        let revoked = wanted.min(purchase.remaining);
+        purchase.remaining -= revoked;
+        purchase.shortfall += wanted - revoked;
+    }
+
+    /// P1: one purchase per PaymentIntent, its package's credits as a new lot; then D1.
+    fn paid(&mut self, fact: Fact) {
+        let Fact::Paid {
+            payment_intent,
+            account,
+            package: package_id,
+            amount,
+            paid_at,
+        } = fact
+        else {
+            unreachable!()
+        };
+        if self.purchases.contains_key(&payment_intent) {
+            return;
+        }
+        let (credits, _) = package(&package_id);
+        self.accounts
+            .entry(account.clone())
+            .or_insert(AccountStatus::Active);
+        self.purchases.insert(
+            payment_intent.clone(),
+            Purchase {
+                account,
+                package: package_id,
+                amount,
+                granted: credits,
+                remaining: credits,
+                paid_at,
+                disputed: false,
+                dispute: None,
+                our_refund: None,
+                outside_named: BTreeMap::new(),
+                outside_unnamed: 0,
+                shortfall: 0,
+                deferred_totals: Vec::new(),
+                inexact: false,
+            },
+        );
+        self.order.push(payment_intent.clone());
+        self.judge_duplicate(&payment_intent);
+        // Deferred facts about this payment, in the order they were kept.
+        let (waking, rest): (Vec<Fact>, Vec<Fact>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|f| f.payment_intent() == payment_intent);
+        self.pending = rest;
+        for fact in waking {
+            self.apply(fact);
+        }
+    }
+
+    /// D1: the same account and package within the window, the earlier lot still ≥ 90 %
+    /// unused: the later of the closest pair is refunded by its unused share (U1) and its lot
+    /// revoked. Judged on Stripe's times, so a late event can make an older purchase the
+    /// duplicate. Purchases disputed or with any refund are out of the comparison.
+    fn judge_duplicate(&mut self, new_pi: &str) {
+        let new = &self.purchases[new_pi];
+        let comparable = |p: &Purchase| {
+            !p.disputed
+                && p.outside() == 0
+                && !matches!(
+                    p.our_refund,
+                    Some((_, _, OurRefund::Pending | OurRefund::Acknowledged))
+                )
+        };
+        let mut pairs: Vec<(i64, String, String)> = self
+            .order
+            .iter()
+            .filter(|pi| pi.as_str() != new_pi)
+            .map(|pi| (pi, &self.purchases[pi]))
+            .filter(|(_, p)| p.account == new.account && p.package == new.package)
+            .filter(|(_, p)| comparable(p))
+            .filter(|(_, p)| (p.paid_at - new.paid_at).abs() <= WINDOW_SECS)
+            .map(|(pi, p)| {
+                if p.paid_at <= new.paid_at {
+                    (new.paid_at - p.paid_at, pi.clone(), new_pi.to_owned())
+                } else {
+                    (p.paid_at - new.paid_at, new_pi.to_owned(), pi.clone())
+                }
+            })
+            .filter(|(_, earlier, _)| {
+                let e = &self.purchases[earlier];
+                e.remaining as f64 >= UNUSED_SHARE * e.granted as f64
+            })
+            .collect();
+        if !comparable(new) {
+            return;
+        }
+        pairs.sort_by_key(|(gap, _, _)| *gap);
+        let Some((_, _, duplicate)) = pairs.into_iter().next() else {
+            return;
+        };
+        let purchase = self.purchases.get_mut(&duplicate).unwrap();
+        let amount = unused_share(purchase.amount, purchase.remaining, purchase.granted);
+        let credits = purchase.remaining;
+        purchase.remaining = 0;
+        purchase.our_refund = Some((amount, credits, OurRefund::Pending));
+    }
+
+    /// What Stripe's answer (or creditguard's own last look, CB1) did to a refund of ours.
+    pub fn our_refund_settled(&mut self, payment_intent: &str, outcome: OurRefund) {
+        let purchase = self.purchases.get_mut(payment_intent).unwrap();
+        let Some((amount, credits, OurRefund::Pending)) = purchase.our_refund else {
+            return;
+        };
+        purchase.our_refund = Some((amount, credits, outcome));
+        let deferred = std::mem::take(&mut purchase.deferred_totals);
+        if outcome == OurRefund::Failed {
+            // The refund did not go through: its credits come back by the one return path.
+            self.return_credits(payment_intent, credits);
+        }
+        // The totals that waited for this answer are looked at again.
+        for total in deferred {
+            self.charge_total(payment_intent, total);
+        }
+    }
+
+    /// The one path back into a lot: an open dispute holds the credits (CB1), a lost one keeps
+    /// them out (CB3), and the lot never holds more than its unrefunded money buys.
+    fn return_credits(&mut self, payment_intent: &str, credits: i64) -> i64 {
+        let purchase = &self.purchases[payment_intent];
+        if let Some(dispute) = purchase.dispute.clone() {
+            match self.disputes[&dispute].state {
+                DisputeState::Open => {
+                    self.disputes.get_mut(&dispute).unwrap().revoked += credits;
+                    return 0;
+                }
+                DisputeState::Lost => return 0,
+                DisputeState::Won => {}
+            }
+        }
+        let cap = (purchase.granted
+            - refunded_credits(purchase.refunded(), purchase.amount, purchase.granted))
+        .max(0);
+        let purchase = self.purchases.get_mut(payment_intent).unwrap();
+        let to_shortfall = credits.min(purchase.shortfall);
+        purchase.shortfall -= to_shortfall;
+        let to_lot = (credits - to_shortfall).min((cap - purchase.remaining).max(0));
+        purchase.remaining += to_lot;
+        to_lot
+    }
+
+    /// CB1: the purchase is disputed, its unused credits revoked, the account suspended.
+    fn open_dispute(&mut self, dispute: &str, payment_intent: &str) {
+        if self.disputes.contains_key(dispute) {
+            return;
+        }
+        let purchase = self.purchases.get_mut(payment_intent).unwrap();
+        let revoked = purchase.remaining;
+        purchase.remaining = 0;
+        purchase.disputed = true;
+        purchase.dispute = Some(dispute.to_owned());
+        if matches!(purchase.our_refund, Some((_, _, OurRefund::Pending))) {
+            // Whether the job cancels it or Stripe refunded it before: depends on timing.
+            purchase.inexact = true;
+        }
+        let account = purchase.account.clone();
+        self.disputes.insert(
+            dispute.to_owned(),
+            Dispute {
+                payment_intent: payment_intent.to_owned(),
+                revoked,
+                state: DisputeState::Open,
+            },
+        );
+        self.accounts.insert(account, AccountStatus::Suspended);
+    }
+
+    /// CB2 (won): the revoked credits come back by the return path; CB3 (lost): they stay out.
+    /// Either way the suspension lifts when no other dispute of the account is open.
+    fn close_dispute(&mut self, dispute: &str, won: bool) {
+        let entry = self.disputes.get_mut(dispute).unwrap();
+        if entry.state != DisputeState::Open {
+            return;
+        }
+        entry.state = if won {
+            DisputeState::Won
+        } else {
+            DisputeState::Lost
+        };
+        let (payment_intent, revoked) = (entry.payment_intent.clone(), entry.revoked);
+        if won {
+            self.return_credits(&payment_intent, revoked);
+            self.purchases.get_mut(&payment_intent).unwrap().disputed = false;
+        }
+        let account = self.purchases[&payment_intent].account.clone();
+        let others_open = self.disputes.values().any(|d| {
+            d.state == DisputeState::Open && self.purchases[&d.payment_intent].account == account
+        });
+        if !others_open {
+            self.accounts.insert(account, AccountStatus::Active);
+        }
+    }
+
+    /// Spending draws the oldest lot first (FIFO), once per generation id.
+    pub fn consume(&mut self, account: &str, generation: &str, credits: i64) -> Spend {
+        if let Some(done) = self.consumptions.get(generation) {
+            assert_eq!(
+                (done.account.as_str(), done.credits),
+                (account, credits),
+                "the world repeats a generation only with its own body"
+            );
+            return Spend::Replayed {
+                balance: done.balance_after,
+            };
+        }
+        match self.accounts.get(account) {
+            None => return Spend::NotFound,
+            Some(AccountStatus::Suspended) => return Spend::Suspended,
+            Some(AccountStatus::Active) => {}
+        }
+        if self.balance(account) < credits {
+            return Spend::Insufficient;
+        }
+        let mut left = credits;
+        let mut draws = Vec::new();
+        for pi in self.order.clone() {
+            let purchase = self.purchases.get_mut(&pi).unwrap();
+            if purchase.account != account || purchase.remaining == 0 || left == 0 {
+                continue;
+            }
+            let take = left.min(purchase.remaining);
+            purchase.remaining -= take;
+            left -= take;
+            draws.push((pi, take));
+        }
+        let balance = self.balance(account);
+        self.consumptions.insert(
+            generation.to_owned(),
+            Consumption {
+                account: account.to_owned(),
+                credits,
+                balance_after: balance,
+                draws,
+                restored: None,
+            },
+        );
+        Spend::Consumed { balance }
+    }
+
+    /// T1: the generation's credits go back to the lots they came from (the return path);
+    /// repeating restores nothing more. None for an unknown generation.
+    pub fn fail(&mut self, generation: &str) -> Option<i64> {
+        let consumption = self.consumptions.get(generation)?.clone();
+        if let Some(restored) = consumption.restored {
+            return Some(restored);
+        }
+        let restored = consumption
+            .draws
+            .iter()
+            .map(|(pi, n)| self.return_credits(pi, *n))
+            .sum();
+        self.consumptions.get_mut(generation).unwrap().restored = Some(restored);
+        Some(restored)
+    }
+}

@@ -1,0 +1,230 @@
+//! The generator: from a seed, what happens in a Stripe world (payments, duplicates inside and
+//! outside D1's window, spending, failed generations, Dashboard refunds, disputes won and lost),
+//! and the delivery model that turns Stripe's events into what creditguard receives (each
+//! delivered 1–3 times, reordered, delayed up to 3 days; a lost answer is a repeat delivery).
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+pub const START: i64 = 1_795_000_000;
+
+#[derive(Debug, Clone)]
+pub enum Happening {
+    /// A paid Checkout Session (also announced as `payment_intent.succeeded` when `both`).
+    Pay {
+        payment_intent: String,
+        account: String,
+        package: &'static str,
+        both: bool,
+    },
+    Consume {
+        account: String,
+        generation: String,
+        credits: i64,
+    },
+    /// The generation service retries its call (a lost answer on its side).
+    ConsumeAgain {
+        generation: String,
+    },
+    Fail {
+        generation: String,
+    },
+    DashboardRefund {
+        payment_intent: String,
+        amount: i64,
+    },
+    DisputeOpen {
+        dispute: String,
+        payment_intent: String,
+    },
+    DisputeClose {
+        dispute: String,
+        payment_intent: String,
+        won: bool,
+    },
+}
+
+/// One happening at a world time (Unix seconds).
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub at: i64,
+    pub what: Happening,
+}
+
+pub struct Generator {
+    rng: StdRng,
+    seed: u64,
+    now: i64,
+    accounts: Vec<String>,
+    /// (payment intent, account, package).
+    payments: Vec<(String, String, &'static str)>,
+    generations: Vec<(String, String)>,
+    /// Payment intents with a dispute already (one per account at most: CB4 is out of scope).
+    disputed_accounts: std::collections::BTreeSet<String>,
+    next: u64,
+}
+
+impl Generator {
+    pub fn new(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let accounts = (0..rng.random_range(3..8))
+            .map(|i| format!("sim{seed}_acct{i}"))
+            .collect();
+        Self {
+            rng,
+            seed,
+            now: START,
+            accounts,
+            payments: Vec::new(),
+            generations: Vec::new(),
+            disputed_accounts: Default::default(),
+            next: 0,
+        }
+    }
+
+    fn id(&mut self, prefix: &str) -> String {
+        self.next += 1;
+        format!("{prefix}_sim{}_{}", self.seed, self.next)
+    }
+
+    fn account(&mut self) -> String {
+        let i = self.rng.random_range(0..self.accounts.len());
+        self.accounts[i].clone()
+    }
+
+    /// About `happenings` things, in world-time order (a dispute's close comes days later).
+    pub fn world(mut self, happenings: usize) -> Vec<Planned> {
+        let mut planned = Vec::with_capacity(happenings + happenings / 8);
+        while planned.len() < happenings {
+            // Mostly minutes apart, sometimes hours: D1's window is 15 minutes.
+            self.now += match self.rng.random_range(0..10) {
+                0..=5 => self.rng.random_range(1..300),
+                6..=8 => self.rng.random_range(300..3_600),
+                _ => self.rng.random_range(3_600..86_400),
+            };
+            let roll = self.rng.random_range(0..100);
+            let what = match roll {
+                0..=29 => self.pay(),
+                30..=54 if !self.payments.is_empty() => self.consume(),
+                55..=61 if !self.generations.is_empty() => self.fail(),
+                62..=65 if !self.generations.is_empty() => {
+                    let i = self.rng.random_range(0..self.generations.len());
+                    Happening::ConsumeAgain {
+                        generation: self.generations[i].0.clone(),
+                    }
+                }
+                66..=71 if !self.payments.is_empty() => self.dashboard_refund(),
+                72..=79 if !self.payments.is_empty() => match self.dispute(&mut planned) {
+                    Some(open) => open,
+                    None => continue,
+                },
+                _ => self.repeat_purchase(),
+            };
+            planned.push(Planned { at: self.now, what });
+        }
+        planned.sort_by_key(|p| p.at);
+        planned
+    }
+
+    fn pay(&mut self) -> Happening {
+        let account = self.account();
+        let package = if self.rng.random_bool(0.8) {
+            "pack_100"
+        } else {
+            "pack_500"
+        };
+        self.pay_for(account, package)
+    }
+
+    fn pay_for(&mut self, account: String, package: &'static str) -> Happening {
+        let payment_intent = self.id("pi");
+        self.payments
+            .push((payment_intent.clone(), account.clone(), package));
+        Happening::Pay {
+            payment_intent,
+            account,
+            package,
+            both: self.rng.random_bool(0.3),
+        }
+    }
+
+    /// The same account buys the same package again: a D1 duplicate when it is within the
+    /// window (the generator's clock moved less than 15 minutes, mostly).
+    fn repeat_purchase(&mut self) -> Happening {
+        match self.payments.last().cloned() {
+            Some((_, account, package)) => self.pay_for(account, package),
+            None => self.pay(),
+        }
+    }
+
+    fn consume(&mut self) -> Happening {
+        let i = self.rng.random_range(0..self.payments.len());
+        let account = self.payments[i].1.clone();
+        let generation = self.id("gen");
+        self.generations.push((generation.clone(), account.clone()));
+        Happening::Consume {
+            account,
+            generation,
+            credits: self.rng.random_range(1..60),
+        }
+    }
+
+    fn fail(&mut self) -> Happening {
+        let i = self.rng.random_range(0..self.generations.len());
+        Happening::Fail {
+            generation: self.generations[i].0.clone(),
+        }
+    }
+
+    fn dashboard_refund(&mut self) -> Happening {
+        let i = self.rng.random_range(0..self.payments.len());
+        let payment_intent = self.payments[i].0.clone();
+        let amount = if self.rng.random_bool(0.5) {
+            100_000 // in full: Stripe refunds what is left
+        } else {
+            self.rng.random_range(1..1_500)
+        };
+        Happening::DashboardRefund {
+            payment_intent,
+            amount,
+        }
+    }
+
+    /// Opens a dispute now and plans its close 1–10 days later (won or lost).
+    fn dispute(&mut self, planned: &mut Vec<Planned>) -> Option<Happening> {
+        let i = self.rng.random_range(0..self.payments.len());
+        let (payment_intent, account, _) = self.payments[i].clone();
+        if !self.disputed_accounts.insert(account) {
+            return None;
+        }
+        let dispute = self.id("dp");
+        planned.push(Planned {
+            at: self.now + self.rng.random_range(86_400..10 * 86_400),
+            what: Happening::DisputeClose {
+                dispute: dispute.clone(),
+                payment_intent: payment_intent.clone(),
+                won: self.rng.random_bool(0.5),
+            },
+        });
+        Some(Happening::DisputeOpen {
+            dispute,
+            payment_intent,
+        })
+    }
+}
+
+/// When each copy of an event created at `created` reaches creditguard: 1–3 deliveries, most
+/// within seconds, some within hours, a few up to 3 days late (Stripe's retries).
+pub fn deliveries(rng: &mut StdRng, created: i64) -> Vec<i64> {
+    let copies = 1 + usize::from(rng.random_bool(0.3)) + usize::from(rng.random_bool(0.1));
+    (0..copies)
+        .map(|_| {
+            created
+                + match rng.random_range(0..100) {
+                    0..=74 => rng.random_range(0..5),
+                    75..=94 => rng.random_range(5..7_200),
+                    _ => rng.random_range(7_200..3 * 86_400),
+                }
+        })
+        .collect()
+}
