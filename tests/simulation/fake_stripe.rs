@@ -45,8 +45,8 @@ pub struct Truth {
     pub refunds: Vec<StripeRefund>,
     /// Idempotency key → the refund Stripe made for it.
     pub by_key: BTreeMap<String, usize>,
-    /// Every call of creditguard's, in order: (idempotency key, answer).
-    pub calls: Vec<(String, Answer)>,
+    /// Every call of creditguard's, in order: (idempotency key, payment intent, answer).
+    pub calls: Vec<(String, String, Answer)>,
     /// Refunds of creditguard's whose events the world has not sent yet.
     pub unannounced: Vec<usize>,
     /// The world time Stripe stamps on what it makes.
@@ -142,6 +142,7 @@ impl Respond for FakeStripe {
             .unwrap_or_default()
             .to_owned();
         let fields = form(request);
+        let payment_intent = fields.get("payment_intent").cloned().unwrap_or_default();
         let (fail, lose) = {
             let mut rng = self.rng.lock().unwrap();
             (
@@ -151,23 +152,22 @@ impl Respond for FakeStripe {
         };
         let mut truth = self.truth.lock().unwrap();
         if fail {
-            truth.calls.push((key, Answer::Failed));
+            truth.calls.push((key, payment_intent, Answer::Failed));
             return stripe_error(500, "api_error", "simulated outage");
         }
         let index = match truth.by_key.get(&key) {
             Some(index) => *index,
             None => {
-                let payment_intent = fields.get("payment_intent").cloned().unwrap_or_default();
                 let amount: i64 = fields
                     .get("amount")
                     .and_then(|a| a.parse().ok())
                     .unwrap_or(0);
                 if truth.disputed.contains(&payment_intent) {
-                    truth.calls.push((key, Answer::Refused));
+                    truth.calls.push((key, payment_intent, Answer::Refused));
                     return stripe_error(400, "charge_disputed", "The charge is disputed.");
                 }
                 if amount <= 0 || amount > truth.refundable(&payment_intent) {
-                    truth.calls.push((key, Answer::Refused));
+                    truth.calls.push((key, payment_intent, Answer::Refused));
                     return stripe_error(
                         400,
                         "amount_too_large",
@@ -178,7 +178,7 @@ impl Respond for FakeStripe {
                 let created = truth.now;
                 truth.refunds.push(StripeRefund {
                     id: format!("re_ours_{index}"),
-                    payment_intent,
+                    payment_intent: payment_intent.clone(),
                     amount,
                     ours: fields.get("metadata[creditguard_refund_id]").cloned(),
                     created,
@@ -189,10 +189,10 @@ impl Respond for FakeStripe {
             }
         };
         if lose {
-            truth.calls.push((key, Answer::Lost));
+            truth.calls.push((key, payment_intent, Answer::Lost));
             return stripe_error(500, "api_error", "simulated lost answer");
         }
-        truth.calls.push((key, Answer::Made));
+        truth.calls.push((key, payment_intent, Answer::Made));
         ResponseTemplate::new(200).set_body_json(refund_object(&truth.refunds[index]))
     }
 }

@@ -47,6 +47,8 @@ enum Item {
 #[derive(Debug)]
 struct Failure {
     step: usize,
+    /// The world time of the failing step.
+    at: i64,
     what: String,
 }
 
@@ -75,7 +77,8 @@ fn configure(settings: &mut creditguard::Settings, stripe: &str) {
     settings.stripe.timeout_secs = 2;
     // The run drives the queue itself, after every step: deterministic and fast.
     settings.jobs.workers = 0;
-    settings.jobs.retry_base_millis = 1_000;
+    // Retries a minute or so apart: long enough for other deliveries to come in between.
+    settings.jobs.retry_base_millis = 30_000;
     settings.jobs.lease_secs = 5;
     settings.jobs.ledger_check_interval_secs = 0;
     settings.replay.enabled = false;
@@ -198,6 +201,7 @@ impl Run {
     fn fail(&self, what: String) -> Failure {
         Failure {
             step: self.steps,
+            at: self.now(),
             what,
         }
     }
@@ -456,7 +460,7 @@ impl Run {
         }
         let (calls, made) = {
             let mut truth = self.truth.lock().unwrap();
-            let calls: Vec<(String, Answer)> = truth.calls[self.calls_seen..].to_vec();
+            let calls: Vec<(String, String, Answer)> = truth.calls[self.calls_seen..].to_vec();
             self.calls_seen = truth.calls.len();
             let made: Vec<_> = std::mem::take(&mut truth.unannounced)
                 .into_iter()
@@ -464,28 +468,17 @@ impl Run {
                 .collect();
             (calls, made)
         };
-        for (key, answer) in calls {
-            let pi = {
-                let truth = self.truth.lock().unwrap();
-                truth
-                    .by_key
-                    .get(&key)
-                    .map(|i| truth.refunds[*i].payment_intent.clone())
-            };
+        for (key, payment_intent, answer) in calls {
             self.log
                 .push(format!("  stripe answered {key}: {answer:?}"));
-            match (answer, pi) {
-                (Answer::Made, Some(pi)) => {
-                    self.model.our_refund_settled(&pi, OurRefund::Acknowledged)
-                }
-                (Answer::Refused, _) => {
-                    // Which purchase: the one whose refund of ours is pending and refused.
-                    let refund = self.service_refund(&key).await;
-                    if let Some(pi) = refund {
-                        self.model.our_refund_settled(&pi, OurRefund::Failed);
-                    }
-                }
-                _ => {}
+            match answer {
+                Answer::Made => self
+                    .model
+                    .our_refund_settled(&payment_intent, OurRefund::Acknowledged),
+                Answer::Refused => self
+                    .model
+                    .our_refund_settled(&payment_intent, OurRefund::Failed),
+                Answer::Failed | Answer::Lost => {}
             }
         }
         for refund in made {
@@ -494,23 +487,20 @@ impl Run {
         Ok(())
     }
 
-    /// The PaymentIntent of creditguard's refund `id` (an `rf_…`).
-    async fn service_refund(&self, id: &str) -> Option<String> {
-        let refunds = self
-            .app
-            .get_json("/v1/refunds", &self.app.finance_token)
-            .await;
-        let purchase_id = refunds.as_array()?.iter().find(|r| r["id"] == json!(id))?["purchase_id"]
-            .as_str()?
-            .to_owned();
-        let purchase = self
-            .app
-            .get_json(
-                &format!("/v1/purchases/{purchase_id}"),
-                &self.app.finance_token,
-            )
-            .await;
-        purchase["payment_intent"].as_str().map(str::to_owned)
+    /// A listing as finance reads it (one page of up to 1,000).
+    async fn list(&self, path: &str) -> Vec<Value> {
+        let page = self.app.get_json(path, &self.app.finance_token).await;
+        let page = page.as_array().cloned().unwrap_or_default();
+        assert!(
+            page.len() < 1000,
+            "a world too big to list {path} in one page"
+        );
+        page
+    }
+
+    async fn purchases_of(&self, account: &str) -> Vec<Value> {
+        self.list(&format!("/v1/purchases?account_id={account}&limit=1000"))
+            .await
     }
 
     /// Every account the oracle follows exactly: its balance, status and each lot's credits.
@@ -522,13 +512,7 @@ impl Run {
             }
             self.checks += 1;
             let view = self.app.account(&account).await;
-            let purchases = self
-                .app
-                .get_json(
-                    &format!("/v1/purchases?account_id={account}"),
-                    &self.app.finance_token,
-                )
-                .await;
+            let purchases = self.purchases_of(&account).await;
             let lots: i64 = view["lots"].as_array().map_or(0, |l| {
                 l.iter().map(|l| l["remaining"].as_i64().unwrap()).sum()
             });
@@ -557,7 +541,7 @@ impl Run {
                     view["balance"]
                 )));
             }
-            for purchase in purchases.as_array().cloned().unwrap_or_default() {
+            for purchase in purchases {
                 let pi = purchase["payment_intent"].as_str().unwrap_or_default();
                 let Some(expected) = self.model.purchases.get(pi) else {
                     return Err(self.fail(format!(
@@ -598,27 +582,19 @@ impl Run {
         }
         self.check_accounts(true).await?;
         self.check_ledger()?;
-        let refunds = self
-            .app
-            .get_json("/v1/refunds", &self.app.finance_token)
-            .await;
         let mut counted: BTreeMap<String, i64> = BTreeMap::new();
-        for refund in refunds.as_array().cloned().unwrap_or_default() {
-            if matches!(refund["status"].as_str(), Some("submitted" | "succeeded")) {
+        for status in ["submitted", "succeeded"] {
+            for refund in self
+                .list(&format!("/v1/refunds?status={status}&limit=1000"))
+                .await
+            {
                 *counted
                     .entry(refund["purchase_id"].as_str().unwrap().to_owned())
                     .or_default() += refund["amount"].as_i64().unwrap();
             }
         }
         for account in self.model.accounts.keys().cloned().collect::<Vec<_>>() {
-            let purchases = self
-                .app
-                .get_json(
-                    &format!("/v1/purchases?account_id={account}"),
-                    &self.app.finance_token,
-                )
-                .await;
-            for purchase in purchases.as_array().cloned().unwrap_or_default() {
+            for purchase in self.purchases_of(&account).await {
                 let pi = purchase["payment_intent"].as_str().unwrap().to_owned();
                 let id = purchase["id"].as_str().unwrap();
                 let stripe = self.truth.lock().unwrap().refunded(&pi);
@@ -651,20 +627,39 @@ async fn run_world(seed: u64, world: &[Planned]) -> Result<Run, (Failure, Vec<St
     }
 }
 
-/// The shortest world that still fails: first the prefix up to the failure, then greedily
-/// without each happening, within a budget of runs.
-async fn shrink(seed: u64, mut world: Vec<Planned>) -> Vec<Planned> {
-    let mut budget = 60;
-    let mut i = 0;
-    while i < world.len() && budget > 0 {
-        let mut candidate = world.clone();
-        candidate.remove(i);
-        budget -= 1;
-        if run_world(seed, &candidate).await.is_err() {
-            world = candidate;
-        } else {
-            i += 1;
+/// The shortest world that still fails: what happened up to the failure, then without ever
+/// smaller chunks of it (halves, quarters, … single happenings), within a budget of runs.
+async fn shrink(seed: u64, world: Vec<Planned>, failed_at: i64) -> Vec<Planned> {
+    // `SIM_SHRINK_SECS` bounds the time spent shrinking (0: report the world as it failed).
+    let limit = std::time::Duration::from_secs(
+        std::env::var("SIM_SHRINK_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(120),
+    );
+    let started = Instant::now();
+    let mut world: Vec<Planned> = world.into_iter().filter(|p| p.at <= failed_at).collect();
+    if limit.is_zero() || run_world(seed, &world).await.is_ok() {
+        return world; // the failure needed what came later (a delivery of an earlier event)
+    }
+    let mut budget = 40;
+    let mut chunk = world.len().div_ceil(2).max(1);
+    while budget > 0 {
+        let mut start = 0;
+        while start < world.len() && budget > 0 && started.elapsed() < limit {
+            let mut candidate = world.clone();
+            candidate.drain(start..(start + chunk).min(world.len()));
+            budget -= 1;
+            if run_world(seed, &candidate).await.is_err() {
+                world = candidate;
+            } else {
+                start += chunk;
+            }
         }
+        if chunk == 1 || started.elapsed() >= limit {
+            break;
+        }
+        chunk = chunk.div_ceil(2);
     }
     world
 }
@@ -722,16 +717,23 @@ async fn seeded_worlds_agree_with_the_oracle() {
                 checks += run.checks;
             }
             Err((failure, log)) => {
-                let shortest = shrink(seed, world.clone()).await;
-                let tail: Vec<&String> = log.iter().rev().take(30).rev().collect();
+                let full_log = std::env::temp_dir().join(format!("creditguard-sim-{seed}.log"));
+                let _ = std::fs::write(&full_log, log.join("\n"));
+                eprintln!("every step of seed {seed}: {}", full_log.display());
+                let shortest = shrink(seed, world.clone(), failure.at).await;
+                let tail: Vec<&String> = log.iter().rev().take(40).rev().collect();
+                let listing: Vec<String> = shortest
+                    .iter()
+                    .map(|p| format!("t={} {:?}", p.at, p.what))
+                    .collect();
                 panic!(
-                    "seed {seed}, step {}: {}\nlast steps:\n{}\nshortest failing world ({} of {} happenings):\n{:#?}",
+                    "seed {seed}, step {}: {}\nlast steps:\n{}\nshortest failing world ({} of {} happenings):\n{}",
                     failure.step,
                     failure.what,
                     tail.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"),
                     shortest.len(),
                     world.len(),
-                    shortest
+                    listing.join("\n")
                 );
             }
         }

@@ -87,6 +87,16 @@ impl Generator {
         format!("{prefix}_sim{}_{}", self.seed, self.next)
     }
 
+    /// An index into a list of `len`, mostly among the last few: where flows meet (a refund
+    /// of a lot just spent from, a failure of a generation just made).
+    fn recent(&mut self, len: usize) -> usize {
+        if self.rng.random_bool(0.7) {
+            len - 1 - self.rng.random_range(0..len.min(5))
+        } else {
+            self.rng.random_range(0..len)
+        }
+    }
+
     fn account(&mut self) -> String {
         let i = self.rng.random_range(0..self.accounts.len());
         self.accounts[i].clone()
@@ -118,7 +128,18 @@ impl Generator {
                     Some(open) => open,
                     None => continue,
                 },
-                _ => self.repeat_purchase(),
+                _ => {
+                    let repeat = self.repeat_purchase();
+                    // A dispute right on the heels of a duplicate: CB1 meets D1's refund in
+                    // flight (a lost answer leaves it pending at Stripe's end).
+                    if self.rng.random_bool(0.25) {
+                        if let Some(open) = self.dispute_last(&mut planned) {
+                            let at = self.now + self.rng.random_range(1..120);
+                            planned.push(Planned { at, what: open });
+                        }
+                    }
+                    repeat
+                }
             };
             planned.push(Planned { at: self.now, what });
         }
@@ -158,26 +179,26 @@ impl Generator {
     }
 
     fn consume(&mut self) -> Happening {
-        let i = self.rng.random_range(0..self.payments.len());
+        let i = self.recent(self.payments.len());
         let account = self.payments[i].1.clone();
         let generation = self.id("gen");
         self.generations.push((generation.clone(), account.clone()));
         Happening::Consume {
             account,
             generation,
-            credits: self.rng.random_range(1..60),
+            credits: self.rng.random_range(1..80),
         }
     }
 
     fn fail(&mut self) -> Happening {
-        let i = self.rng.random_range(0..self.generations.len());
+        let i = self.recent(self.generations.len());
         Happening::Fail {
             generation: self.generations[i].0.clone(),
         }
     }
 
     fn dashboard_refund(&mut self) -> Happening {
-        let i = self.rng.random_range(0..self.payments.len());
+        let i = self.recent(self.payments.len());
         let payment_intent = self.payments[i].0.clone();
         let amount = if self.rng.random_bool(0.5) {
             100_000 // in full: Stripe refunds what is left
@@ -192,7 +213,15 @@ impl Generator {
 
     /// Opens a dispute now and plans its close 1–10 days later (won or lost).
     fn dispute(&mut self, planned: &mut Vec<Planned>) -> Option<Happening> {
-        let i = self.rng.random_range(0..self.payments.len());
+        let i = self.recent(self.payments.len());
+        self.dispute_of(i, planned)
+    }
+
+    fn dispute_last(&mut self, planned: &mut Vec<Planned>) -> Option<Happening> {
+        self.dispute_of(self.payments.len() - 1, planned)
+    }
+
+    fn dispute_of(&mut self, i: usize, planned: &mut Vec<Planned>) -> Option<Happening> {
         let (payment_intent, account, _) = self.payments[i].clone();
         if !self.disputed_accounts.insert(account) {
             return None;
