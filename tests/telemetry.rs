@@ -318,16 +318,37 @@ mod exported {
         (first, second)
     }
 
-    async fn wait_for_refund_call(stripe: &MockServer) {
+    /// Until the refund job has called Stripe and recorded its answer (its metrics say so), so
+    /// that stopping the service cuts no span short.
+    async fn wait_for_refund_call(stripe: &MockServer, service: &Service) {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        let stripe_ok =
+            r#"creditguard_stripe_requests_total{endpoint="POST /v1/refunds",outcome="ok"} 1"#;
+        let none_pending = r#"creditguard_refunds{status="pending"} 0"#;
         loop {
-            let calls = stripe.received_requests().await.unwrap_or_default();
-            if calls.iter().any(|r| r.url.path() == "/v1/refunds") {
+            let called = stripe
+                .received_requests()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|r| r.url.path() == "/v1/refunds");
+            let metrics = client
+                .get(format!("{}/metrics", service.address))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let recorded = metrics.lines().any(|l| l == stripe_ok)
+                && metrics.lines().any(|l| l == none_pending);
+            if called && recorded {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "the refund job never called Stripe"
+                "the refund job never called Stripe and recorded its answer"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -348,7 +369,7 @@ mod exported {
                 Some(&format!("00-{trace_id}-b7ad6b7169203331-01")),
             )
             .await;
-        wait_for_refund_call(&stripe).await;
+        wait_for_refund_call(&stripe, &service).await;
         let logs = service.stop();
 
         let spans = exported_spans(&receiver).await;
@@ -445,7 +466,7 @@ mod exported {
         let (first, duplicate) = duplicate_pair("user_unexported");
         service.post_event(&first, None).await;
         service.post_event(&duplicate, None).await;
-        wait_for_refund_call(&stripe).await;
+        wait_for_refund_call(&stripe, &service).await;
         let logs = service.stop();
         assert!(
             receiver

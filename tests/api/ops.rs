@@ -229,12 +229,13 @@ async fn metrics_move_with_what_happens() {
         !stripe.received_requests().await.unwrap().is_empty()
     })
     .await;
-    // The job records the call after Stripe answered: a moment later than the request.
     let stripe_ok =
         r#"creditguard_stripe_requests_total{endpoint="POST /v1/refunds",outcome="ok"}"#;
     let mut after = app.metrics().await;
+    // Counted when Stripe answers; the refund's row moves in the job's next transaction.
+    let pending = r#"creditguard_refunds{status="pending"}"#;
     for _ in 0..200 {
-        if sample(&after, stripe_ok) == 1.0 {
+        if sample(&after, stripe_ok) == 1.0 && sample(&after, pending) == 0.0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
