@@ -211,8 +211,23 @@ impl Snapshot {
         self.register(family);
     }
 
-    /// A family built by the caller (a float gauge with labels, say).
-    pub fn register(&self, collector: impl prometheus::core::Collector + 'static) {
+    /// Like `gauges`, for figures that are not whole numbers (ages in seconds).
+    pub fn float_gauges<'a>(
+        &self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: impl IntoIterator<Item = (&'a str, f64)>,
+    ) {
+        let family =
+            prometheus::GaugeVec::new(Opts::new(name, help), &[label]).expect("valid gauge");
+        for (value, x) in values {
+            family.with_label_values(&[value]).set(x);
+        }
+        self.register(family);
+    }
+
+    fn register(&self, collector: impl prometheus::core::Collector + 'static) {
         self.registry
             .register(Box::new(collector))
             .expect("each name registered once per scrape");

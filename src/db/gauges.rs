@@ -61,7 +61,12 @@ macro_rules! count_by_status {
     };
 }
 
-pub fn read(conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult<StoredFigures> {
+/// `job_kinds`: the kinds the queue knows, listed (at 0) even before their first job.
+pub fn read(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+    job_kinds: &[&str],
+) -> QueryResult<StoredFigures> {
     let event_statuses: Vec<&str> = EventStatus::ALL.iter().map(|s| s.as_str()).collect();
     let purchase_statuses: Vec<&str> = PurchaseStatus::ALL.iter().map(|s| s.as_str()).collect();
     let request_statuses: Vec<&str> = RequestStatus::ALL.iter().map(|s| s.as_str()).collect();
@@ -76,10 +81,7 @@ pub fn read(conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult<StoredFi
         .group_by(jobs::kind)
         .select((jobs::kind, min(jobs::run_after)))
         .load(conn)?;
-    let mut kinds: Vec<&str> = vec![
-        crate::flows::refunding::JOB_STRIPE_REFUND,
-        crate::flows::lookup::JOB_DEFERRED_EVENT,
-    ];
+    let mut kinds: Vec<&str> = job_kinds.to_vec();
     for (kind, _) in &depth {
         if !kinds.contains(&kind.as_str()) {
             kinds.push(kind);

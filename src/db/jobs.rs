@@ -320,11 +320,3 @@ pub fn failed_ids(conn: &mut DbConnection) -> QueryResult<Vec<i64>> {
         .select(jobs::id)
         .load(conn)
 }
-
-/// How many jobs have `status` (for /metrics).
-pub fn count_by_status(conn: &mut DbConnection, of: &str) -> QueryResult<i64> {
-    jobs::table
-        .filter(jobs::status.eq(of))
-        .count()
-        .get_result(conn)
-}

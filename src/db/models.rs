@@ -712,13 +712,6 @@ impl WebhookEventRow {
             .execute(conn)?;
         Ok(())
     }
-
-    pub fn count_by_status(conn: &mut DbConnection, status: &str) -> QueryResult<i64> {
-        webhook_events::table
-            .filter(webhook_events::status.eq(status))
-            .count()
-            .get_result(conn)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

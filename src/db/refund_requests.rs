@@ -293,13 +293,6 @@ impl RefundRequest {
             .count()
             .get_result(conn)
     }
-
-    pub fn count_by_status(conn: &mut DbConnection, status: RequestStatus) -> QueryResult<i64> {
-        refund_requests::table
-            .filter(refund_requests::status.eq(status.as_str()))
-            .count()
-            .get_result(conn)
-    }
 }
 
 /// T2: the account's generations that failed (and were restored under T1) since `since`.

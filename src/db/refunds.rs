@@ -130,14 +130,6 @@ impl Refund {
         query.load(conn)
     }
 
-    /// How many refunds have `status` (for /metrics).
-    pub fn count_by_status(conn: &mut DbConnection, of: &str) -> QueryResult<i64> {
-        refunds::table
-            .filter(refunds::status.eq(of))
-            .count()
-            .get_result(conn)
-    }
-
     /// Refunds decided but held back by the Stripe key: missing (`waiting:`) or rejected by
     /// Stripe (`blocked:`), as the refund job writes them.
     pub fn count_waiting_for_key(conn: &mut DbConnection) -> QueryResult<i64> {

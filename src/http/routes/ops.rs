@@ -64,7 +64,13 @@ const READINESS_CHECKOUT_TIMEOUT: std::time::Duration = std::time::Duration::fro
 ))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (figures, now) = state
-        .db(|conn, ctx| Ok((crate::db::gauges::read(conn, ctx.now)?, ctx.now)))
+        .db(|conn, ctx| {
+            let kinds = [
+                crate::flows::refunding::JOB_STRIPE_REFUND,
+                crate::flows::lookup::JOB_DEFERRED_EVENT,
+            ];
+            Ok((crate::db::gauges::read(conn, ctx.now, &kinds)?, ctx.now))
+        })
         .await?;
     let snapshot = stored_figures_snapshot(&figures, now);
     let pool = state.database.pool().state();
@@ -147,19 +153,15 @@ fn stored_figures_snapshot(figures: &StoredFigures, now: NaiveDateTime) -> Snaps
         "kind",
         figures.queue.iter().map(|q| (q.kind.as_str(), q.depth)),
     );
-    let ages = prometheus::GaugeVec::new(
-        prometheus::Opts::new(
-            "creditguard_job_queue_oldest_due_age_seconds",
-            "How long the oldest due job of each kind has waited for a worker (0: none due).",
-        ),
-        &["kind"],
-    )
-    .expect("valid gauge");
-    for q in &figures.queue {
-        ages.with_label_values(&[q.kind.as_str()])
-            .set(age_secs(q.oldest_due, now));
-    }
-    snapshot.register(ages);
+    snapshot.float_gauges(
+        "creditguard_job_queue_oldest_due_age_seconds",
+        "How long the oldest due job of each kind has waited for a worker (0: none due).",
+        "kind",
+        figures
+            .queue
+            .iter()
+            .map(|q| (q.kind.as_str(), age_secs(q.oldest_due, now))),
+    );
     snapshot.gauge(
         "creditguard_refunds_waiting_for_stripe_key",
         "Refunds decided but held back: STRIPE_SECRET_KEY is unset or Stripe rejects it (401/403).",
