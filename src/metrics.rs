@@ -40,24 +40,25 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+/// `metric`, once it is in `registry` (names are fixed here, so a clash is a bug).
+fn registered<M>(registry: &Registry, metric: prometheus::Result<M>) -> M
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = metric.expect("a valid metric");
     registry
         .register(Box::new(metric.clone()))
-        .expect("registered once");
+        .expect("each name registered once");
     metric
 }
 
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
 fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let metric = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec()),
-        labels,
-    )
-    .expect("valid histogram");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("registered once");
-    metric
+    let opts = HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec());
+    registered(registry, HistogramVec::new(opts, labels))
 }
 
 impl Default for Metrics {
@@ -69,22 +70,20 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let ledger_violations = IntGauge::new(
-            "creditguard_ledger_check_violations",
-            "Broken ledger invariants found by the last periodic check-ledger (0 = money and credits agree).",
-        )
-        .expect("valid gauge");
-        registry
-            .register(Box::new(ledger_violations.clone()))
-            .expect("registered once");
-        let ledger_checked_at = Gauge::new(
-            "creditguard_ledger_check_last_success_timestamp_seconds",
-            "When the periodic check-ledger last ran to the end (Unix seconds).",
-        )
-        .expect("valid gauge");
-        registry
-            .register(Box::new(ledger_checked_at.clone()))
-            .expect("registered once");
+        let ledger_violations = registered(
+            &registry,
+            IntGauge::new(
+                "creditguard_ledger_check_violations",
+                "Broken ledger invariants found by the last periodic check-ledger (0 = money and credits agree).",
+            ),
+        );
+        let ledger_checked_at = registered(
+            &registry,
+            Gauge::new(
+                "creditguard_ledger_check_last_success_timestamp_seconds",
+                "When the periodic check-ledger last ran to the end (Unix seconds).",
+            ),
+        );
         Self {
             http_requests: counter(
                 &registry,

@@ -325,10 +325,7 @@ pub fn consume(
             balance,
             now,
         )?;
-        diesel::update(consumptions::table.find(generation_id))
-            .set(consumptions::balance_after.eq(balance))
-            .execute(conn)?;
-        return Ok(ConsumeOutcome::Created { balance });
+        return created(conn, generation_id, balance);
     }
 
     let lots: Vec<(i64, i64, Option<String>)> = credit_lots::table
@@ -381,6 +378,15 @@ pub fn consume(
             still_needed
         )));
     }
+    created(conn, generation_id, balance)
+}
+
+/// The consumption keeps the balance it left, for a repeat of the same call to answer with.
+fn created(
+    conn: &mut DbConnection,
+    generation_id: &str,
+    balance: i64,
+) -> Result<ConsumeOutcome, LedgerError> {
     diesel::update(consumptions::table.find(generation_id))
         .set(consumptions::balance_after.eq(balance))
         .execute(conn)?;

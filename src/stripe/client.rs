@@ -356,7 +356,6 @@ impl StripeApi {
                 .build()
                 .customize::<RefundAnswer>()
                 .request_strategy(RequestStrategy::Idempotent(key))
-                .timeout(self.timeout)
                 .send(self)
                 .await
         };

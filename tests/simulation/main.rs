@@ -62,6 +62,8 @@ struct Run {
     timeline: BinaryHeap<Reverse<(i64, u64)>>,
     items: BTreeMap<u64, Item>,
     next_item: u64,
+    /// Stripe's events so far: their ids.
+    events_sent: u64,
     delivery: StdRng,
     /// Calls of creditguard's already read from the fake Stripe.
     calls_seen: usize,
@@ -118,6 +120,7 @@ impl Run {
             timeline: BinaryHeap::new(),
             items: BTreeMap::new(),
             next_item: 0,
+            events_sent: 0,
             delivery: StdRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             calls_seen: 0,
             steps: 0,
@@ -147,11 +150,8 @@ impl Run {
     /// Stripe sends `event` (created now): each copy is scheduled by the delivery model.
     fn send(&mut self, mut event: Value, fact: Fact) {
         let created = self.now();
-        event["id"] = json!(format!(
-            "evt_sim{}_{}",
-            self.seed,
-            self.items.len() + self.steps
-        ));
+        self.events_sent += 1;
+        event["id"] = json!(format!("evt_sim{}_{}", self.seed, self.events_sent));
         event["created"] = json!(created);
         for at in world::deliveries(&mut self.delivery, created) {
             self.schedule(

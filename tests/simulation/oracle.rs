@@ -355,6 +355,9 @@ impl Model {
                     Some((_, _, OurRefund::Pending | OurRefund::Acknowledged))
                 )
         };
+        if !comparable(new) {
+            return;
+        }
         let mut pairs: Vec<(i64, String, String)> = self
             .order
             .iter()
@@ -375,9 +378,6 @@ impl Model {
                 e.remaining as f64 >= UNUSED_SHARE * e.granted as f64
             })
             .collect();
-        if !comparable(new) {
-            return;
-        }
         pairs.sort_by_key(|(gap, _, _)| *gap);
         let Some((_, _, duplicate)) = pairs.into_iter().next() else {
             return;
