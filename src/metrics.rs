@@ -210,6 +210,13 @@ impl Snapshot {
         self.register(family);
     }
 
+    /// One counter without labels, for a count kept elsewhere (it only grows).
+    pub fn counter(&self, name: &str, help: &str, value: u64) {
+        let counter = prometheus::IntCounter::new(name, help).expect("valid counter");
+        counter.inc_by(value);
+        self.register(counter);
+    }
+
     /// Like `gauges`, for figures that are not whole numbers (ages in seconds).
     pub fn float_gauges<'a>(
         &self,

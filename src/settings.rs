@@ -118,6 +118,9 @@ pub struct DatabaseSettings {
     /// PostgreSQL: exit at start-up when the database cannot be reached, instead of serving
     /// `/healthz` (with `/readyz` at 503) and retrying until it answers.
     pub exit_if_unavailable_at_startup: bool,
+    /// SQLite: how many concurrent requests' writes may share one commit (group commit, see
+    /// `db::group_commit`); 1 commits each alone. PostgreSQL commits each on its own connection.
+    pub group_commit_max: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -250,6 +253,7 @@ impl Default for DatabaseSettings {
         Self {
             pool_size: 16,
             checkout_timeout_millis: 5000,
+            group_commit_max: 32,
             exit_if_unavailable_at_startup: false,
         }
     }
@@ -446,6 +450,9 @@ impl Settings {
         }
         if self.database.pool_size == 0 {
             return Err(invalid("database.pool_size", "must be at least 1"));
+        }
+        if self.database.group_commit_max == 0 {
+            return Err(invalid("database.group_commit_max", "must be at least 1"));
         }
         if self.database.checkout_timeout_millis < 100 {
             return Err(invalid(

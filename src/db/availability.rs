@@ -50,6 +50,10 @@ pub enum Unavailable {
     Starting,
     #[error("the database connection was lost: {0}")]
     Lost(String),
+    /// SQLite group commit: this request's write was made, but its group's transaction could
+    /// not begin or commit; nothing of it is kept.
+    #[error("the write was not committed: {0}")]
+    NotCommitted(String),
     #[error("no database connection became free within {timeout:?}: {source}")]
     Timeout {
         timeout: Duration,

@@ -4,7 +4,7 @@
 //! a libpq keyword string.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
@@ -16,6 +16,8 @@ use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 pub use super::availability::{Availability, Unavailable};
+pub use super::group_commit::GroupCommitStats;
+use super::group_commit::WriteGate;
 use crate::settings::DatabaseSettings;
 
 #[derive(diesel::MultiConnection)]
@@ -263,15 +265,16 @@ const BREAKER_LOOK_EVERY: Duration = Duration::from_millis(100);
 /// The pool, the breaker, plus for SQLite a write gate: one writer at a time inside this
 /// process. SQLite admits one writer anyway; without the gate, waiting writers sleep in SQLite's
 /// busy handler (1, 2, 5 … 100 ms steps), which turned a 1 ms transaction into a 300 ms p99 under
-/// load. With it they queue on a mutex and start the moment the previous writer commits. The
-/// busy timeout stays for other processes (the CLI) writing to the same file.
+/// load. With it they queue on a mutex and start the moment the previous writer is done, and
+/// requests that queue together commit together (`group_commit`). The busy timeout stays for
+/// other processes (the CLI) writing to the same file.
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
     target: DatabaseTarget,
     availability: Arc<Availability>,
     checkout_timeout: Duration,
-    write_gate: Option<Arc<Mutex<()>>>,
+    write_gate: Option<Arc<WriteGate>>,
 }
 
 /// Why `Database::migrate` failed: the database could not be reached (worth waiting for), or
@@ -303,7 +306,8 @@ impl Database {
             // Each failed attempt would log an ERROR; the breaker logs an outage once.
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(ConnectionManager::new(target.clone(), availability.clone()));
-        let write_gate = (target.backend() == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        let write_gate = (target.backend() == Backend::Sqlite)
+            .then(|| Arc::new(WriteGate::new(settings.group_commit_max)));
         Self {
             pool,
             target: target.clone(),
@@ -319,6 +323,11 @@ impl Database {
 
     pub fn backend(&self) -> Backend {
         self.target.backend()
+    }
+
+    /// SQLite: what group commit did since start.
+    pub fn group_commit_stats(&self) -> Option<GroupCommitStats> {
+        self.write_gate.as_ref().map(|gate| gate.stats())
     }
 
     pub fn availability(&self) -> &Availability {
@@ -337,15 +346,33 @@ impl Database {
         self.checkout(timeout.min(self.checkout_timeout))
     }
 
-    /// Runs `work`, which writes, with a connection, after the write gate (SQLite).
+    /// Runs `work`, which writes, with a connection of its own, after the write gate (SQLite;
+    /// a group of requests' writes still open there is committed first). Its transactions
+    /// commit as they end.
     pub fn write<T>(&self, work: impl FnOnce(&mut DbConnection) -> T) -> Result<T, Unavailable> {
         self.availability.check_migrated()?;
-        let _turn = self
-            .write_gate
-            .as_ref()
-            .map(|gate| gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let _turn = self.write_gate.as_ref().map(|gate| {
+            let mut turn = gate.take_turn();
+            gate.commit_open_group(&mut turn);
+            turn
+        });
         let mut conn = self.checkout(self.checkout_timeout)?;
         Ok(work(&mut conn))
+    }
+
+    /// Like `write`, for a request's write: on SQLite it may share its commit with the writes
+    /// queued behind it (`group_commit`), and returns once that commit is made. `work` runs
+    /// inside the group's transaction, its own `write_transaction`s as savepoints. On
+    /// PostgreSQL, the same as `write`.
+    pub fn write_grouped<T>(
+        &self,
+        work: impl FnOnce(&mut DbConnection) -> T,
+    ) -> Result<T, Unavailable> {
+        self.availability.check_migrated()?;
+        match &self.write_gate {
+            Some(gate) => gate.write_grouped(|| self.checkout(self.checkout_timeout), work),
+            None => self.write(work),
+        }
     }
 
     /// Waits for a pooled connection up to `timeout`, but not while the breaker is open: then
@@ -544,7 +571,12 @@ where
 {
     match conn {
         DbConnection::Sqlite(c) => {
-            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?
+            // Inside a write group's transaction (which holds the write lock): a savepoint.
+            if in_transaction(c) {
+                AnsiTransactionManager::begin_transaction(c)?
+            } else {
+                AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?
+            }
         }
         DbConnection::Pg(c) => AnsiTransactionManager::begin_transaction(c)?,
     }
@@ -566,6 +598,13 @@ where
             Err(e)
         }
     }
+}
+
+fn in_transaction(c: &mut SqliteConnection) -> bool {
+    !matches!(
+        AnsiTransactionManager::transaction_manager_status_mut(c).transaction_depth(),
+        Ok(None)
+    )
 }
 
 /// The SQLite file's folder: where the development webhook secret is kept.

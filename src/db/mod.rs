@@ -8,6 +8,7 @@ pub mod availability;
 pub mod connection;
 pub mod disputes;
 pub mod gauges;
+mod group_commit;
 pub mod jobs;
 pub mod models;
 pub mod reconciliation;

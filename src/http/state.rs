@@ -98,7 +98,7 @@ impl AppState {
                 }
             };
             if writes {
-                database.write(run)?
+                database.write_grouped(run)?
             } else {
                 run(&mut *database.read()?)
             }

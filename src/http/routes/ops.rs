@@ -91,6 +91,18 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         "The pool's size (database.pool_size).",
         f64::from(state.database.pool().max_size()),
     );
+    if let Some(grouped) = state.database.group_commit_stats() {
+        snapshot.counter(
+            "creditguard_sqlite_commits_total",
+            "SQLite: commits of request write groups (group commit).",
+            grouped.groups,
+        );
+        snapshot.counter(
+            "creditguard_sqlite_grouped_writes_total",
+            "SQLite: request writes committed in groups; over commits, the writes per commit.",
+            grouped.writes,
+        );
+    }
     snapshot.info(
         "creditguard_build_info",
         "The running build: version and database backend (always 1).",
