@@ -17,7 +17,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 pub use super::availability::{Availability, Unavailable};
 pub use super::group_commit::GroupCommitStats;
-use super::group_commit::WriteGate;
+use super::group_commit::{in_write_group, WriteGate};
 use crate::settings::DatabaseSettings;
 
 #[derive(diesel::MultiConnection)]
@@ -547,8 +547,12 @@ where
     loop {
         attempt += 1;
         match write_transaction_once(conn, &mut work) {
+            // Inside a write group the write lock is held already: contention cannot be waited
+            // out here, and the turn must not sleep.
             Err(e)
-                if attempt < WRITE_ATTEMPTS && e.as_database_error().is_some_and(is_retryable) =>
+                if attempt < WRITE_ATTEMPTS
+                    && !in_write_group()
+                    && e.as_database_error().is_some_and(is_retryable) =>
             {
                 let pause = Duration::from_millis(5u64 << attempt.min(6))
                     + Duration::from_micros(rand::random::<u64>() % 5_000);
@@ -574,6 +578,10 @@ where
             // Inside a write group's transaction (which holds the write lock): a savepoint.
             if in_transaction(c) {
                 AnsiTransactionManager::begin_transaction(c)?
+            } else if in_write_group() {
+                // The group's transaction is gone: a transaction of this write's own would
+                // commit alone while the group fails.
+                return Err(DieselError::BrokenTransactionManager.into());
             } else {
                 AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?
             }

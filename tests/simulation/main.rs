@@ -3,8 +3,10 @@
 //! `world` generates what happens from a seed and how Stripe delivers it; `fake_stripe` keeps
 //! Stripe's true money and answers creditguard's refund calls with faults; `oracle` says what
 //! the policy makes of it. The run drives the real `Application` over HTTP (the backend of
-//! `DATABASE_URL`) on the test clock, runs the job queue after every step, and checks the
-//! oracle's figures against the API after every step and `check-ledger` every few steps.
+//! `DATABASE_URL`) on the test clock and runs the job queue after every step. It checks each
+//! spend's and restore's answer as it comes, the accounts something happened to every few
+//! steps, every account and `check-ledger` less often, and at the end Stripe's money against
+//! creditguard's.
 //!
 //! `cargo test --test simulation` runs a few fixed seeds. Longer runs:
 //! `SIM_SEEDS=1-20 SIM_EVENTS=2000 cargo test --release --test simulation -- --nocapture`
@@ -20,7 +22,7 @@ mod oracle;
 mod world;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -70,8 +72,16 @@ struct Run {
     steps: usize,
     deliveries: usize,
     checks: usize,
+    /// Accounts something happened to since their last check.
+    touched: BTreeSet<String>,
     log: Vec<String>,
 }
+
+/// Steps between checks: of the accounts something happened to, of every account, and
+/// `check-ledger`.
+const CHECK_TOUCHED_EVERY: usize = 5;
+const CHECK_ALL_EVERY: usize = 100;
+const CHECK_LEDGER_EVERY: usize = 25;
 
 fn configure(settings: &mut creditguard::Settings, stripe: &str) {
     settings.stripe.api_base = stripe.to_owned();
@@ -126,6 +136,7 @@ impl Run {
             steps: 0,
             deliveries: 0,
             checks: 0,
+            touched: BTreeSet::new(),
             log: Vec::new(),
         };
         run.app
@@ -191,8 +202,12 @@ impl Run {
             }
         }
         self.run_jobs().await?;
-        self.check_accounts(false).await?;
-        if self.steps % 25 == 0 {
+        if self.steps % CHECK_ALL_EVERY == 0 {
+            self.check_accounts(true).await?;
+        } else if self.steps % CHECK_TOUCHED_EVERY == 0 {
+            self.check_accounts(false).await?;
+        }
+        if self.steps % CHECK_LEDGER_EVERY == 0 {
             self.check_ledger()?;
         }
         Ok(true)
@@ -253,6 +268,9 @@ impl Run {
             }
             Happening::Fail { generation } => {
                 let expected = self.model.fail(&generation);
+                if let Some(c) = self.model.consumptions.get(&generation) {
+                    self.touched.insert(c.account.clone());
+                }
                 let response = self
                     .app
                     .post_json(
@@ -383,6 +401,7 @@ impl Run {
         credits: i64,
     ) -> Result<(), Failure> {
         let expected = self.model.consume(account, generation, credits);
+        self.touched.insert(account.to_owned());
         let response = self.app.consume(account, generation, credits).await;
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or_default();
@@ -444,8 +463,20 @@ impl Run {
             let body = response.text().await.unwrap_or_default();
             return Err(self.fail(format!("a signed event answered {status}: {body}")));
         }
+        let account = match &fact {
+            Fact::Paid { account, .. } => Some(account.clone()),
+            _ => self.account_of(fact.payment_intent()),
+        };
+        self.touched.extend(account);
         self.model.deliver(event["id"].as_str().unwrap(), fact);
         Ok(())
+    }
+
+    fn account_of(&self, payment_intent: &str) -> Option<String> {
+        self.model
+            .purchases
+            .get(payment_intent)
+            .map(|p| p.account.clone())
     }
 
     /// Runs every due job, then tells the oracle what Stripe answered creditguard's calls, and
@@ -471,6 +502,7 @@ impl Run {
         for (key, payment_intent, answer) in calls {
             self.log
                 .push(format!("  stripe answered {key}: {answer:?}"));
+            self.touched.extend(self.account_of(&payment_intent));
             match answer {
                 Answer::Made => self
                     .model
@@ -503,12 +535,18 @@ impl Run {
             .await
     }
 
-    /// Every account the oracle follows exactly: its balance, status and each lot's credits.
+    /// Every account (`all`), or those something happened to since their last check: status,
+    /// and for those the oracle follows exactly, the balance and each lot's credits.
     async fn check_accounts(&mut self, all: bool) -> Result<(), Failure> {
-        let accounts: Vec<String> = self.model.accounts.keys().cloned().collect();
+        let accounts: Vec<String> = if all {
+            self.touched.clear();
+            self.model.accounts.keys().cloned().collect()
+        } else {
+            std::mem::take(&mut self.touched).into_iter().collect()
+        };
         for account in accounts {
-            if !all && self.steps % 5 != 0 {
-                break;
+            if !self.model.accounts.contains_key(&account) {
+                continue;
             }
             self.checks += 1;
             let view = self.app.account(&account).await;
@@ -740,7 +778,7 @@ async fn seeded_worlds_agree_with_the_oracle() {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "simulation: {} seeds, {steps} steps, {deliveries} deliveries ({:.0}/s), {checks} account checks, check-ledger every 25 steps: no violation",
+        "simulation: {} seeds, {steps} steps, {deliveries} deliveries ({:.0}/s), {checks} account checks, check-ledger every {CHECK_LEDGER_EVERY} steps: no violation",
         seeds().len(),
         deliveries as f64 / secs
     );

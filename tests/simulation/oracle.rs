@@ -145,7 +145,7 @@ pub enum Fact {
 }
 
 impl Fact {
-    fn payment_intent(&self) -> &str {
+    pub fn payment_intent(&self) -> &str {
         match self {
             Fact::Paid { payment_intent, .. }
             | Fact::DisputeOpened { payment_intent, .. }
