@@ -37,7 +37,7 @@ use wiremock::{Mock, MockServer};
 
 use fake_stripe::{refund_object, Answer, FakeStripe, Truth};
 use helpers::*;
-use oracle::{Fact, Model, OurRefund, Spend};
+use oracle::{Fact, Model, OurRefund, Restore, Spend};
 use world::{Happening, Planned};
 
 /// Something the run does at a world time: a happening, or one delivery of a Stripe event.
@@ -74,6 +74,8 @@ struct Run {
     checks: usize,
     /// Accounts something happened to since their last check.
     touched: BTreeSet<String>,
+    /// When each dispute opened (Stripe's `created`, which CB4 counts by).
+    dispute_opened: BTreeMap<String, i64>,
     log: Vec<String>,
 }
 
@@ -137,6 +139,7 @@ impl Run {
             deliveries: 0,
             checks: 0,
             touched: BTreeSet::new(),
+            dispute_opened: BTreeMap::new(),
             log: Vec::new(),
         };
         run.app
@@ -282,8 +285,9 @@ impl Run {
                 let status = response.status().as_u16();
                 let body: Value = response.json().await.unwrap_or_default();
                 match expected {
-                    None if status == 404 => {}
-                    Some(restored) if status == 200 => {
+                    Restore::NotFound if status == 404 => {}
+                    Restore::Terminated if status == 403 => {}
+                    Restore::Restored(restored) if status == 200 => {
                         let account = &self.model.consumptions[&generation].account;
                         if self.model.exact(account) && body["restored"] != json!(restored) {
                             return Err(self.fail(format!(
@@ -319,6 +323,7 @@ impl Run {
             Happening::DisputeOpen {
                 dispute,
                 payment_intent,
+                fraudulent,
             } => {
                 let Some(amount) = self
                     .truth
@@ -342,21 +347,25 @@ impl Run {
                     &payment_intent,
                     Some(&charge_of(&payment_intent)),
                     "needs_response",
-                    "product_not_received",
+                    dispute_reason(fraudulent),
                     amount,
                     self.now(),
                 );
+                self.dispute_opened.insert(dispute.clone(), self.now());
                 self.send(
                     event,
                     Fact::DisputeOpened {
                         dispute,
                         payment_intent,
+                        created: self.now(),
+                        fraudulent,
                     },
                 );
             }
             Happening::DisputeClose {
                 dispute,
                 payment_intent,
+                fraudulent,
                 won,
             } => {
                 let amount = {
@@ -371,21 +380,29 @@ impl Run {
                     }
                     truth.charges[&payment_intent]
                 };
+                // A shrunk world may have lost the opening: the dispute then opens as it closes.
+                let created = self
+                    .dispute_opened
+                    .get(&dispute)
+                    .copied()
+                    .unwrap_or_else(|| self.now());
                 let event = dispute_event(
                     "closed",
                     &dispute,
                     &payment_intent,
                     Some(&charge_of(&payment_intent)),
                     if won { "won" } else { "lost" },
-                    "product_not_received",
+                    dispute_reason(fraudulent),
                     amount,
-                    self.now(),
+                    created,
                 );
                 self.send(
                     event,
                     Fact::DisputeClosed {
                         dispute,
                         payment_intent,
+                        created,
+                        fraudulent,
                         won,
                     },
                 );
@@ -413,7 +430,7 @@ impl Run {
                 status == 200 && (!self.model.exact(account) || body["balance"] == json!(balance))
             }
             Spend::NotFound => status == 404,
-            Spend::Suspended => status == 403,
+            Spend::Suspended | Spend::Terminated => status == 403,
             Spend::Insufficient => status == 402,
         };
         if !ok {
@@ -562,6 +579,7 @@ impl Run {
             let expected_status = match self.model.accounts[&account] {
                 oracle::AccountStatus::Active => "active",
                 oracle::AccountStatus::Suspended => "suspended",
+                oracle::AccountStatus::Terminated => "terminated",
             };
             if view["status"] != json!(expected_status) {
                 return Err(self.fail(format!(
@@ -737,13 +755,18 @@ async fn seeded_worlds_agree_with_the_oracle() {
                     .filter(|p| p.our_refund.is_some())
                     .count();
                 let exact = m.accounts.keys().filter(|a| m.exact(a)).count();
+                let terminated = m
+                    .accounts
+                    .values()
+                    .filter(|s| **s == oracle::AccountStatus::Terminated)
+                    .count();
                 let restores = m
                     .consumptions
                     .values()
                     .filter(|c| c.restored.is_some())
                     .count();
                 println!(
-                    "seed {seed}: {} purchases, {d1} D1 refunds, {} disputes, {} consumptions, {restores} T1 restores, {} Stripe refunds, {exact} of {} accounts followed exactly",
+                    "seed {seed}: {} purchases, {d1} D1 or M1 refunds, {} disputes, {terminated} accounts terminated (CB4), {} consumptions, {restores} T1 restores, {} Stripe refunds, {exact} of {} accounts followed exactly",
                     m.purchases.len(),
                     m.disputes.len(),
                     m.consumptions.len(),
@@ -782,4 +805,12 @@ async fn seeded_worlds_agree_with_the_oracle() {
         seeds().len(),
         deliveries as f64 / secs
     );
+}
+
+fn dispute_reason(fraudulent: bool) -> &'static str {
+    if fraudulent {
+        "fraudulent"
+    } else {
+        "product_not_received"
+    }
 }

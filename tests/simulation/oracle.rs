@@ -2,7 +2,8 @@
 //! fed the same facts in the same order as the service (deliveries as they arrive, API calls,
 //! what Stripe answered to creditguard's refund calls). Each rule's line names its id.
 //!
-//! Exact for P1, D1, U1, FIFO spending, T1, O1, CB1, CB2 and CB3. A purchase whose outcome
+//! Exact for P1, D1, U1, FIFO spending, T1, O1, CB1, CB2, CB3, CB4, and M1's refund of a
+//! payment to a terminated account. A purchase whose outcome
 //! depends on timing the model does not see (a dispute opened while a refund of ours waits for
 //! Stripe: canceled, or made?) is marked `inexact`: its account is then held to the invariants
 //! only (check-ledger, the money cap) and to Stripe's money at the end.
@@ -11,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub const WINDOW_SECS: i64 = 15 * 60;
 pub const UNUSED_SHARE: f64 = 0.9;
+pub const MAX_DISPUTES: usize = 2;
+pub const DISPUTE_LOOKBACK_SECS: i64 = 365 * 86_400;
 
 pub fn package(id: &str) -> (i64, i64) {
     match id {
@@ -40,6 +43,7 @@ pub fn refunded_credits(refunded: i64, amount: i64, granted: i64) -> i64 {
 pub enum AccountStatus {
     Active,
     Suspended,
+    Terminated,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +104,8 @@ pub enum DisputeState {
 #[derive(Debug, Clone)]
 pub struct Dispute {
     pub payment_intent: String,
+    pub created: i64,
+    pub fraudulent: bool,
     pub revoked: i64,
     pub state: DisputeState,
 }
@@ -124,13 +130,18 @@ pub enum Fact {
         amount: i64,
         paid_at: i64,
     },
+    /// `created`: Stripe's time of the dispute (CB4 counts by it).
     DisputeOpened {
         dispute: String,
         payment_intent: String,
+        created: i64,
+        fraudulent: bool,
     },
     DisputeClosed {
         dispute: String,
         payment_intent: String,
+        created: i64,
+        fraudulent: bool,
         won: bool,
     },
     /// `refund.created`: Stripe names one refund (creditguard's own when `ours`).
@@ -163,7 +174,17 @@ pub enum Spend {
     Replayed { balance: i64 },
     NotFound,
     Suspended,
+    Terminated,
     Insufficient,
+}
+
+/// What the service should answer to a failed generation's report (T1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restore {
+    Restored(i64),
+    NotFound,
+    /// CB4, V1: the account's credits were revoked for good; the report is refused.
+    Terminated,
 }
 
 #[derive(Default)]
@@ -216,9 +237,20 @@ impl Model {
         }
         match fact {
             Fact::Paid { .. } => unreachable!(),
-            Fact::DisputeOpened { dispute, .. } => self.open_dispute(&dispute, &pi),
-            Fact::DisputeClosed { dispute, won, .. } => {
-                self.open_dispute(&dispute, &pi);
+            Fact::DisputeOpened {
+                dispute,
+                created,
+                fraudulent,
+                ..
+            } => self.open_dispute(&dispute, &pi, created, fraudulent),
+            Fact::DisputeClosed {
+                dispute,
+                created,
+                fraudulent,
+                won,
+                ..
+            } => {
+                self.open_dispute(&dispute, &pi, created, fraudulent);
                 self.close_dispute(&dispute, won);
             }
             Fact::RefundCreated { ours: true, .. } => {
@@ -306,10 +338,16 @@ impl Model {
         if self.purchases.contains_key(&payment_intent) {
             return;
         }
-        let (credits, _) = package(&package_id);
-        self.accounts
+        let (mut credits, _) = package(&package_id);
+        let status = *self
+            .accounts
             .entry(account.clone())
             .or_insert(AccountStatus::Active);
+        // M1: a payment to a terminated account is not credited, and is refunded in full at once.
+        let terminated = status == AccountStatus::Terminated;
+        if terminated {
+            credits = 0;
+        }
         self.purchases.insert(
             payment_intent.clone(),
             Purchase {
@@ -321,7 +359,7 @@ impl Model {
                 paid_at,
                 disputed: false,
                 dispute: None,
-                our_refund: None,
+                our_refund: terminated.then_some((amount, 0, OurRefund::Pending)),
                 outside_named: BTreeMap::new(),
                 outside_unnamed: 0,
                 shortfall: 0,
@@ -330,7 +368,9 @@ impl Model {
             },
         );
         self.order.push(payment_intent.clone());
-        self.judge_duplicate(&payment_intent);
+        if !terminated {
+            self.judge_duplicate(&payment_intent);
+        }
         // Deferred facts about this payment, in the order they were kept.
         let (waking, rest): (Vec<Fact>, Vec<Fact>) = std::mem::take(&mut self.pending)
             .into_iter()
@@ -411,6 +451,9 @@ impl Model {
     /// them out (CB3), and the lot never holds more than its unrefunded money buys.
     fn return_credits(&mut self, payment_intent: &str, credits: i64) -> i64 {
         let purchase = &self.purchases[payment_intent];
+        if self.accounts[&purchase.account] == AccountStatus::Terminated {
+            return 0; // CB4, V1: revoked for good
+        }
         if let Some(dispute) = purchase.dispute.clone() {
             match self.disputes[&dispute].state {
                 DisputeState::Open => {
@@ -432,8 +475,15 @@ impl Model {
         to_lot
     }
 
-    /// CB1: the purchase is disputed, its unused credits revoked, the account suspended.
-    fn open_dispute(&mut self, dispute: &str, payment_intent: &str) {
+    /// CB1: the purchase is disputed, its unused credits revoked, the account suspended; CB4:
+    /// terminated if it has `MAX_DISPUTES` disputes within the look-back, before or after.
+    fn open_dispute(
+        &mut self,
+        dispute: &str,
+        payment_intent: &str,
+        created: i64,
+        fraudulent: bool,
+    ) {
         if self.disputes.contains_key(dispute) {
             return;
         }
@@ -451,11 +501,39 @@ impl Model {
             dispute.to_owned(),
             Dispute {
                 payment_intent: payment_intent.to_owned(),
+                created,
+                fraudulent,
                 revoked,
                 state: DisputeState::Open,
             },
         );
-        self.accounts.insert(account, AccountStatus::Suspended);
+        self.set_status(&account, AccountStatus::Suspended);
+        let near = self
+            .disputes
+            .values()
+            .filter(|d| self.purchases[&d.payment_intent].account == account)
+            .filter(|d| (d.created - created).abs() <= DISPUTE_LOOKBACK_SECS)
+            .count();
+        if near >= MAX_DISPUTES {
+            self.terminate(&account);
+        }
+    }
+
+    /// CB4: every unused credit of the account revoked for good; the account terminated.
+    fn terminate(&mut self, account: &str) {
+        for purchase in self.purchases.values_mut() {
+            if purchase.account == account {
+                purchase.remaining = 0;
+            }
+        }
+        self.set_status(account, AccountStatus::Terminated);
+    }
+
+    /// A termination is final.
+    fn set_status(&mut self, account: &str, status: AccountStatus) {
+        if self.accounts[account] != AccountStatus::Terminated {
+            self.accounts.insert(account.to_owned(), status);
+        }
     }
 
     /// CB2 (won): the revoked credits come back by the return path; CB3 (lost): they stay out.
@@ -476,11 +554,15 @@ impl Model {
             self.purchases.get_mut(&payment_intent).unwrap().disputed = false;
         }
         let account = self.purchases[&payment_intent].account.clone();
+        if !won && self.disputes[dispute].fraudulent {
+            self.terminate(&account); // CB4: a fraudulent dispute lost
+            return;
+        }
         let others_open = self.disputes.values().any(|d| {
             d.state == DisputeState::Open && self.purchases[&d.payment_intent].account == account
         });
         if !others_open {
-            self.accounts.insert(account, AccountStatus::Active);
+            self.set_status(&account, AccountStatus::Active);
         }
     }
 
@@ -499,6 +581,7 @@ impl Model {
         match self.accounts.get(account) {
             None => return Spend::NotFound,
             Some(AccountStatus::Suspended) => return Spend::Suspended,
+            Some(AccountStatus::Terminated) => return Spend::Terminated,
             Some(AccountStatus::Active) => {}
         }
         if self.balance(account) < credits {
@@ -531,11 +614,16 @@ impl Model {
     }
 
     /// T1: the generation's credits go back to the lots they came from (the return path);
-    /// repeating restores nothing more. None for an unknown generation.
-    pub fn fail(&mut self, generation: &str) -> Option<i64> {
-        let consumption = self.consumptions.get(generation)?.clone();
+    /// repeating restores nothing more; a terminated account's report is refused (CB4, V1).
+    pub fn fail(&mut self, generation: &str) -> Restore {
+        let Some(consumption) = self.consumptions.get(generation).cloned() else {
+            return Restore::NotFound;
+        };
         if let Some(restored) = consumption.restored {
-            return Some(restored);
+            return Restore::Restored(restored);
+        }
+        if self.accounts[&consumption.account] == AccountStatus::Terminated {
+            return Restore::Terminated;
         }
         let restored = consumption
             .draws
@@ -543,6 +631,6 @@ impl Model {
             .map(|(pi, n)| self.return_credits(pi, *n))
             .sum();
         self.consumptions.get_mut(generation).unwrap().restored = Some(restored);
-        Some(restored)
+        Restore::Restored(restored)
     }
 }

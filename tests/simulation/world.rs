@@ -1,5 +1,6 @@
 //! The generator: from a seed, what happens in a Stripe world (payments, duplicates inside and
-//! outside D1's window, spending, failed generations, Dashboard refunds, disputes won and lost),
+//! outside D1's window, spending, failed generations, Dashboard refunds, disputes won and lost,
+//! fraudulent ones, a second dispute of an account now and then: CB4),
 //! and the delivery model that turns Stripe's events into what creditguard receives (each
 //! delivered 1–3 times, reordered, delayed up to 3 days; a lost answer is a repeat delivery).
 
@@ -33,13 +34,17 @@ pub enum Happening {
         payment_intent: String,
         amount: i64,
     },
+    /// `fraudulent`: the cardholder's reason (CB4 terminates on losing one); otherwise
+    /// `product_not_received`.
     DisputeOpen {
         dispute: String,
         payment_intent: String,
+        fraudulent: bool,
     },
     DisputeClose {
         dispute: String,
         payment_intent: String,
+        fraudulent: bool,
         won: bool,
     },
 }
@@ -59,7 +64,10 @@ pub struct Generator {
     /// (payment intent, account, package).
     payments: Vec<(String, String, &'static str)>,
     generations: Vec<(String, String)>,
-    /// Payment intents with a dispute already (one per account at most: CB4 is out of scope).
+    /// Payment intents with a dispute already (Stripe opens one per charge).
+    disputed: std::collections::BTreeSet<String>,
+    /// Accounts with a dispute already: a second one (CB4's limit) is rarer, so that most
+    /// accounts live on.
     disputed_accounts: std::collections::BTreeSet<String>,
     next: u64,
 }
@@ -77,6 +85,7 @@ impl Generator {
             accounts,
             payments: Vec::new(),
             generations: Vec::new(),
+            disputed: Default::default(),
             disputed_accounts: Default::default(),
             next: 0,
         }
@@ -148,6 +157,11 @@ impl Generator {
     }
 
     fn pay(&mut self) -> Happening {
+        // New customers keep arriving, so a world goes on after CB4 terminated some.
+        if self.rng.random_bool(0.05) {
+            let account = format!("sim{}_acct{}", self.seed, self.accounts.len());
+            self.accounts.push(account);
+        }
         let account = self.account();
         let package = if self.rng.random_bool(0.8) {
             "pack_100"
@@ -223,21 +237,28 @@ impl Generator {
 
     fn dispute_of(&mut self, i: usize, planned: &mut Vec<Planned>) -> Option<Happening> {
         let (payment_intent, account, _) = self.payments[i].clone();
-        if !self.disputed_accounts.insert(account) {
+        if self.disputed.contains(&payment_intent)
+            || (self.disputed_accounts.contains(&account) && !self.rng.random_bool(0.05))
+        {
             return None;
         }
+        self.disputed.insert(payment_intent.clone());
+        self.disputed_accounts.insert(account);
         let dispute = self.id("dp");
+        let fraudulent = self.rng.random_bool(0.1);
         planned.push(Planned {
             at: self.now + self.rng.random_range(86_400..10 * 86_400),
             what: Happening::DisputeClose {
                 dispute: dispute.clone(),
                 payment_intent: payment_intent.clone(),
+                fraudulent,
                 won: self.rng.random_bool(0.5),
             },
         });
         Some(Happening::DisputeOpen {
             dispute,
             payment_intent,
+            fraudulent,
         })
     }
 }
