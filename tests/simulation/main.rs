@@ -320,10 +320,33 @@ impl Run {
                     self.announce_refund(&refund, false);
                 }
             }
+            Happening::FraudWarning {
+                payment_intent,
+                actionable,
+            } => {
+                if !self
+                    .truth
+                    .lock()
+                    .unwrap()
+                    .charges
+                    .contains_key(&payment_intent)
+                {
+                    return Ok(()); // a shrunk world may have lost the payment
+                }
+                let mut event = early_fraud_warning(&payment_intent, actionable);
+                event["data"]["object"]["charge"] = json!(charge_of(&payment_intent));
+                self.send(
+                    event,
+                    Fact::FraudWarning {
+                        payment_intent,
+                        actionable,
+                    },
+                );
+            }
             Happening::DisputeOpen {
                 dispute,
                 payment_intent,
-                fraudulent,
+                kind,
             } => {
                 let Some(amount) = self
                     .truth
@@ -346,8 +369,12 @@ impl Run {
                     &dispute,
                     &payment_intent,
                     Some(&charge_of(&payment_intent)),
-                    "needs_response",
-                    dispute_reason(fraudulent),
+                    if kind.inquiry {
+                        "warning_needs_response"
+                    } else {
+                        "needs_response"
+                    },
+                    dispute_reason(kind),
                     amount,
                     self.now(),
                 );
@@ -358,14 +385,14 @@ impl Run {
                         dispute,
                         payment_intent,
                         created: self.now(),
-                        fraudulent,
+                        kind,
                     },
                 );
             }
             Happening::DisputeClose {
                 dispute,
                 payment_intent,
-                fraudulent,
+                kind,
                 won,
             } => {
                 let amount = {
@@ -391,8 +418,12 @@ impl Run {
                     &dispute,
                     &payment_intent,
                     Some(&charge_of(&payment_intent)),
-                    if won { "won" } else { "lost" },
-                    dispute_reason(fraudulent),
+                    match (kind.inquiry, won) {
+                        (true, _) => "warning_closed",
+                        (false, true) => "won",
+                        (false, false) => "lost",
+                    },
+                    dispute_reason(kind),
                     amount,
                     created,
                 );
@@ -402,7 +433,7 @@ impl Run {
                         dispute,
                         payment_intent,
                         created,
-                        fraudulent,
+                        kind,
                         won,
                     },
                 );
@@ -578,7 +609,7 @@ impl Run {
             }
             let expected_status = match self.model.accounts[&account] {
                 oracle::AccountStatus::Active => "active",
-                oracle::AccountStatus::Suspended => "suspended",
+                oracle::AccountStatus::Suspended(_) => "suspended",
                 oracle::AccountStatus::Terminated => "terminated",
             };
             if view["status"] != json!(expected_status) {
@@ -766,7 +797,7 @@ async fn seeded_worlds_agree_with_the_oracle() {
                     .filter(|c| c.restored.is_some())
                     .count();
                 println!(
-                    "seed {seed}: {} purchases, {d1} D1 or M1 refunds, {} disputes, {terminated} accounts terminated (CB4), {} consumptions, {restores} T1 restores, {} Stripe refunds, {exact} of {} accounts followed exactly",
+                    "seed {seed}: {} purchases, {d1} refunds of ours (D1, M1, E1), {} disputes, {terminated} accounts terminated (CB4), {} consumptions, {restores} T1 restores, {} Stripe refunds, {exact} of {} accounts followed exactly",
                     m.purchases.len(),
                     m.disputes.len(),
                     m.consumptions.len(),
@@ -807,8 +838,8 @@ async fn seeded_worlds_agree_with_the_oracle() {
     );
 }
 
-fn dispute_reason(fraudulent: bool) -> &'static str {
-    if fraudulent {
+fn dispute_reason(kind: oracle::DisputeKind) -> &'static str {
+    if kind.fraudulent {
         "fraudulent"
     } else {
         "product_not_received"

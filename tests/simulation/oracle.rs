@@ -42,8 +42,15 @@ pub fn refunded_credits(refunded: i64, amount: i64, granted: i64) -> i64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountStatus {
     Active,
-    Suspended,
+    Suspended(SuspendedFor),
     Terminated,
+}
+
+/// A suspension's reason: a dispute's ends lift only their own (CB2, CB3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuspendedFor {
+    Dispute,
+    FraudWarning,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,11 +108,19 @@ pub enum DisputeState {
     Lost,
 }
 
+/// A dispute's reason and kind: an inquiry (`warning_*`) is held like CB1 but does not count
+/// for CB4, and closes `warning_closed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisputeKind {
+    pub fraudulent: bool,
+    pub inquiry: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Dispute {
     pub payment_intent: String,
     pub created: i64,
-    pub fraudulent: bool,
+    pub kind: DisputeKind,
     pub revoked: i64,
     pub state: DisputeState,
 }
@@ -135,13 +150,13 @@ pub enum Fact {
         dispute: String,
         payment_intent: String,
         created: i64,
-        fraudulent: bool,
+        kind: DisputeKind,
     },
     DisputeClosed {
         dispute: String,
         payment_intent: String,
         created: i64,
-        fraudulent: bool,
+        kind: DisputeKind,
         won: bool,
     },
     /// `refund.created`: Stripe names one refund (creditguard's own when `ours`).
@@ -153,6 +168,11 @@ pub enum Fact {
     },
     /// `charge.refunded`: the charge's refunded total, refunds not listed.
     ChargeRefunded { payment_intent: String, total: i64 },
+    /// `radar.early_fraud_warning.created`.
+    FraudWarning {
+        payment_intent: String,
+        actionable: bool,
+    },
 }
 
 impl Fact {
@@ -162,7 +182,8 @@ impl Fact {
             | Fact::DisputeOpened { payment_intent, .. }
             | Fact::DisputeClosed { payment_intent, .. }
             | Fact::RefundCreated { payment_intent, .. }
-            | Fact::ChargeRefunded { payment_intent, .. } => payment_intent,
+            | Fact::ChargeRefunded { payment_intent, .. }
+            | Fact::FraudWarning { payment_intent, .. } => payment_intent,
         }
     }
 }
@@ -240,17 +261,17 @@ impl Model {
             Fact::DisputeOpened {
                 dispute,
                 created,
-                fraudulent,
+                kind,
                 ..
-            } => self.open_dispute(&dispute, &pi, created, fraudulent),
+            } => self.open_dispute(&dispute, &pi, created, kind),
             Fact::DisputeClosed {
                 dispute,
                 created,
-                fraudulent,
+                kind,
                 won,
                 ..
             } => {
-                self.open_dispute(&dispute, &pi, created, fraudulent);
+                self.open_dispute(&dispute, &pi, created, kind);
                 self.close_dispute(&dispute, won);
             }
             Fact::RefundCreated { ours: true, .. } => {
@@ -282,7 +303,34 @@ impl Model {
                 self.outside_refunded(&pi, amount - itemised);
             }
             Fact::ChargeRefunded { total, .. } => self.charge_total(&pi, total),
+            Fact::FraudWarning { actionable, .. } => self.fraud_warning(&pi, actionable),
         }
+    }
+
+    /// E1: an actionable warning on a charge neither refunded nor disputed refunds its unused
+    /// share (U1), revokes those credits and suspends the account pending review.
+    fn fraud_warning(&mut self, pi: &str, actionable: bool) {
+        let purchase = self.purchases.get_mut(pi).unwrap();
+        let refundable = purchase.amount - purchase.refunded();
+        if !actionable || purchase.disputed || refundable <= 0 {
+            return;
+        }
+        if matches!(purchase.our_refund, Some((_, _, OurRefund::Pending))) {
+            // A second refund while ours waits for Stripe: which one Stripe makes is timing.
+            purchase.inexact = true;
+        } else {
+            let amount = if purchase.granted <= 0 {
+                refundable
+            } else {
+                unused_share(purchase.amount, purchase.remaining, purchase.granted).min(refundable)
+            };
+            if amount > 0 {
+                purchase.our_refund = Some((amount, purchase.remaining, OurRefund::Pending));
+                purchase.remaining = 0;
+            }
+        }
+        let account = purchase.account.clone();
+        self.suspend(&account, SuspendedFor::FraudWarning);
     }
 
     /// `charge.refunded`: the part of Stripe's total no named refund explains is one unnamed
@@ -476,13 +524,14 @@ impl Model {
     }
 
     /// CB1: the purchase is disputed, its unused credits revoked, the account suspended; CB4:
-    /// terminated if it has `MAX_DISPUTES` disputes within the look-back, before or after.
+    /// terminated if it has `MAX_DISPUTES` disputes (inquiries aside) within the look-back,
+    /// before or after.
     fn open_dispute(
         &mut self,
         dispute: &str,
         payment_intent: &str,
         created: i64,
-        fraudulent: bool,
+        kind: DisputeKind,
     ) {
         if self.disputes.contains_key(dispute) {
             return;
@@ -502,16 +551,17 @@ impl Model {
             Dispute {
                 payment_intent: payment_intent.to_owned(),
                 created,
-                fraudulent,
+                kind,
                 revoked,
                 state: DisputeState::Open,
             },
         );
-        self.set_status(&account, AccountStatus::Suspended);
+        self.suspend(&account, SuspendedFor::Dispute);
         let near = self
             .disputes
             .values()
             .filter(|d| self.purchases[&d.payment_intent].account == account)
+            .filter(|d| !d.kind.inquiry)
             .filter(|d| (d.created - created).abs() <= DISPUTE_LOOKBACK_SECS)
             .count();
         if near >= MAX_DISPUTES {
@@ -526,13 +576,16 @@ impl Model {
                 purchase.remaining = 0;
             }
         }
-        self.set_status(account, AccountStatus::Terminated);
+        self.accounts
+            .insert(account.to_owned(), AccountStatus::Terminated);
     }
 
-    /// A termination is final.
-    fn set_status(&mut self, account: &str, status: AccountStatus) {
-        if self.accounts[account] != AccountStatus::Terminated {
-            self.accounts.insert(account.to_owned(), status);
+    /// Only an active account is suspended: an earlier suspension keeps its reason, a
+    /// termination is final.
+    fn suspend(&mut self, account: &str, reason: SuspendedFor) {
+        if self.accounts[account] == AccountStatus::Active {
+            self.accounts
+                .insert(account.to_owned(), AccountStatus::Suspended(reason));
         }
     }
 
@@ -554,15 +607,18 @@ impl Model {
             self.purchases.get_mut(&payment_intent).unwrap().disputed = false;
         }
         let account = self.purchases[&payment_intent].account.clone();
-        if !won && self.disputes[dispute].fraudulent {
+        if !won && self.disputes[dispute].kind.fraudulent {
             self.terminate(&account); // CB4: a fraudulent dispute lost
             return;
         }
         let others_open = self.disputes.values().any(|d| {
             d.state == DisputeState::Open && self.purchases[&d.payment_intent].account == account
         });
-        if !others_open {
-            self.set_status(&account, AccountStatus::Active);
+        // CB2, CB3 lift a dispute's suspension only (E1's waits for a person).
+        if !others_open
+            && self.accounts[&account] == AccountStatus::Suspended(SuspendedFor::Dispute)
+        {
+            self.accounts.insert(account, AccountStatus::Active);
         }
     }
 
@@ -580,7 +636,7 @@ impl Model {
         }
         match self.accounts.get(account) {
             None => return Spend::NotFound,
-            Some(AccountStatus::Suspended) => return Spend::Suspended,
+            Some(AccountStatus::Suspended(_)) => return Spend::Suspended,
             Some(AccountStatus::Terminated) => return Spend::Terminated,
             Some(AccountStatus::Active) => {}
         }

@@ -1,11 +1,14 @@
 //! The generator: from a seed, what happens in a Stripe world (payments, duplicates inside and
 //! outside D1's window, spending, failed generations, Dashboard refunds, disputes won and lost,
-//! fraudulent ones, a second dispute of an account now and then: CB4),
+//! fraudulent ones, inquiries, a second dispute of an account now and then: CB4, early fraud
+//! warnings),
 //! and the delivery model that turns Stripe's events into what creditguard receives (each
 //! delivered 1–3 times, reordered, delayed up to 3 days; a lost answer is a repeat delivery).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+use crate::oracle::DisputeKind;
 
 pub const START: i64 = 1_795_000_000;
 
@@ -34,17 +37,20 @@ pub enum Happening {
         payment_intent: String,
         amount: i64,
     },
-    /// `fraudulent`: the cardholder's reason (CB4 terminates on losing one); otherwise
-    /// `product_not_received`.
+    /// Radar's early fraud warning on a payment (E1 acts on an actionable one).
+    FraudWarning {
+        payment_intent: String,
+        actionable: bool,
+    },
     DisputeOpen {
         dispute: String,
         payment_intent: String,
-        fraudulent: bool,
+        kind: DisputeKind,
     },
     DisputeClose {
         dispute: String,
         payment_intent: String,
-        fraudulent: bool,
+        kind: DisputeKind,
         won: bool,
     },
 }
@@ -133,7 +139,14 @@ impl Generator {
                     }
                 }
                 66..=71 if !self.payments.is_empty() => self.dashboard_refund(),
-                72..=79 if !self.payments.is_empty() => match self.dispute(&mut planned) {
+                72..=73 if !self.payments.is_empty() => {
+                    let i = self.recent(self.payments.len());
+                    Happening::FraudWarning {
+                        payment_intent: self.payments[i].0.clone(),
+                        actionable: self.rng.random_bool(0.8),
+                    }
+                }
+                74..=79 if !self.payments.is_empty() => match self.dispute(&mut planned) {
                     Some(open) => open,
                     None => continue,
                 },
@@ -245,20 +258,24 @@ impl Generator {
         self.disputed.insert(payment_intent.clone());
         self.disputed_accounts.insert(account);
         let dispute = self.id("dp");
-        let fraudulent = self.rng.random_bool(0.1);
+        let kind = DisputeKind {
+            fraudulent: self.rng.random_bool(0.1),
+            inquiry: self.rng.random_bool(0.2),
+        };
         planned.push(Planned {
             at: self.now + self.rng.random_range(86_400..10 * 86_400),
             what: Happening::DisputeClose {
                 dispute: dispute.clone(),
                 payment_intent: payment_intent.clone(),
-                fraudulent,
-                won: self.rng.random_bool(0.5),
+                kind,
+                // An inquiry ends without a chargeback (`warning_closed`).
+                won: kind.inquiry || self.rng.random_bool(0.5),
             },
         });
         Some(Happening::DisputeOpen {
             dispute,
             payment_intent,
-            fraudulent,
+            kind,
         })
     }
 }
