@@ -3,7 +3,7 @@
 //! refunds made outside creditguard. Calls to Stripe happen later, in `jobs`.
 
 use super::lookup::{find_purchase, lock_purchase, until_purchase_arrives};
-use super::refunding::{refresh_purchase_status, revoke_for_refund, settle};
+use super::refunding::{itemise_unnamed, refresh_purchase_status, revoke_for_refund, settle};
 use super::{record_purchase_decision, Applied, FlowContext, IngestError};
 use crate::db::models::Purchase;
 use crate::db::refunds::{self, NewRefund, Refund, ORIGIN_STRIPE};
@@ -287,28 +287,8 @@ fn record_outside_refund(
         // A refund Stripe names is taken out of the unnamed total (as far as it reaches), with
         // its share of the credits that total revoked (so a failure later gives them back).
         (Some(stripe_id), Some(unnamed)) => {
-            let itemised = amount.min(unnamed.amount);
-            let share = |credits: i64| {
-                if unnamed.amount <= 0 {
-                    0
-                } else {
-                    (i128::from(credits) * i128::from(itemised) / i128::from(unnamed.amount)) as i64
-                }
-            };
-            let (moved_revoked, moved_shortfall) = (
-                share(unnamed.credits_revoked),
-                share(unnamed.credits_shortfall),
-            );
-            Refund::add_credits(conn, &unnamed.id, -moved_revoked, -moved_shortfall)?;
-            Refund::set_amount(
-                conn,
-                &unnamed.id,
-                unnamed.amount - itemised,
-                &format!(
-                    "made outside creditguard; {itemised} of it itemised by Stripe as {stripe_id}"
-                ),
-                ctx.now,
-            )?;
+            let (moved_revoked, moved_shortfall) =
+                itemise_unnamed(conn, &unnamed, amount, stripe_id, ctx)?;
             let id = insert_outside(conn, purchase, &outside, ctx)?;
             Refund::add_credits(conn, &id, moved_revoked, moved_shortfall)?;
             id

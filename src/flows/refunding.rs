@@ -180,6 +180,39 @@ pub fn still_due(
     Ok(StillDue::Done)
 }
 
+/// Stripe names `amount` of what an unnamed outside refund (`charge.refunded`'s total) counted:
+/// the unnamed row shrinks by as much of it as it holds and gives up the same share of the
+/// credits it revoked and of its shortfall, which the caller's refund takes over. Returns those
+/// shares (revoked, shortfall).
+pub(crate) fn itemise_unnamed(
+    conn: &mut DbConnection,
+    unnamed: &Refund,
+    amount: i64,
+    named_as: &str,
+    ctx: FlowContext<'_>,
+) -> Result<(i64, i64), IngestError> {
+    let itemised = amount.min(unnamed.amount).max(0);
+    if itemised == 0 {
+        return Ok((0, 0));
+    }
+    let share = |credits: i64| {
+        (i128::from(credits) * i128::from(itemised) / i128::from(unnamed.amount)) as i64
+    };
+    let moved = (
+        share(unnamed.credits_revoked),
+        share(unnamed.credits_shortfall),
+    );
+    Refund::add_credits(conn, &unnamed.id, -moved.0, -moved.1)?;
+    Refund::set_amount(
+        conn,
+        &unnamed.id,
+        unnamed.amount - itemised,
+        &format!("made outside creditguard; {itemised} of it itemised by Stripe as {named_as}"),
+        ctx.now,
+    )?;
+    Ok(moved)
+}
+
 /// Revokes up to `credits` of the purchase's lot for refund `refund_id`; returns what it took.
 pub(crate) fn revoke_for_refund(
     conn: &mut DbConnection,
@@ -278,14 +311,25 @@ pub fn settle(
             if refund.status == refunds::status::CANCELED {
                 // Canceled here before Stripe answered (a dispute opened), yet Stripe had made
                 // it: the money went back after all, so its credits go out again (those a
-                // dispute holds are bounded by the money left when it ends).
-                let taken = revoke_for_refund(
-                    conn,
-                    &refund.purchase_id,
-                    refund.credits_revoked,
-                    &format!("{}:succeeded", refund.id),
-                    ctx,
-                )?;
+                // dispute holds are bounded by the money left when it ends). A
+                // `charge.refunded` that came meanwhile counted this money as an unnamed
+                // outside refund: it is itemised out of that, with the credits it revoked, so
+                // the money counts once.
+                let moved = match Refund::unnamed_outside(conn, &refund.purchase_id)? {
+                    Some(unnamed) => {
+                        let label = refund.stripe_refund_id.as_deref().unwrap_or(&refund.id);
+                        itemise_unnamed(conn, &unnamed, refund.amount, label, ctx)?.0
+                    }
+                    None => 0,
+                };
+                let taken = moved
+                    + revoke_for_refund(
+                        conn,
+                        &refund.purchase_id,
+                        (refund.credits_revoked - moved).max(0),
+                        &format!("{}:succeeded", refund.id),
+                        ctx,
+                    )?;
                 tracing::warn!(
                     refund_id = refund.id,
                     taken,

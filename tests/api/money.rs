@@ -706,6 +706,64 @@ async fn a_refund_in_flight_is_canceled_when_its_purchase_gets_disputed() {
     app.assert_ledger_ok();
 }
 
+// Scenario 7, then Stripe's word: the call before the dispute had timed out, yet Stripe made
+// the refund. Its `charge.refunded` total comes while ours is canceled (counted as an outside
+// refund then), its `refund.updated` names it ours after: the money counts once. Found by the
+// simulation (seed 8, 300 happenings) when fraud warnings joined its worlds.
+#[tokio::test]
+async fn a_canceled_refund_stripe_made_after_all_counts_once_after_its_charge_total() {
+    let (stripe, app, duplicate, ours) = duplicate_while_stripe_fails("user_madeafter").await;
+    let charge = new_id("ch");
+    link_charge(&app, &duplicate, &charge).await;
+    let dp = new_id("dp");
+    assert_eq!(
+        app.deliver(&open_dispute_event(&app, &dp, &duplicate, &charge))
+            .await,
+        "processed"
+    );
+    stripe.reset().await;
+    wait_for(&app, "our refund to be canceled", |l| {
+        l.len() == 1 && l[0]["status"] == "canceled"
+    })
+    .await;
+    let amount = app.purchase_of("user_madeafter", &duplicate).await["amount"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        app.deliver(&charge_refunded(&duplicate, &charge, amount))
+            .await,
+        "processed"
+    );
+    let mut made = outside_refund_updated(&duplicate, &charge, "re_madeafter", amount, "succeeded");
+    made["data"]["object"]["metadata"] = json!({ "creditguard_refund_id": ours });
+    assert_eq!(app.deliver(&made).await, "processed");
+
+    let purchase = app.purchase_of("user_madeafter", &duplicate).await;
+    let refunds = app
+        .get_json(
+            &format!(
+                "/v1/refunds?purchase_id={}",
+                purchase["id"].as_str().unwrap()
+            ),
+            &app.finance_token,
+        )
+        .await;
+    let refunds = refunds.as_array().unwrap();
+    let counted: i64 = refunds
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .map(|r| r["amount"].as_i64().unwrap())
+        .sum();
+    assert_eq!(counted, amount, "{refunds:#?}");
+    assert!(
+        refunds
+            .iter()
+            .any(|r| r["id"] == json!(ours) && r["status"] == "succeeded"),
+        "{refunds:#?}"
+    );
+    app.assert_ledger_ok();
+}
+
 // ---- 5. Partial Dashboard refunds, totals before items ----
 
 fn outside_refund_updated(
