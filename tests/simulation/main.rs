@@ -37,7 +37,7 @@ use wiremock::{Mock, MockServer};
 
 use fake_stripe::{refund_object, Answer, FakeStripe, Truth};
 use helpers::*;
-use oracle::{Fact, Model, OurRefund, Restore, Spend};
+use oracle::{Fact, Model, OurRefund, Restore, Spend, SupportAction, SupportAnswer};
 use world::{Happening, Planned};
 
 /// Something the run does at a world time: a happening, or one delivery of a Stripe event.
@@ -318,6 +318,43 @@ impl Run {
                 };
                 if let Some(refund) = made {
                     self.announce_refund(&refund, false);
+                }
+            }
+            Happening::Support { account, action } => {
+                let expected = self.model.support(&account, action);
+                self.touched.insert(account.clone());
+                let (verb, body) = match action {
+                    SupportAction::Suspend => (
+                        "suspend",
+                        json!({ "reason": "policy_violation", "note": "simulated" }),
+                    ),
+                    SupportAction::Reinstate => ("reinstate", json!({ "note": "simulated" })),
+                    SupportAction::Terminate => (
+                        "terminate",
+                        json!({ "reason": "fraud", "note": "simulated" }),
+                    ),
+                };
+                let response = self
+                    .app
+                    .post_json(
+                        &format!("/v1/accounts/{account}/{verb}"),
+                        &self.app.support_token,
+                        body,
+                    )
+                    .await;
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap_or_default();
+                let ok = match expected {
+                    SupportAnswer::Done(s) => {
+                        status == 200 && body["status"] == json!(status_name(s))
+                    }
+                    SupportAnswer::NotFound => status == 404,
+                    SupportAnswer::Refused => status == 409,
+                };
+                if !ok {
+                    return Err(self.fail(format!(
+                        "{verb} {account}: oracle {expected:?}, service {status} {body}"
+                    )));
                 }
             }
             Happening::FraudWarning {
@@ -607,11 +644,7 @@ impl Run {
                     "{account}: balance is not the sum of its lots: {view}"
                 )));
             }
-            let expected_status = match self.model.accounts[&account] {
-                oracle::AccountStatus::Active => "active",
-                oracle::AccountStatus::Suspended(_) => "suspended",
-                oracle::AccountStatus::Terminated => "terminated",
-            };
+            let expected_status = status_name(self.model.accounts[&account]);
             if view["status"] != json!(expected_status) {
                 return Err(self.fail(format!(
                     "{account}: oracle says {expected_status}, service {}",
@@ -797,7 +830,7 @@ async fn seeded_worlds_agree_with_the_oracle() {
                     .filter(|c| c.restored.is_some())
                     .count();
                 println!(
-                    "seed {seed}: {} purchases, {d1} refunds of ours (D1, M1, E1), {} disputes, {terminated} accounts terminated (CB4), {} consumptions, {restores} T1 restores, {} Stripe refunds, {exact} of {} accounts followed exactly",
+                    "seed {seed}: {} purchases, {d1} refunds of ours (D1, M1, E1), {} disputes, {terminated} accounts terminated (CB4, V1), {} consumptions, {restores} T1 restores, {} Stripe refunds, {exact} of {} accounts followed exactly",
                     m.purchases.len(),
                     m.disputes.len(),
                     m.consumptions.len(),
@@ -836,6 +869,14 @@ async fn seeded_worlds_agree_with_the_oracle() {
         seeds().len(),
         deliveries as f64 / secs
     );
+}
+
+fn status_name(status: oracle::AccountStatus) -> &'static str {
+    match status {
+        oracle::AccountStatus::Active => "active",
+        oracle::AccountStatus::Suspended(_) => "suspended",
+        oracle::AccountStatus::Terminated => "terminated",
+    }
 }
 
 fn dispute_reason(kind: oracle::DisputeKind) -> &'static str {

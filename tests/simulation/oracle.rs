@@ -51,6 +51,24 @@ pub enum AccountStatus {
 pub enum SuspendedFor {
     Dispute,
     FraudWarning,
+    Support,
+}
+
+/// A support action (V1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SupportAction {
+    Suspend,
+    Reinstate,
+    Terminate,
+}
+
+/// What the service should answer to a support action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SupportAnswer {
+    Done(AccountStatus),
+    NotFound,
+    /// A termination is final: 409.
+    Refused,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -667,6 +685,31 @@ impl Model {
             },
         );
         Spend::Consumed { balance }
+    }
+
+    /// V1: support suspends (whatever the account was suspended for), reinstates (lifting any
+    /// suspension, a dispute's or E1's too) or terminates (every unused credit revoked). A
+    /// terminated account refuses all but a repeated termination.
+    pub fn support(&mut self, account: &str, action: SupportAction) -> SupportAnswer {
+        let Some(&status) = self.accounts.get(account) else {
+            return SupportAnswer::NotFound;
+        };
+        match (status, action) {
+            (AccountStatus::Terminated, SupportAction::Terminate) => {}
+            (AccountStatus::Terminated, _) => return SupportAnswer::Refused,
+            (_, SupportAction::Suspend) => {
+                self.accounts.insert(
+                    account.to_owned(),
+                    AccountStatus::Suspended(SuspendedFor::Support),
+                );
+            }
+            (_, SupportAction::Reinstate) => {
+                self.accounts
+                    .insert(account.to_owned(), AccountStatus::Active);
+            }
+            (_, SupportAction::Terminate) => self.terminate(account),
+        }
+        SupportAnswer::Done(self.accounts[account])
     }
 
     /// T1: the generation's credits go back to the lots they came from (the return path);

@@ -1,14 +1,14 @@
 //! The generator: from a seed, what happens in a Stripe world (payments, duplicates inside and
 //! outside D1's window, spending, failed generations, Dashboard refunds, disputes won and lost,
 //! fraudulent ones, inquiries, a second dispute of an account now and then: CB4, early fraud
-//! warnings),
+//! warnings, support suspending, reinstating and terminating accounts),
 //! and the delivery model that turns Stripe's events into what creditguard receives (each
 //! delivered 1–3 times, reordered, delayed up to 3 days; a lost answer is a repeat delivery).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::oracle::DisputeKind;
+use crate::oracle::{DisputeKind, SupportAction};
 
 pub const START: i64 = 1_795_000_000;
 
@@ -36,6 +36,11 @@ pub enum Happening {
     DashboardRefund {
         payment_intent: String,
         amount: i64,
+    },
+    /// Support acts on an account (V1).
+    Support {
+        account: String,
+        action: SupportAction,
     },
     /// Radar's early fraud warning on a payment (E1 acts on an actionable one).
     FraudWarning {
@@ -146,7 +151,15 @@ impl Generator {
                         actionable: self.rng.random_bool(0.8),
                     }
                 }
-                74..=79 if !self.payments.is_empty() => match self.dispute(&mut planned) {
+                74..=75 => Happening::Support {
+                    account: self.account(),
+                    action: match self.rng.random_range(0..10) {
+                        0..=3 => SupportAction::Suspend,
+                        4..=8 => SupportAction::Reinstate,
+                        _ => SupportAction::Terminate,
+                    },
+                },
+                76..=79 if !self.payments.is_empty() => match self.dispute(&mut planned) {
                     Some(open) => open,
                     None => continue,
                 },
