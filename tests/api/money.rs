@@ -656,20 +656,32 @@ async fn in_production_test_mode_events_are_processed_when_accepted_by_setting()
 
 // ---- 7. A dispute opens while our refund is being retried ----
 
-// Scenario 7 (CB1 over D1): the job looks again under the purchase's lock before each call.
-#[tokio::test]
-async fn a_refund_in_flight_is_canceled_when_its_purchase_gets_disputed() {
-    let (stripe, app, duplicate, _) = duplicate_while_stripe_fails("user_inflight").await;
+struct InFlightDisputed {
+    stripe: MockServer,
+    app: TestApp,
+    duplicate: String,
+    ours: String,
+    charge: String,
+    dispute: String,
+    /// Calls the job made before the dispute.
+    tried: usize,
+    /// The refunds once ours is canceled.
+    list: Vec<Value>,
+}
+
+/// A D1 refund that Stripe keeps failing, then a dispute on its purchase; Stripe would accept
+/// from then on, and the job's last look cancels ours instead of asking.
+async fn dispute_while_our_refund_is_retried(account: &str) -> InFlightDisputed {
+    let (stripe, app, duplicate, ours) = duplicate_while_stripe_fails(account).await;
     let tried = refund_requests(&stripe).await.len();
     let charge = new_id("ch");
     link_charge(&app, &duplicate, &charge).await;
-    let dp = new_id("dp");
+    let dispute = new_id("dp");
     assert_eq!(
-        app.deliver(&open_dispute_event(&app, &dp, &duplicate, &charge))
+        app.deliver(&open_dispute_event(&app, &dispute, &duplicate, &charge))
             .await,
         "processed"
     );
-    // Stripe would accept now; the job must not ask.
     stripe.reset().await;
     Mock::given(method("POST"))
         .and(path("/v1/refunds"))
@@ -680,6 +692,32 @@ async fn a_refund_in_flight_is_canceled_when_its_purchase_gets_disputed() {
         l.len() == 1 && l[0]["status"] == "canceled"
     })
     .await;
+    InFlightDisputed {
+        stripe,
+        app,
+        duplicate,
+        ours,
+        charge,
+        dispute,
+        tried,
+        list,
+    }
+}
+
+// Scenario 7 (CB1 over D1): the job looks again under the purchase's lock before each call.
+#[tokio::test]
+async fn a_refund_in_flight_is_canceled_when_its_purchase_gets_disputed() {
+    let disputed = dispute_while_our_refund_is_retried("user_inflight").await;
+    let InFlightDisputed {
+        stripe,
+        app,
+        duplicate,
+        charge,
+        dispute: dp,
+        tried,
+        list,
+        ..
+    } = disputed;
     assert!(
         refund_requests(&stripe).await.is_empty(),
         "no call after the dispute (before it: {tried})"
@@ -712,20 +750,13 @@ async fn a_refund_in_flight_is_canceled_when_its_purchase_gets_disputed() {
 // simulation (seed 8, 300 happenings) when fraud warnings joined its worlds.
 #[tokio::test]
 async fn a_canceled_refund_stripe_made_after_all_counts_once_after_its_charge_total() {
-    let (stripe, app, duplicate, ours) = duplicate_while_stripe_fails("user_madeafter").await;
-    let charge = new_id("ch");
-    link_charge(&app, &duplicate, &charge).await;
-    let dp = new_id("dp");
-    assert_eq!(
-        app.deliver(&open_dispute_event(&app, &dp, &duplicate, &charge))
-            .await,
-        "processed"
-    );
-    stripe.reset().await;
-    wait_for(&app, "our refund to be canceled", |l| {
-        l.len() == 1 && l[0]["status"] == "canceled"
-    })
-    .await;
+    let InFlightDisputed {
+        app,
+        duplicate,
+        ours,
+        charge,
+        ..
+    } = dispute_while_our_refund_is_retried("user_madeafter").await;
     let amount = app.purchase_of("user_madeafter", &duplicate).await["amount"]
         .as_i64()
         .unwrap();
@@ -739,16 +770,7 @@ async fn a_canceled_refund_stripe_made_after_all_counts_once_after_its_charge_to
     assert_eq!(app.deliver(&made).await, "processed");
 
     let purchase = app.purchase_of("user_madeafter", &duplicate).await;
-    let refunds = app
-        .get_json(
-            &format!(
-                "/v1/refunds?purchase_id={}",
-                purchase["id"].as_str().unwrap()
-            ),
-            &app.finance_token,
-        )
-        .await;
-    let refunds = refunds.as_array().unwrap();
+    let refunds = refunds_of_purchase(&app, &purchase).await;
     let counted: i64 = refunds
         .iter()
         .filter(|r| r["status"] == "succeeded")
@@ -762,6 +784,20 @@ async fn a_canceled_refund_stripe_made_after_all_counts_once_after_its_charge_to
         "{refunds:#?}"
     );
     app.assert_ledger_ok();
+}
+
+/// The purchase's refunds, as finance lists them.
+async fn refunds_of_purchase(app: &TestApp, purchase: &Value) -> Vec<Value> {
+    let refunds = app
+        .get_json(
+            &format!(
+                "/v1/refunds?purchase_id={}",
+                purchase["id"].as_str().unwrap()
+            ),
+            &app.finance_token,
+        )
+        .await;
+    refunds.as_array().unwrap().clone()
 }
 
 // ---- 5. Partial Dashboard refunds, totals before items ----
@@ -805,16 +841,7 @@ async fn two_partial_refunds(order: &[&str]) {
     }
     let purchase = app.purchase_of(&account, &pi).await;
     assert_eq!(purchase["status"], "partially_refunded", "{order:?}");
-    let refunds = app
-        .get_json(
-            &format!(
-                "/v1/refunds?purchase_id={}",
-                purchase["id"].as_str().unwrap()
-            ),
-            &app.finance_token,
-        )
-        .await;
-    let refunds = refunds.as_array().unwrap();
+    let refunds = refunds_of_purchase(&app, &purchase).await;
     let total: i64 = refunds.iter().map(|r| r["amount"].as_i64().unwrap()).sum();
     let revoked: i64 = refunds
         .iter()
