@@ -1,7 +1,8 @@
 //! Stripe as the simulation's world holds it: the true money of every charge, and
 //! `POST /v1/refunds` answered like Stripe (idempotent by `Idempotency-Key`), with faults: a
 //! call that fails before Stripe did anything, and one whose answer is lost after Stripe made
-//! the refund (so creditguard retries and must get the same refund back).
+//! the refund (so creditguard retries and must get the same refund back). Some of both hang
+//! past creditguard's timeout instead of answering: the client gives up on a live connection.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -93,6 +94,9 @@ pub struct FakeStripe {
     /// Chance that a call fails before Stripe acts, and that its answer is lost after.
     fail_rate: f64,
     lose_rate: f64,
+    /// Of those, the share that hangs for `hang` instead of answering at once.
+    hang_share: f64,
+    hang: std::time::Duration,
 }
 
 impl FakeStripe {
@@ -102,7 +106,17 @@ impl FakeStripe {
             rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x5eed_5172_1be0)),
             fail_rate,
             lose_rate,
+            hang_share: 0.0,
+            hang: std::time::Duration::ZERO,
         }
+    }
+
+    /// A `share` of the failed and lost calls hang for `hang` (longer than the client's
+    /// timeout) before their answer.
+    pub fn hanging(mut self, share: f64, hang: std::time::Duration) -> Self {
+        self.hang_share = share;
+        self.hang = hang;
+        self
     }
 }
 
@@ -143,17 +157,23 @@ impl Respond for FakeStripe {
             .to_owned();
         let fields = form(request);
         let payment_intent = fields.get("payment_intent").cloned().unwrap_or_default();
-        let (fail, lose) = {
+        let (fail, lose, hang) = {
             let mut rng = self.rng.lock().unwrap();
             (
                 rng.random_bool(self.fail_rate),
                 rng.random_bool(self.lose_rate),
+                rng.random_bool(self.hang_share),
             )
+        };
+        let delay = if hang {
+            self.hang
+        } else {
+            std::time::Duration::ZERO
         };
         let mut truth = self.truth.lock().unwrap();
         if fail {
             truth.calls.push((key, payment_intent, Answer::Failed));
-            return stripe_error(500, "api_error", "simulated outage");
+            return stripe_error(500, "api_error", "simulated outage").set_delay(delay);
         }
         let index = match truth.by_key.get(&key) {
             Some(index) => *index,
@@ -190,7 +210,14 @@ impl Respond for FakeStripe {
         };
         if lose {
             truth.calls.push((key, payment_intent, Answer::Lost));
-            return stripe_error(500, "api_error", "simulated lost answer");
+            // Hanging, Stripe's answer would be the refund; the client never reads it.
+            return if hang {
+                ResponseTemplate::new(200)
+                    .set_body_json(refund_object(&truth.refunds[index]))
+                    .set_delay(delay)
+            } else {
+                stripe_error(500, "api_error", "simulated lost answer")
+            };
         }
         truth.calls.push((key, payment_intent, Answer::Made));
         ResponseTemplate::new(200).set_body_json(refund_object(&truth.refunds[index]))

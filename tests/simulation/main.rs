@@ -88,7 +88,7 @@ const CHECK_LEDGER_EVERY: usize = 25;
 fn configure(settings: &mut creditguard::Settings, stripe: &str) {
     settings.stripe.api_base = stripe.to_owned();
     settings.stripe.secret_key = Some("sk_test_sim".into());
-    settings.stripe.timeout_secs = 2;
+    settings.stripe.timeout_secs = 1;
     // The run drives the queue itself, after every step: deterministic and fast.
     settings.jobs.workers = 0;
     // Retries a minute or so apart: long enough for other deliveries to come in between.
@@ -104,7 +104,11 @@ impl Run {
         let stripe = MockServer::start().await;
         Mock::given(method("POST"))
             .and(path("/v1/refunds"))
-            .respond_with(FakeStripe::new(seed, truth.clone(), 0.15, 0.1))
+            .respond_with(
+                FakeStripe::new(seed, truth.clone(), 0.15, 0.1)
+                    // One in five faults hangs past the 1 s timeout `configure` sets.
+                    .hanging(0.2, std::time::Duration::from_millis(1_500)),
+            )
             .mount(&stripe)
             .await;
         let uri = stripe.uri();
