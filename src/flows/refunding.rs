@@ -314,7 +314,8 @@ pub fn settle(
                 // dispute holds are bounded by the money left when it ends). A
                 // `charge.refunded` that came meanwhile counted this money as an unnamed
                 // outside refund: it is itemised out of that, with the credits it revoked, so
-                // the money counts once.
+                // the money counts once. That total's shortfall share is dropped: it was
+                // reckoned for money that was ours, whose credits were revoked when it began.
                 let moved = match Refund::unnamed_outside(conn, &refund.purchase_id)? {
                     Some(unnamed) => {
                         let label = refund.stripe_refund_id.as_deref().unwrap_or(&refund.id);

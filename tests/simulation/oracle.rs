@@ -2,11 +2,11 @@
 //! fed the same facts in the same order as the service (deliveries as they arrive, API calls,
 //! what Stripe answered to creditguard's refund calls). Each rule's line names its id.
 //!
-//! Exact for P1, D1, U1, FIFO spending, T1, O1, CB1, CB2, CB3, CB4, and M1's refund of a
-//! payment to a terminated account. A purchase whose outcome
-//! depends on timing the model does not see (a dispute opened while a refund of ours waits for
-//! Stripe: canceled, or made?) is marked `inexact`: its account is then held to the invariants
-//! only (check-ledger, the money cap) and to Stripe's money at the end.
+//! Exact for P1, D1, U1, FIFO spending, T1, O1, CB1–CB4, E1, V1's support actions, and M1's
+//! refund of a payment to a terminated account. A purchase whose outcome depends on timing the
+//! model does not see (a dispute opened while a refund of ours waits for Stripe: canceled, or
+//! made?) is marked `inexact`: its account is then held to the invariants only (check-ledger,
+//! the money cap) and to Stripe's money at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
 
