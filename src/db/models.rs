@@ -252,6 +252,7 @@ pub struct NewPurchase<'a> {
 pub struct PurchaseFilter<'a> {
     pub account_id: Option<&'a str>,
     pub status: Option<&'a str>,
+    pub payment_intent: Option<&'a str>,
 }
 
 impl Purchase {
@@ -305,33 +306,43 @@ impl Purchase {
         if let Some(account) = filter.account_id {
             query = query.filter(purchases::account_id.eq(account));
         }
+        if let Some(payment_intent) = filter.payment_intent {
+            query = query.filter(purchases::payment_intent_id.eq(payment_intent));
+        }
         if let Some(status) = filter.status {
             query = query.filter(purchases::status.eq(status));
         }
         query.load(conn)
     }
 
-    /// M1's sweep: undelivered purchases paid before `paid_before` with no misdelivery refund
-    /// and no refund in flight, oldest first.
+    /// M1's sweep: purchases never credited, paid before `paid_before`, with money left (none
+    /// refunded, or part of it refunded outside creditguard), no misdelivery refund and no
+    /// refund of ours waiting for Stripe, oldest first.
     pub fn undelivered_due(
         conn: &mut DbConnection,
         paid_before: NaiveDateTime,
         limit: i64,
     ) -> QueryResult<Vec<String>> {
         use super::schema::refunds;
+        use crate::domain::PurchaseStatus;
         purchases::table
-            .filter(purchases::status.eq(crate::domain::PurchaseStatus::Undelivered.as_str()))
+            .filter(purchases::undelivered_reason.is_not_null())
+            // A partial refund in the Dashboard leaves the rest of the money undelivered too.
+            .filter(purchases::status.eq_any([
+                PurchaseStatus::Undelivered.as_str(),
+                PurchaseStatus::PartiallyRefunded.as_str(),
+            ]))
             .filter(purchases::paid_at.le(paid_before))
             // Nothing to give back (a free checkout): not M1's to refund.
             .filter(purchases::amount.gt(0))
-            // Not one already refunded by M1, nor one whose money is going back otherwise.
+            // Not one already refunded by M1, nor one whose refund waits for Stripe.
             .filter(diesel::dsl::not(diesel::dsl::exists(
                 refunds::table
                     .filter(refunds::purchase_id.eq(purchases::id))
                     .filter(
                         refunds::reason
                             .eq(MISDELIVERY_REFUND_REASON)
-                            .or(refunds::status.eq_any(crate::db::refunds::status::LIVE)),
+                            .or(refunds::status.eq(crate::db::refunds::status::PENDING)),
                     ),
             )))
             .order((purchases::paid_at.asc(), purchases::id.asc()))

@@ -3,7 +3,9 @@
 //! refunds made outside creditguard. Calls to Stripe happen later, in `jobs`.
 
 use super::lookup::{find_purchase, lock_purchase, until_purchase_arrives};
-use super::refunding::{itemise_unnamed, refresh_purchase_status, revoke_for_refund, settle};
+use super::refunding::{
+    itemise_unnamed, refresh_purchase_status, revoke_for_refund, settle, take_stripes_amount,
+};
 use super::{record_purchase_decision, Applied, FlowContext, IngestError};
 use crate::db::models::Purchase;
 use crate::db::refunds::{self, NewRefund, Refund, ORIGIN_STRIPE};
@@ -53,6 +55,7 @@ pub fn apply_refund_event(
         None => None,
     };
     if let Some(refund) = ours {
+        take_stripes_amount(conn, &refund, facts.amount, ctx)?;
         let to = refunds::status::from_stripe(facts.status.as_str());
         let detail = facts
             .failure_reason

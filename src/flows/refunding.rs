@@ -234,6 +234,36 @@ pub(crate) fn revoke_for_refund(
     })
 }
 
+/// Stripe's word on how much one of our refunds is: the row follows it. Only M1's refund in
+/// full is asked without an amount, so Stripe's figure is what was left of the charge.
+pub(crate) fn take_stripes_amount(
+    conn: &mut DbConnection,
+    refund: &Refund,
+    stripe_amount: i64,
+    ctx: FlowContext<'_>,
+) -> Result<(), IngestError> {
+    if stripe_amount <= 0 || stripe_amount == refund.amount {
+        return Ok(());
+    }
+    Refund::set_amount(
+        conn,
+        &refund.id,
+        stripe_amount,
+        &format!(
+            "Stripe refunded {stripe_amount} {}, what the charge still held (creditguard had counted {})",
+            refund.currency, refund.amount
+        ),
+        ctx.now,
+    )?;
+    tracing::info!(
+        refund_id = refund.id,
+        asked = refund.amount,
+        refunded = stripe_amount,
+        "Stripe refunded what the charge still held"
+    );
+    Ok(())
+}
+
 /// A refund reached a final state: settle the purchase's status, and give the credits back if
 /// the money did not go back.
 pub fn settle(

@@ -7,7 +7,7 @@ use super::JobRunner;
 use crate::db::jobs::{Finish, Job};
 use crate::db::refunds::{self, Refund};
 use crate::db::{db_time, write_transaction};
-use crate::flows::refunding::{settle, still_due, StillDue};
+use crate::flows::refunding::{settle, still_due, take_stripes_amount, StillDue};
 use crate::flows::FlowContext;
 use crate::flows::IngestError;
 use crate::stripe::client::{RefundRequest, StripeCallError};
@@ -51,10 +51,14 @@ pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
         // Settled meanwhile (Stripe's webhook came first), or canceled for a dispute.
         return runner.finish(job.id, Finish::Succeeded).await;
     };
+    // M1 refunds a payment in full: asked without an amount, Stripe refunds what the charge
+    // still holds. A Dashboard refund creditguard has not heard of yet may have taken part of
+    // it, and a fixed amount would then be refused and the rest of the money stay stuck.
+    let whole = refund.reason == crate::db::models::MISDELIVERY_REFUND_REASON;
     let request = RefundRequest {
         idempotency_key: &refund.id,
         payment_intent: &purchase.payment_intent_id,
-        amount: refund.amount,
+        amount: (!whole).then_some(refund.amount),
         reason: stripe_reason(&refund.reason),
         metadata: vec![
             (CREDITGUARD_REFUND_ID, refund.id.as_str()),
@@ -72,7 +76,11 @@ pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
                 "Stripe accepted the refund"
             );
             let to = refunds::status::from_stripe(created.status.as_str());
-            (Finish::Succeeded, Some((to, Some(created.id))), None)
+            (
+                Finish::Succeeded,
+                Some((to, Some(created.id), created.amount)),
+                None,
+            )
         }
         Err(StripeCallError::NotConfigured) => {
             let error = crate::flows::refunding::WAITING_FOR_KEY.to_owned();
@@ -122,7 +130,7 @@ pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
                 Finish::Failed {
                     error: error.clone(),
                 },
-                Some((refunds::status::FAILED, None)),
+                Some((refunds::status::FAILED, None, None)),
                 Some(error),
             )
         }
@@ -141,9 +149,12 @@ pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
                 // The purchase and its account first (the one lock order), then the refund row.
                 crate::flows::lookup::lock_purchase(conn, &refund.purchase_id, ctx)?;
                 match &settle_to {
-                    Some((to, stripe_id)) => {
+                    Some((to, stripe_id, stripe_amount)) => {
                         if let Some(stripe_id) = stripe_id {
                             Refund::set_stripe_id(conn, &refund.id, stripe_id, now)?;
+                        }
+                        if let Some(amount) = stripe_amount {
+                            take_stripes_amount(conn, &refund, *amount, ctx)?;
                         }
                         let detail = detail.as_deref().or(Some("accepted by Stripe"));
                         settle(conn, &refund, to, detail, ctx)?;

@@ -38,7 +38,8 @@ fn list_endpoint(resource: &str) -> &'static str {
 pub struct RefundRequest<'a> {
     pub idempotency_key: &'a str,
     pub payment_intent: &'a str,
-    pub amount: i64,
+    /// None: Stripe refunds whatever the charge has not refunded yet.
+    pub amount: Option<i64>,
     pub reason: &'a str,
     pub metadata: Vec<(&'a str, &'a str)>,
 }
@@ -47,6 +48,8 @@ pub struct RefundRequest<'a> {
 pub struct CreatedRefund {
     pub id: String,
     pub status: String,
+    /// What Stripe refunded (as asked, or what was left when no amount was given).
+    pub amount: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +76,7 @@ pub enum StripeCallError {
 struct RefundAnswer {
     id: String,
     status: Option<String>,
+    amount: Option<i64>,
 }
 
 pub struct StripeApi {
@@ -348,16 +352,18 @@ impl StripeApi {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect::<std::collections::HashMap<_, _>>();
         let call = async {
-            CreateRefund::new()
-                .payment_intent(request.payment_intent)
-                .amount(request.amount)
-                .reason(reason)
-                .metadata(metadata)
-                .build()
-                .customize::<RefundAnswer>()
-                .request_strategy(RequestStrategy::Idempotent(key))
-                .send(self)
-                .await
+            let create = CreateRefund::new().payment_intent(request.payment_intent);
+            match request.amount {
+                Some(amount) => create.amount(amount),
+                None => create,
+            }
+            .reason(reason)
+            .metadata(metadata)
+            .build()
+            .customize::<RefundAnswer>()
+            .request_strategy(RequestStrategy::Idempotent(key))
+            .send(self)
+            .await
         };
         let answer = self
             .observed("POST /v1/refunds", async {
@@ -372,6 +378,7 @@ impl StripeApi {
             id: answer.id,
             // Nullable in Stripe's schema; a refund without a status has not settled yet.
             status: answer.status.unwrap_or_else(|| "pending".to_owned()),
+            amount: answer.amount,
         })
     }
 }
@@ -501,7 +508,7 @@ mod tests {
         RefundRequest {
             idempotency_key: "rf_unit",
             payment_intent: "pi_unit",
-            amount: 1400,
+            amount: Some(1400),
             reason: "requested_by_customer",
             metadata: vec![("creditguard_refund_id", "rf_unit"), ("note", "a&b c")],
         }

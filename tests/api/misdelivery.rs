@@ -10,7 +10,9 @@ use wiremock::matchers::{method, path};
 use wiremock::Mock;
 
 use crate::helpers::*;
-use crate::refunds::{configure_stripe, fake_stripe, refund_requests, stripe_refund, wait_for};
+use crate::refunds::{
+    configure_stripe, fake_stripe, field, refund_requests, stripe_refund, wait_for,
+};
 
 /// A paid checkout that names no account: M1 holds it `undelivered`.
 async fn undelivered(app: &TestApp, package: &str, amount: i64) -> (String, String) {
@@ -324,6 +326,137 @@ async fn m1_still_undelivered_after_72_hours_is_refunded_in_full_once_by_two_rep
         problem(assign(&app, &purchase, json!({ "account_id": "user_late" })).await).await;
     assert_eq!(status, 409);
     drop(replica);
+    app.assert_ledger_ok();
+}
+
+/// Found by the seeded simulation (seed 3): a Dashboard refund of part of an undelivered
+/// payment made it `partially_refunded`, and the sweep took only `undelivered` purchases, so the
+/// rest of the money was neither credited nor refunded, ever.
+#[tokio::test]
+async fn m1_a_partly_refunded_undelivered_purchase_has_the_rest_refunded_at_the_deadline() {
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_refund("succeeded"))
+        .mount(&stripe)
+        .await;
+    let uri = stripe.uri();
+    let app = spawn_app_with(move |s| {
+        configure_stripe(s, &uri);
+        s.jobs.sweep_interval_millis = 20;
+    })
+    .await;
+    let (purchase, pi) = undelivered(&app, "pack_100", 2000).await;
+    let dashboard = charge_refunded(&pi, &new_id("ch"), 638);
+    assert_eq!(app.deliver(&dashboard).await, "processed");
+
+    app.advance(TimeDelta::hours(73));
+    let refunds = wait_for(&app, "M1's refund of the rest", |r| {
+        r.iter()
+            .any(|r| r["reason"] == "misdelivery" && r["status"] == "succeeded")
+    })
+    .await;
+    let ours: Vec<&Value> = refunds
+        .iter()
+        .filter(|r| r["reason"] == "misdelivery")
+        .collect();
+    assert_eq!(ours.len(), 1, "{refunds:#?}");
+    assert_eq!(ours[0]["amount"], 1362, "what the Dashboard left");
+    assert_eq!(ours[0]["purchase_id"], json!(purchase));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = refund_requests(&stripe).await;
+    assert_eq!(sent.len(), 1, "Stripe was asked once");
+    // Asked for what the charge still holds, which Stripe knows best.
+    assert_eq!(field(&sent[0], "amount"), None);
+    let view = app
+        .get_json(&format!("/v1/purchases/{purchase}"), &app.support_token)
+        .await;
+    assert_eq!(view["status"], "refunded", "{view:#}");
+    app.assert_ledger_ok();
+}
+
+/// Stripe's Refunds API for a charge of `charged` of which `refunded_before` went back in the
+/// Dashboard (creditguard has not heard of it): a refund without an amount takes what is left,
+/// one that asks for more is refused as Stripe refuses it.
+struct ChargeWithDashboardRefund {
+    charged: i64,
+    refunded_before: i64,
+}
+
+impl wiremock::Respond for ChargeWithDashboardRefund {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let left = self.charged - self.refunded_before;
+        let asked = field(request, "amount").map(|a| a.parse::<i64>().unwrap());
+        if asked.is_some_and(|a| a > left) {
+            return wiremock::ResponseTemplate::new(400).set_body_json(json!({ "error": {
+                "type": "invalid_request_error", "code": "amount_too_large",
+                "message": "Refund amount is greater than the unrefunded amount.",
+            } }));
+        }
+        wiremock::ResponseTemplate::new(200).set_body_json(json!({
+            "id": "re_rest", "object": "refund", "status": "succeeded",
+            "amount": asked.unwrap_or(left),
+        }))
+    }
+}
+
+/// Found by the seeded simulation (seed 17): the M1 refund of a terminated account's payment
+/// asked Stripe for the whole amount while a Dashboard refund of part of it was still on its
+/// way to creditguard; Stripe refused, and the rest of the money was never refunded.
+#[tokio::test]
+async fn m1_refunds_what_the_charge_still_holds_even_after_a_dashboard_refund_not_heard_of() {
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(ChargeWithDashboardRefund {
+            charged: 2000,
+            refunded_before: 1413,
+        })
+        .mount(&stripe)
+        .await;
+    let uri = stripe.uri();
+    let app = spawn_app_with(move |s| configure_stripe(s, &uri)).await;
+    app.buy("user_banned").await;
+    app.terminate("user_banned").await;
+
+    let pi = new_id("pi");
+    let event = checkout_paid(&pi, Some("user_banned"), "pack_100", 2000);
+    assert_eq!(app.deliver(&event).await, "processed");
+    let refunds = wait_for(&app, "M1's refund of what is left", |r| {
+        r.iter()
+            .any(|r| r["reason"] == "misdelivery" && r["status"] == "succeeded")
+    })
+    .await;
+    let ours: Vec<&Value> = refunds
+        .iter()
+        .filter(|r| r["reason"] == "misdelivery")
+        .collect();
+    assert_eq!(ours.len(), 1, "{refunds:#?}");
+    assert_eq!(ours[0]["amount"], 587, "what Stripe refunded: {refunds:#?}");
+    assert_eq!(ours[0]["stripe_refund_id"], "re_rest");
+
+    // Then the Dashboard refund's own events arrive: counted once, beside M1's.
+    let mut dashboard = fixture("refund.updated");
+    dashboard["id"] = json!(new_id("evt"));
+    dashboard["type"] = json!("refund.created");
+    let object = &mut dashboard["data"]["object"];
+    object["id"] = json!("re_dashboard");
+    object["amount"] = json!(1413);
+    object["payment_intent"] = json!(pi);
+    object["status"] = json!("succeeded");
+    object["metadata"] = json!({});
+    assert_eq!(app.deliver(&dashboard).await, "processed");
+    let total = charge_refunded(&pi, &new_id("ch"), 2000);
+    assert_eq!(app.deliver(&total).await, "processed");
+    let counted: i64 = crate::refunds::refunds(&app)
+        .await
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .map(|r| r["amount"].as_i64().unwrap())
+        .sum();
+    assert_eq!(counted, 2000, "what Stripe refunded of the charge, once");
+    let purchase = app.purchase_of("user_banned", &pi).await;
+    assert_eq!(purchase["status"], "refunded", "{purchase:#}");
     app.assert_ledger_ok();
 }
 

@@ -116,6 +116,35 @@ async fn m1_records_undelivered_purchases_with_their_reasons() {
 }
 
 #[tokio::test]
+async fn support_finds_a_purchase_by_its_payment_intent() {
+    let app = spawn_app().await;
+    let mut wanted = String::new();
+    for i in 0..3 {
+        let pi = new_id("pi");
+        let account = format!("user_receipt_{i}");
+        let event = checkout_paid(&pi, (i != 1).then_some(account.as_str()), "pack_100", 2000);
+        assert_eq!(app.deliver(&event).await, "processed");
+        if i == 1 {
+            wanted = pi; // the undelivered one: no account to list it by
+        }
+    }
+    let purchase = only_purchase(&app, &format!("payment_intent={wanted}")).await;
+    assert_eq!(purchase["payment_intent"], json!(wanted));
+    assert_eq!(purchase["status"], "undelivered");
+    let none = app
+        .get_json(
+            "/v1/purchases?payment_intent=pi_unknown",
+            &app.support_token,
+        )
+        .await;
+    assert_eq!(none, json!([]));
+    let response = app
+        .get("/v1/purchases?payment_intent=pi%00bad", &app.support_token)
+        .await;
+    assert_problem(response, 422, "invalid-request").await;
+}
+
+#[tokio::test]
 async fn a_suspended_account_is_still_credited() {
     let app = spawn_app().await;
     app.buy("user_susp").await;

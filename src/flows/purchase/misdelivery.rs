@@ -277,8 +277,9 @@ pub fn credit_linked_customer(
 }
 
 /// M1's refund in full of a purchase that cannot be credited (nothing of it was granted, so
-/// nothing was used). At most one per purchase (a unique index); a purchase whose money is
-/// already going back is left to that refund.
+/// nothing was used): all of its money that Stripe has not refunded already (a Dashboard refund
+/// may have taken part of it). At most one per purchase (a unique index); a purchase whose
+/// refund waits for Stripe is left to that refund.
 pub fn refund_in_full(
     conn: &mut DbConnection,
     purchase: &Purchase,
@@ -287,15 +288,19 @@ pub fn refund_in_full(
     ctx: FlowContext<'_>,
 ) -> Result<Option<String>, IngestError> {
     if Refund::exists_with_reason(conn, &purchase.id, MISDELIVERY_REFUND_REASON)?
-        || Refund::live_amount(conn, &purchase.id)? > 0
+        || Refund::pending_amount(conn, &purchase.id)? > 0
     {
+        return Ok(None);
+    }
+    let left = purchase.amount - Refund::acknowledged_amount(conn, &purchase.id)?;
+    if left <= 0 {
         return Ok(None);
     }
     start_refund(
         conn,
         purchase,
         RefundPlan {
-            amount: purchase.amount,
+            amount: left,
             credits: 0,
             reason: MISDELIVERY_REFUND_REASON,
             rule: Rule::M1,
@@ -362,13 +367,26 @@ pub fn settle_overdue(
     if !misdelivery_refund_due(purchase.paid_at, ctx.now, after) {
         return Ok(Swept::Nothing);
     }
+    let refunded = Refund::acknowledged_amount(conn, &purchase.id)?;
+    let (already, refunding) = if refunded > 0 {
+        (
+            format!(" ({refunded} of it refunded already, outside creditguard)"),
+            format!(
+                "the {} {} left is refunded",
+                purchase.amount - refunded,
+                purchase.currency
+            ),
+        )
+    } else {
+        (String::new(), "refunded in full".to_owned())
+    };
     let explanation = format!(
-        "Paid {} {} at {} but still undelivered ({}) after {} h: refunded in full, as nothing of it could be used.",
+        "Paid {} {} at {}{already} but still undelivered ({}) after {} h: {refunding}, as nothing of it could be used.",
         purchase.amount,
         purchase.currency,
         purchase.paid_at.format("%Y-%m-%d %H:%M:%S UTC"),
         purchase.undelivered_reason.as_deref().unwrap_or("undelivered"),
-        after.num_hours()
+        after.num_hours(),
     );
     Ok(
         match refund_in_full(conn, &purchase, &explanation, "m1:deadline", ctx)? {

@@ -28,11 +28,14 @@ pub struct ListQuery {
     account_id: Option<String>,
     /// `credited`, `undelivered`, `refunded`, `partially_refunded` or `disputed`.
     status: Option<String>,
+    /// The Stripe PaymentIntent (`pi_…`): how support finds the purchase a customer's receipt
+    /// names.
+    payment_intent: Option<String>,
     /// 1 to 1000 (default 100).
     limit: Option<i64>,
 }
 
-/// `GET /v1/purchases?account_id&status`, newest first.
+/// `GET /v1/purchases?account_id&status&payment_intent`, newest first.
 #[utoipa::path(get, path = "/v1/purchases", tag = "support", security(("bearer" = [])),
     params(ListQuery),
     responses(
@@ -48,6 +51,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     plain_text("account_id", query.account_id.as_deref())?;
+    plain_text("payment_intent", query.payment_intent.as_deref())?;
     if let Some(status) = &query.status {
         status
             .parse::<PurchaseStatus>()
@@ -59,6 +63,7 @@ pub async fn list(
             let filter = PurchaseFilter {
                 account_id: query.account_id.as_deref(),
                 status: query.status.as_deref(),
+                payment_intent: query.payment_intent.as_deref(),
             };
             Purchase::list(conn, &filter, limit)?
                 .into_iter()
