@@ -178,10 +178,11 @@ impl Respond for FakeStripe {
         let index = match truth.by_key.get(&key) {
             Some(index) => *index,
             None => {
-                let amount: i64 = fields
-                    .get("amount")
-                    .and_then(|a| a.parse().ok())
-                    .unwrap_or(0);
+                // No amount: what the charge still holds, as Stripe does.
+                let amount: i64 = match fields.get("amount") {
+                    Some(amount) => amount.parse().unwrap_or(0),
+                    None => truth.refundable(&payment_intent),
+                };
                 if truth.disputed.contains(&payment_intent) {
                     truth.calls.push((key, payment_intent, Answer::Refused));
                     return stripe_error(400, "charge_disputed", "The charge is disputed.");

@@ -37,8 +37,8 @@ use wiremock::{Mock, MockServer};
 
 use fake_stripe::{refund_object, Answer, FakeStripe, Truth};
 use helpers::*;
-use oracle::{Fact, Model, OurRefund, Restore, Spend, SupportAction, SupportAnswer};
-use world::{Happening, Planned};
+use oracle::{AssignAnswer, Fact, Model, OurRefund, Restore, Spend, SupportAction, SupportAnswer};
+use world::{Happening, Planned, Via};
 
 /// Something the run does at a world time: a happening, or one delivery of a Stripe event.
 enum Item {
@@ -234,7 +234,7 @@ impl Run {
                 payment_intent,
                 account,
                 package,
-                both,
+                via,
             } => {
                 let (_, amount) = oracle::package(package);
                 self.truth
@@ -242,25 +242,70 @@ impl Run {
                     .unwrap()
                     .charges
                     .insert(payment_intent.clone(), amount);
-                let fact = Fact::Paid {
+                let paid_at = self.now();
+                let fact = |named: bool| Fact::Paid {
                     payment_intent: payment_intent.clone(),
-                    account: account.clone(),
+                    account: named.then(|| account.clone()),
                     package: package.to_owned(),
                     amount,
-                    paid_at: self.now(),
+                    paid_at,
                 };
-                self.send(
-                    checkout_paid(&payment_intent, Some(&account), package, amount),
-                    fact.clone(),
-                );
-                if both {
+                let checkout_names = matches!(via, Via::Checkout | Via::Both);
+                if via != Via::Intent {
+                    self.send(
+                        checkout_paid(
+                            &payment_intent,
+                            checkout_names.then_some(account.as_str()),
+                            package,
+                            amount,
+                        ),
+                        fact(checkout_names),
+                    );
+                }
+                if matches!(via, Via::Both | Via::Intent | Via::IntentNames) {
                     let mut event = payment_intent_succeeded(
                         &payment_intent,
                         json!({ "account_id": account, "package_id": package }),
                         amount,
                     );
                     event["data"]["object"]["latest_charge"] = json!(charge_of(&payment_intent));
-                    self.send(event, fact);
+                    self.send(event, fact(true));
+                }
+            }
+            Happening::Assign {
+                payment_intent,
+                account,
+            } => {
+                // Support finds only what Stripe's events brought.
+                let Some(expected) = self.model.assign(&payment_intent, &account) else {
+                    return Ok(());
+                };
+                self.touched.insert(account.clone());
+                let found = self
+                    .list(&format!("/v1/purchases?payment_intent={payment_intent}"))
+                    .await;
+                let Some(id) = found.first().and_then(|p| p["id"].as_str()) else {
+                    return Err(self.fail(format!("{payment_intent}: no purchase listed")));
+                };
+                let response = self
+                    .app
+                    .post_json(
+                        &format!("/v1/purchases/{id}/assign"),
+                        &self.app.support_token,
+                        json!({ "account_id": account }),
+                    )
+                    .await;
+                let status = response.status().as_u16();
+                let expected_status = match expected {
+                    AssignAnswer::Credited => 200,
+                    AssignAnswer::NoAccount => 404,
+                    AssignAnswer::Refused => 409,
+                };
+                if status != expected_status {
+                    let body = response.text().await.unwrap_or_default();
+                    return Err(self.fail(format!(
+                        "assign {payment_intent} to {account}: oracle {expected:?}, service {status} {body}"
+                    )));
                 }
             }
             Happening::Consume {
@@ -553,7 +598,10 @@ impl Run {
             return Err(self.fail(format!("a signed event answered {status}: {body}")));
         }
         let account = match &fact {
-            Fact::Paid { account, .. } => Some(account.clone()),
+            Fact::Paid {
+                account: Some(account),
+                ..
+            } => Some(account.clone()),
             _ => self.account_of(fact.payment_intent()),
         };
         self.touched.extend(account);
@@ -566,11 +614,17 @@ impl Run {
             .purchases
             .get(payment_intent)
             .map(|p| p.account.clone())
+            .filter(|a| !a.is_empty())
     }
 
     /// Runs every due job, then tells the oracle what Stripe answered creditguard's calls, and
     /// lets Stripe announce the refunds it made.
     async fn run_jobs(&mut self) -> Result<(), Failure> {
+        // M1's deadline, as the service's sweep finds it.
+        if let Err(e) = self.runner.sweep_undelivered_once() {
+            return Err(self.fail(format!("M1 sweep: {e:#}")));
+        }
+        self.model.sweep(self.now());
         for _ in 0..1_000 {
             match self.runner.run_next().await {
                 Ok(true) => continue,
@@ -692,14 +746,17 @@ impl Run {
         Ok(())
     }
 
-    /// Everything delivered, every retry run (the clock moves on an hour at a time), then the
-    /// money: what creditguard counts as refunded per charge is what Stripe refunded.
+    /// Everything delivered, every retry run (the clock moves on an hour at a time, past M1's
+    /// deadline), then the money: what creditguard counts as refunded per charge is what Stripe
+    /// refunded, and a purchase never credited was refunded whole.
     async fn finish(&mut self) -> Result<(), Failure> {
         while self.step().await? {}
-        for _ in 0..200 {
+        // At least past M1's 72 h, so that every undelivered purchase meets its deadline.
+        let deadline = oracle::MISDELIVERY_REFUND_AFTER_SECS / 3_600 + 1;
+        for hour in 0..200 {
             self.app.advance(chrono::TimeDelta::hours(1));
             self.run_jobs().await?;
-            if self.timeline.is_empty() && !self.jobs_waiting() {
+            if hour >= deadline && self.timeline.is_empty() && !self.jobs_waiting() {
                 break;
             }
             while self.step().await? {}
@@ -717,15 +774,38 @@ impl Run {
                     .or_default() += refund["amount"].as_i64().unwrap();
             }
         }
-        for account in self.model.accounts.keys().cloned().collect::<Vec<_>>() {
-            for purchase in self.purchases_of(&account).await {
-                let pi = purchase["payment_intent"].as_str().unwrap().to_owned();
-                let id = purchase["id"].as_str().unwrap();
-                let stripe = self.truth.lock().unwrap().refunded(&pi);
-                let ours = counted.get(id).copied().unwrap_or(0);
-                if stripe != ours {
+        let charges: Vec<(String, i64)> = {
+            let truth = self.truth.lock().unwrap();
+            truth
+                .charges
+                .iter()
+                .map(|(pi, a)| (pi.clone(), *a))
+                .collect()
+        };
+        for (pi, amount) in charges {
+            let found = self
+                .list(&format!("/v1/purchases?payment_intent={pi}"))
+                .await;
+            let Some(id) = found.first().and_then(|p| p["id"].as_str()) else {
+                return Err(self.fail(format!("{pi}: paid, every event delivered, no purchase")));
+            };
+            let stripe = self.truth.lock().unwrap().refunded(&pi);
+            let ours = counted.get(id).copied().unwrap_or(0);
+            if stripe != ours {
+                return Err(self.fail(format!(
+                    "{pi}: Stripe refunded {stripe}, creditguard counts {ours}"
+                )));
+            }
+            // M1: a payment never credited goes back whole (unless a dispute took it).
+            let m = &self.model;
+            if let Some(p) = m.purchases.get(&pi) {
+                let kept = p
+                    .dispute
+                    .as_ref()
+                    .is_some_and(|d| m.disputes[d].state != oracle::DisputeState::Won);
+                if p.undelivered && !p.inexact && !kept && stripe != amount {
                     return Err(self.fail(format!(
-                        "{pi}: Stripe refunded {stripe}, creditguard counts {ours}"
+                        "{pi}: undelivered to the end, yet Stripe refunded {stripe} of {amount}"
                     )));
                 }
             }

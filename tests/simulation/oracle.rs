@@ -2,8 +2,10 @@
 //! fed the same facts in the same order as the service (deliveries as they arrive, API calls,
 //! what Stripe answered to creditguard's refund calls). Each rule's line names its id.
 //!
-//! Exact for P1, D1, U1, FIFO spending, T1, O1, CB1–CB4, E1, V1's support actions, and M1's
-//! refund of a payment to a terminated account. A purchase whose outcome depends on timing the
+//! Exact for P1, D1, U1, FIFO spending, T1, O1, CB1–CB4, E1, V1's support actions, and M1
+//! (undelivered until an event or support names the account, the late grant giving up what the
+//! money's events took meanwhile; refunded in full after 72 h, or at once for a terminated
+//! account). A purchase whose outcome depends on timing the
 //! model does not see (a dispute opened while a refund of ours waits for Stripe: canceled, or
 //! made?) is marked `inexact`: its account is then held to the invariants only (check-ledger,
 //! the money cap) and to Stripe's money at the end.
@@ -14,6 +16,7 @@ pub const WINDOW_SECS: i64 = 15 * 60;
 pub const UNUSED_SHARE: f64 = 0.9;
 pub const MAX_DISPUTES: usize = 2;
 pub const DISPUTE_LOOKBACK_SECS: i64 = 365 * 86_400;
+pub const MISDELIVERY_REFUND_AFTER_SECS: i64 = 72 * 3_600;
 
 pub fn package(id: &str) -> (i64, i64) {
     match id {
@@ -78,9 +81,29 @@ pub enum OurRefund {
     Failed,
 }
 
+/// What the service should answer to support's assignment of an undelivered purchase (M1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssignAnswer {
+    Credited,
+    /// 404: no such account.
+    NoAccount,
+    /// 409: not undelivered (credited, refunded, disputed), being refunded, or the account is
+    /// terminated.
+    Refused,
+}
+
 #[derive(Debug, Clone)]
 pub struct Purchase {
+    /// Empty while undelivered for want of an account (M1).
     pub account: String,
+    /// M1: not credited (nobody named, or a terminated account named).
+    pub undelivered: bool,
+    /// E1 acted on it (while undelivered: the account is suspended once known).
+    pub warned: bool,
+    /// M1's refund in full was started (at most one).
+    pub m1_refunded: bool,
+    /// Events naming the account that wait for a refund of ours to settle.
+    waiting: Vec<Fact>,
     pub package: String,
     pub amount: i64,
     pub granted: i64,
@@ -156,9 +179,10 @@ pub struct Consumption {
 /// A Stripe fact as the service receives it.
 #[derive(Debug, Clone)]
 pub enum Fact {
+    /// `account`: None when the event names nobody.
     Paid {
         payment_intent: String,
-        account: String,
+        account: Option<String>,
         package: String,
         amount: i64,
         paid_at: i64,
@@ -230,7 +254,8 @@ pub enum Restore {
 pub struct Model {
     pub events: BTreeSet<String>,
     pub accounts: BTreeMap<String, AccountStatus>,
-    /// PaymentIntent → purchase; lots are drawn in the order purchases were recorded.
+    /// PaymentIntent → purchase; lots are drawn in the order they were granted (FIFO: a
+    /// purchase credited late has the newest lot).
     pub purchases: BTreeMap<String, Purchase>,
     pub order: Vec<String>,
     pub disputes: BTreeMap<String, Dispute>,
@@ -333,6 +358,7 @@ impl Model {
         if !actionable || purchase.disputed || refundable <= 0 {
             return;
         }
+        purchase.warned = true;
         if matches!(purchase.our_refund, Some((_, _, OurRefund::Pending))) {
             // A second refund while ours waits for Stripe: which one Stripe makes is timing.
             purchase.inexact = true;
@@ -401,23 +427,35 @@ impl Model {
         else {
             unreachable!()
         };
-        if self.purchases.contains_key(&payment_intent) {
+        if let Some(known) = self.purchases.get(&payment_intent) {
+            if let (true, Some(account)) = (known.undelivered, account) {
+                self.credit_later(&payment_intent, account);
+            }
             return;
         }
         let (mut credits, _) = package(&package_id);
-        let status = *self
-            .accounts
-            .entry(account.clone())
-            .or_insert(AccountStatus::Active);
+        // M1: nobody named: undelivered, no account resolved.
+        let status = match &account {
+            Some(account) => *self
+                .accounts
+                .entry(account.clone())
+                .or_insert(AccountStatus::Active),
+            None => AccountStatus::Active,
+        };
         // M1: a payment to a terminated account is not credited, and is refunded in full at once.
         let terminated = status == AccountStatus::Terminated;
-        if terminated {
+        let undelivered = terminated || account.is_none();
+        if undelivered {
             credits = 0;
         }
         self.purchases.insert(
             payment_intent.clone(),
             Purchase {
-                account,
+                account: account.unwrap_or_default(),
+                undelivered,
+                warned: false,
+                m1_refunded: terminated,
+                waiting: Vec::new(),
                 package: package_id,
                 amount,
                 granted: credits,
@@ -434,7 +472,7 @@ impl Model {
             },
         );
         self.order.push(payment_intent.clone());
-        if !terminated {
+        if !undelivered {
             self.judge_duplicate(&payment_intent);
         }
         // Deferred facts about this payment, in the order they were kept.
@@ -503,6 +541,7 @@ impl Model {
         };
         purchase.our_refund = Some((amount, credits, outcome));
         let deferred = std::mem::take(&mut purchase.deferred_totals);
+        let waiting = std::mem::take(&mut purchase.waiting);
         if outcome == OurRefund::Failed {
             // The refund did not go through: its credits come back by the one return path.
             self.return_credits(payment_intent, credits);
@@ -511,12 +550,18 @@ impl Model {
         for total in deferred {
             self.charge_total(payment_intent, total);
         }
+        for fact in waiting {
+            self.apply(fact);
+        }
     }
 
     /// The one path back into a lot: an open dispute holds the credits (CB1), a lost one keeps
     /// them out (CB3), and the lot never holds more than its unrefunded money buys.
     fn return_credits(&mut self, payment_intent: &str, credits: i64) -> i64 {
         let purchase = &self.purchases[payment_intent];
+        if purchase.undelivered {
+            return 0; // nothing was granted
+        }
         if self.accounts[&purchase.account] == AccountStatus::Terminated {
             return 0; // CB4, V1: revoked for good
         }
@@ -574,17 +619,23 @@ impl Model {
                 state: DisputeState::Open,
             },
         );
+        if account.is_empty() {
+            return; // M1: whose it is is known only when it is credited (`credit`)
+        }
         self.suspend(&account, SuspendedFor::Dispute);
-        let near = self
-            .disputes
+        if self.disputes_near(&account, created) >= MAX_DISPUTES {
+            self.terminate(&account);
+        }
+    }
+
+    /// CB4's count: the account's disputes, inquiries aside, within the look-back of `created`.
+    fn disputes_near(&self, account: &str, created: i64) -> usize {
+        self.disputes
             .values()
             .filter(|d| self.purchases[&d.payment_intent].account == account)
             .filter(|d| !d.kind.inquiry)
             .filter(|d| (d.created - created).abs() <= DISPUTE_LOOKBACK_SECS)
-            .count();
-        if near >= MAX_DISPUTES {
-            self.terminate(&account);
-        }
+            .count()
     }
 
     /// CB4: every unused credit of the account revoked for good; the account terminated.
@@ -601,7 +652,7 @@ impl Model {
     /// Only an active account is suspended: an earlier suspension keeps its reason, a
     /// termination is final.
     fn suspend(&mut self, account: &str, reason: SuspendedFor) {
-        if self.accounts[account] == AccountStatus::Active {
+        if self.accounts.get(account) == Some(&AccountStatus::Active) {
             self.accounts
                 .insert(account.to_owned(), AccountStatus::Suspended(reason));
         }
@@ -625,6 +676,9 @@ impl Model {
             self.purchases.get_mut(&payment_intent).unwrap().disputed = false;
         }
         let account = self.purchases[&payment_intent].account.clone();
+        if account.is_empty() {
+            return;
+        }
         if !won && self.disputes[dispute].kind.fraudulent {
             self.terminate(&account); // CB4: a fraudulent dispute lost
             return;
@@ -637,6 +691,137 @@ impl Model {
             && self.accounts[&account] == AccountStatus::Suspended(SuspendedFor::Dispute)
         {
             self.accounts.insert(account, AccountStatus::Active);
+        }
+    }
+
+    /// M1, a later event of an undelivered payment names its account (which judging creates if
+    /// new): credited, unless a refund of ours waits for Stripe (the event waits for it too),
+    /// or the account is terminated (refunded in full at once, if all its money is there).
+    fn credit_later(&mut self, pi: &str, account: String) {
+        let status = *self
+            .accounts
+            .entry(account.clone())
+            .or_insert(AccountStatus::Active);
+        let purchase = self.purchases.get_mut(pi).unwrap();
+        if matches!(purchase.our_refund, Some((_, _, OurRefund::Pending))) {
+            let fact = Fact::Paid {
+                payment_intent: pi.to_owned(),
+                account: Some(account),
+                package: purchase.package.clone(),
+                amount: purchase.amount,
+                paid_at: purchase.paid_at,
+            };
+            purchase.waiting.push(fact);
+            return;
+        }
+        if status == AccountStatus::Terminated {
+            if self.shows_undelivered(pi) && !self.purchases[pi].m1_refunded {
+                self.refund_in_full(pi);
+            }
+            return;
+        }
+        self.credit(pi, &account);
+    }
+
+    /// Whether the service's status for this purchase is `undelivered`: never credited, no
+    /// money refunded, no dispute holding it (an open or lost one makes it `disputed`).
+    fn shows_undelivered(&self, pi: &str) -> bool {
+        let purchase = &self.purchases[pi];
+        let held = purchase
+            .dispute
+            .as_ref()
+            .is_some_and(|d| self.disputes[d].state != DisputeState::Won);
+        purchase.undelivered && purchase.refunded() == 0 && !held
+    }
+
+    /// M1: what is left of the payment goes back.
+    fn refund_in_full(&mut self, pi: &str) {
+        let purchase = self.purchases.get_mut(pi).unwrap();
+        purchase.m1_refunded = true;
+        if matches!(purchase.our_refund, Some((_, _, OurRefund::Failed))) {
+            purchase.inexact = true; // a second refund of ours: the model keeps one
+        }
+        purchase.our_refund = Some((purchase.amount - purchase.refunded(), 0, OurRefund::Pending));
+    }
+
+    /// M1: an undelivered purchase gets its lot at last, and the lot gives up at once what the
+    /// money's events took meanwhile: each refund's share (U1, cumulative), everything left to
+    /// an open or lost dispute (CB1, CB3; CB4 counted as if the account had been known); E1's
+    /// and CB1's suspensions reach the account now. Then D1, unless its money moved.
+    fn credit(&mut self, pi: &str, account: &str) {
+        let purchase = self.purchases.get_mut(pi).unwrap();
+        let (credits, _) = package(&purchase.package);
+        purchase.undelivered = false;
+        purchase.account = account.to_owned();
+        purchase.granted = credits;
+        purchase.remaining =
+            credits - refunded_credits(purchase.refunded(), purchase.amount, credits);
+        self.order.retain(|p| p != pi);
+        self.order.push(pi.to_owned());
+        let (warned, dispute) = (purchase.warned, purchase.dispute.clone());
+        if warned {
+            self.suspend(account, SuspendedFor::FraudWarning);
+        }
+        let Some(dispute) = dispute else {
+            self.judge_duplicate(pi);
+            return;
+        };
+        let (state, created, kind) = {
+            let d = &self.disputes[&dispute];
+            (d.state, d.created, d.kind)
+        };
+        if state == DisputeState::Won {
+            self.judge_duplicate(pi);
+            return;
+        }
+        let purchase = self.purchases.get_mut(pi).unwrap();
+        let revoked = std::mem::take(&mut purchase.remaining);
+        self.disputes.get_mut(&dispute).unwrap().revoked += revoked;
+        if self.disputes_near(account, created) >= MAX_DISPUTES
+            || (state == DisputeState::Lost && kind.fraudulent)
+        {
+            self.terminate(account);
+        } else if state == DisputeState::Open {
+            self.suspend(account, SuspendedFor::Dispute);
+        }
+    }
+
+    /// Support assigns an undelivered purchase (M1); None if the purchase is not known yet.
+    pub fn assign(&mut self, pi: &str, account: &str) -> Option<AssignAnswer> {
+        let purchase = self.purchases.get(pi)?;
+        if !self.shows_undelivered(pi) {
+            return Some(AssignAnswer::Refused);
+        }
+        let Some(&status) = self.accounts.get(account) else {
+            return Some(AssignAnswer::NoAccount);
+        };
+        if status == AccountStatus::Terminated
+            || matches!(purchase.our_refund, Some((_, _, OurRefund::Pending)))
+        {
+            return Some(AssignAnswer::Refused);
+        }
+        self.credit(pi, account);
+        Some(AssignAnswer::Credited)
+    }
+
+    /// M1's deadline (the service's sweep, run after every step): a purchase still undelivered
+    /// 72 h after it was paid is refunded in full, unless its money is going back already.
+    pub fn sweep(&mut self, now: i64) {
+        for pi in self.order.clone() {
+            let purchase = &self.purchases[&pi];
+            let due = purchase.paid_at + MISDELIVERY_REFUND_AFTER_SECS <= now;
+            let going_back = matches!(
+                purchase.our_refund,
+                Some((_, _, OurRefund::Pending | OurRefund::Acknowledged))
+            );
+            if due
+                && !purchase.m1_refunded
+                && !going_back
+                && purchase.amount > 0
+                && self.shows_undelivered(&pi)
+            {
+                self.refund_in_full(&pi);
+            }
         }
     }
 

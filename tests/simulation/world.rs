@@ -1,7 +1,9 @@
 //! The generator: from a seed, what happens in a Stripe world (payments, duplicates inside and
 //! outside D1's window, spending, failed generations, Dashboard refunds, disputes won and lost,
 //! fraudulent ones, inquiries, a second dispute of an account now and then: CB4, early fraud
-//! warnings, support suspending, reinstating and terminating accounts),
+//! warnings, support suspending, reinstating and terminating accounts, payments through
+//! Checkout or bare PaymentIntents, some naming nobody: M1's undelivered purchases, which
+//! support assigns or M1 refunds after 72 h),
 //! and the delivery model that turns Stripe's events into what creditguard receives (each
 //! delivered 1–3 times, reordered, delayed up to 3 days; a lost answer is a repeat delivery).
 
@@ -14,12 +16,18 @@ pub const START: i64 = 1_795_000_000;
 
 #[derive(Debug, Clone)]
 pub enum Happening {
-    /// A paid Checkout Session (also announced as `payment_intent.succeeded` when `both`).
+    /// `account` paid for `package`; `via` says which events tell creditguard so, and whether
+    /// any of them names the account (M1 when none does).
     Pay {
         payment_intent: String,
         account: String,
         package: &'static str,
-        both: bool,
+        via: Via,
+    },
+    /// Support assigns an undelivered purchase to the account that paid for it (M1).
+    Assign {
+        payment_intent: String,
+        account: String,
     },
     Consume {
         account: String,
@@ -58,6 +66,22 @@ pub enum Happening {
         kind: DisputeKind,
         won: bool,
     },
+}
+
+/// How Stripe announces a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `checkout.session.completed` naming the account (`client_reference_id`).
+    Checkout,
+    /// That, and `payment_intent.succeeded` naming it too (metadata).
+    Both,
+    /// A bare PaymentIntent: `payment_intent.succeeded` alone.
+    Intent,
+    /// The Checkout Session names nobody, its PaymentIntent's metadata does: whichever comes
+    /// first, the purchase is credited once the naming one arrives (M1).
+    IntentNames,
+    /// Nobody is named: undelivered until support assigns it, refunded in full after 72 h (M1).
+    Anonymous,
 }
 
 /// One happening at a world time (Unix seconds).
@@ -134,7 +158,7 @@ impl Generator {
             };
             let roll = self.rng.random_range(0..100);
             let what = match roll {
-                0..=29 => self.pay(),
+                0..=29 => self.pay(&mut planned),
                 30..=54 if !self.payments.is_empty() => self.consume(),
                 55..=61 if !self.generations.is_empty() => self.fail(),
                 62..=65 if !self.generations.is_empty() => {
@@ -164,7 +188,7 @@ impl Generator {
                     None => continue,
                 },
                 _ => {
-                    let repeat = self.repeat_purchase();
+                    let repeat = self.repeat_purchase(&mut planned);
                     // A dispute right on the heels of a duplicate: CB1 meets D1's refund in
                     // flight (a lost answer leaves it pending at Stripe's end).
                     if self.rng.random_bool(0.25) {
@@ -182,7 +206,7 @@ impl Generator {
         planned
     }
 
-    fn pay(&mut self) -> Happening {
+    fn pay(&mut self, planned: &mut Vec<Planned>) -> Happening {
         // New customers keep arriving, so a world goes on after CB4 terminated some.
         if self.rng.random_bool(0.05) {
             let account = format!("sim{}_acct{}", self.seed, self.accounts.len());
@@ -194,27 +218,49 @@ impl Generator {
         } else {
             "pack_500"
         };
-        self.pay_for(account, package)
+        self.pay_for(account, package, planned)
     }
 
-    fn pay_for(&mut self, account: String, package: &'static str) -> Happening {
+    fn pay_for(
+        &mut self,
+        account: String,
+        package: &'static str,
+        planned: &mut Vec<Planned>,
+    ) -> Happening {
         let payment_intent = self.id("pi");
         self.payments
             .push((payment_intent.clone(), account.clone(), package));
+        let via = match self.rng.random_range(0..100) {
+            0..=54 => Via::Checkout,
+            55..=79 => Via::Both,
+            80..=87 => Via::Intent,
+            88..=93 => Via::IntentNames,
+            _ => Via::Anonymous,
+        };
+        // Support finds most undelivered purchases, some before M1's 72 h, some after.
+        if via == Via::Anonymous && self.rng.random_bool(0.6) {
+            planned.push(Planned {
+                at: self.now + self.rng.random_range(600..100 * 3_600),
+                what: Happening::Assign {
+                    payment_intent: payment_intent.clone(),
+                    account: account.clone(),
+                },
+            });
+        }
         Happening::Pay {
             payment_intent,
             account,
             package,
-            both: self.rng.random_bool(0.3),
+            via,
         }
     }
 
     /// The same account buys the same package again: a D1 duplicate when it is within the
     /// window (the generator's clock moved less than 15 minutes, mostly).
-    fn repeat_purchase(&mut self) -> Happening {
+    fn repeat_purchase(&mut self, planned: &mut Vec<Planned>) -> Happening {
         match self.payments.last().cloned() {
-            Some((_, account, package)) => self.pay_for(account, package),
-            None => self.pay(),
+            Some((_, account, package)) => self.pay_for(account, package, planned),
+            None => self.pay(planned),
         }
     }
 
