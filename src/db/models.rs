@@ -317,7 +317,7 @@ impl Purchase {
 
     /// M1's sweep: purchases never credited, paid before `paid_before`, with money left (none
     /// refunded, or part of it refunded outside creditguard), no misdelivery refund and no
-    /// refund of ours waiting for Stripe, oldest first.
+    /// refund in flight, oldest first.
     pub fn undelivered_due(
         conn: &mut DbConnection,
         paid_before: NaiveDateTime,
@@ -335,14 +335,15 @@ impl Purchase {
             .filter(purchases::paid_at.le(paid_before))
             // Nothing to give back (a free checkout): not M1's to refund.
             .filter(purchases::amount.gt(0))
-            // Not one already refunded by M1, nor one whose refund waits for Stripe.
+            // Not one already refunded by M1, nor one with a refund not settled yet: whether
+            // that money goes back decides what is left to refund.
             .filter(diesel::dsl::not(diesel::dsl::exists(
                 refunds::table
                     .filter(refunds::purchase_id.eq(purchases::id))
                     .filter(
                         refunds::reason
                             .eq(MISDELIVERY_REFUND_REASON)
-                            .or(refunds::status.eq(crate::db::refunds::status::PENDING)),
+                            .or(refunds::status.eq_any(crate::db::refunds::status::IN_FLIGHT)),
                     ),
             )))
             .order((purchases::paid_at.asc(), purchases::id.asc()))

@@ -19,6 +19,9 @@ pub mod status {
     /// Money Stripe has acknowledged as refunded: it answered with the refund (ours), or told
     /// us of it (outside refunds). A refund still `pending` was never accepted by Stripe.
     pub const ACKNOWLEDGED: [&str; 2] = [SUBMITTED, SUCCEEDED];
+    /// Not settled yet: ours waiting for Stripe's answer, or one Stripe has and will confirm
+    /// (which may still fail).
+    pub const IN_FLIGHT: [&str; 2] = [PENDING, SUBMITTED];
     pub const ALL: [&str; 5] = [PENDING, SUBMITTED, SUCCEEDED, FAILED, CANCELED];
 
     /// A Stripe Refund's `status` as ours: its final states map one to one; anything else
@@ -180,6 +183,20 @@ impl Refund {
     /// canceled, ours still waiting for Stripe included.
     pub fn live_amount(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
         Self::amount_in(conn, purchase_id, &status::LIVE)
+    }
+
+    /// Money going back that is not settled yet (`status::IN_FLIGHT`).
+    pub fn in_flight_amount(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<i64> {
+        Self::amount_in(conn, purchase_id, &status::IN_FLIGHT)
+    }
+
+    /// Whether this is M1's refund in full of a purchase never credited: asked of Stripe
+    /// without an amount, so that Stripe refunds what the charge still holds.
+    pub fn is_whole_charge(&self) -> bool {
+        self.origin == ORIGIN_CREDITGUARD
+            && self.reason == crate::db::models::MISDELIVERY_REFUND_REASON
+            && self.rule == crate::policy::Rule::M1.as_str()
+            && self.credits_revoked == 0
     }
 
     /// Money Stripe acknowledged as refunded for this purchase (`status::ACKNOWLEDGED`): what

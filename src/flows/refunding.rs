@@ -234,15 +234,22 @@ pub(crate) fn revoke_for_refund(
     })
 }
 
-/// Stripe's word on how much one of our refunds is: the row follows it. Only M1's refund in
-/// full is asked without an amount, so Stripe's figure is what was left of the charge.
+/// Stripe's word on how much M1's refund in full is (asked without an amount: what the charge
+/// still held): the row takes it before it is counted. Every other refund is asked, or was
+/// recorded, for its own amount, and a row already counted is never changed here.
 pub(crate) fn take_stripes_amount(
     conn: &mut DbConnection,
     refund: &Refund,
     stripe_amount: i64,
     ctx: FlowContext<'_>,
 ) -> Result<(), IngestError> {
-    if stripe_amount <= 0 || stripe_amount == refund.amount {
+    let uncounted =
+        [refunds::status::PENDING, refunds::status::CANCELED].contains(&refund.status.as_str());
+    if !refund.is_whole_charge()
+        || !uncounted
+        || stripe_amount <= 0
+        || stripe_amount == refund.amount
+    {
         return Ok(());
     }
     Refund::set_amount(

@@ -54,7 +54,7 @@ pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
     // M1 refunds a payment in full: asked without an amount, Stripe refunds what the charge
     // still holds. A Dashboard refund creditguard has not heard of yet may have taken part of
     // it, and a fixed amount would then be refused and the rest of the money stay stuck.
-    let whole = refund.reason == crate::db::models::MISDELIVERY_REFUND_REASON;
+    let whole = refund.is_whole_charge();
     let request = RefundRequest {
         idempotency_key: &refund.id,
         payment_intent: &purchase.payment_intent_id,
@@ -76,6 +76,12 @@ pub(super) async fn run(runner: &JobRunner, job: &Job) -> anyhow::Result<()> {
                 "Stripe accepted the refund"
             );
             let to = refunds::status::from_stripe(created.status.as_str());
+            if whole && created.amount.is_none() {
+                tracing::warn!(
+                    refund_id = refund.id,
+                    "Stripe's answer names no amount; the refund keeps creditguard's count of what was left"
+                );
+            }
             (
                 Finish::Succeeded,
                 Some((to, Some(created.id), created.amount)),

@@ -375,6 +375,62 @@ async fn m1_a_partly_refunded_undelivered_purchase_has_the_rest_refunded_at_the_
     app.assert_ledger_ok();
 }
 
+/// A Dashboard refund Stripe has not settled (`pending`) holds M1 back: if it fails, the money
+/// is still there and M1 refunds all of it, not what was left while it seemed to go back.
+#[tokio::test]
+async fn m1_waits_for_an_outside_refund_in_flight_and_refunds_everything_when_it_fails() {
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(stripe_refund("succeeded"))
+        .mount(&stripe)
+        .await;
+    let uri = stripe.uri();
+    let app = spawn_app_with(move |s| {
+        configure_stripe(s, &uri);
+        s.jobs.sweep_interval_millis = 20;
+    })
+    .await;
+    let (purchase, pi) = undelivered(&app, "pack_100", 2000).await;
+    let dashboard = |status: &str| {
+        let mut event = fixture("refund.updated");
+        event["id"] = json!(new_id("evt"));
+        let object = &mut event["data"]["object"];
+        object["id"] = json!("re_dashboard_pending");
+        object["amount"] = json!(1413);
+        object["payment_intent"] = json!(pi);
+        object["status"] = json!(status);
+        object["metadata"] = json!({});
+        event
+    };
+    assert_eq!(app.deliver(&dashboard("pending")).await, "processed");
+
+    app.advance(TimeDelta::hours(73));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        refund_requests(&stripe).await.is_empty(),
+        "M1 refunded while the Dashboard refund was in flight"
+    );
+
+    assert_eq!(app.deliver(&dashboard("failed")).await, "processed");
+    let refunds = wait_for(&app, "M1's refund once the Dashboard's failed", |r| {
+        r.iter()
+            .any(|r| r["reason"] == "misdelivery" && r["status"] == "succeeded")
+    })
+    .await;
+    let ours: Vec<&Value> = refunds
+        .iter()
+        .filter(|r| r["reason"] == "misdelivery")
+        .collect();
+    assert_eq!(ours.len(), 1, "{refunds:#?}");
+    assert_eq!(ours[0]["amount"], 2000, "all of it: {refunds:#?}");
+    let view = app
+        .get_json(&format!("/v1/purchases/{purchase}"), &app.support_token)
+        .await;
+    assert_eq!(view["status"], "refunded", "{view:#}");
+    app.assert_ledger_ok();
+}
+
 /// Stripe's Refunds API for a charge of `charged` of which `refunded_before` went back in the
 /// Dashboard (creditguard has not heard of it): a refund without an amount takes what is left,
 /// one that asks for more is refused as Stripe refuses it.

@@ -9,8 +9,9 @@
 //! creditguard's.
 //!
 //! `cargo test --test simulation` runs a few fixed seeds. Longer runs:
+//! `cargo run --release --example creditguard-sim -- --seeds 1-20 --events 2000`, or
 //! `SIM_SEEDS=1-20 SIM_EVENTS=2000 cargo test --release --test simulation -- --nocapture`
-//! (prints events per second). A failure prints its seed and the shortest world it could shrink
+//! (both print events per second). A failure prints its seed and the shortest world it could shrink
 //! to; `SIM_SEEDS=<seed> SIM_EVENTS=<n>` replays it.
 
 #[path = "../api/helpers.rs"]
@@ -870,15 +871,26 @@ async fn shrink(seed: u64, world: Vec<Planned>, failed_at: i64) -> Vec<Planned> 
 
 fn seeds() -> Vec<u64> {
     match std::env::var("SIM_SEEDS") {
-        Ok(spec) => spec
-            .split(',')
-            .flat_map(|part| match part.split_once('-') {
-                Some((a, b)) => (a.parse::<u64>().unwrap()..=b.parse().unwrap()).collect(),
-                None => vec![part.parse().unwrap()],
-            })
-            .collect(),
+        Ok(spec) => parse_seeds(&spec).unwrap_or_else(|e| panic!("SIM_SEEDS={spec}: {e}")),
         Err(_) => vec![1, 2, 3],
     }
+}
+
+/// `7`, `1-20`, `1,5,9-12`.
+pub fn parse_seeds(spec: &str) -> Result<Vec<u64>, String> {
+    let number = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|e| format!("{s:?} is not a seed: {e}"))
+    };
+    let mut seeds = Vec::new();
+    for part in spec.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => seeds.extend(number(a)?..=number(b)?),
+            None => seeds.push(number(part)?),
+        }
+    }
+    Ok(seeds)
 }
 
 fn happenings() -> usize {
@@ -890,18 +902,27 @@ fn happenings() -> usize {
 
 #[tokio::test]
 async fn seeded_worlds_agree_with_the_oracle() {
+    if let Err(failure) = simulate(&seeds(), happenings()).await {
+        panic!("{failure}");
+    }
+}
+
+/// Runs the worlds of `seeds`, about `happenings` each, and prints what each held and the
+/// rate; the first failure comes back with its seed and the shortest world it shrank to.
+pub async fn simulate(seeds: &[u64], happenings: usize) -> Result<(), String> {
     let started = Instant::now();
     let (mut deliveries, mut steps, mut checks) = (0, 0, 0);
-    for seed in seeds() {
-        let world = world::Generator::new(seed).world(happenings());
+    for &seed in seeds {
+        let world = world::Generator::new(seed).world(happenings);
         match run_world(seed, &world).await {
             Ok(run) => {
                 let m = &run.model;
-                let d1 = m
+                let ours = m
                     .purchases
                     .values()
                     .filter(|p| p.our_refund.is_some())
                     .count();
+                let m1 = m.purchases.values().filter(|p| p.m1_refunded).count();
                 let exact = m.accounts.keys().filter(|a| m.exact(a)).count();
                 let terminated = m
                     .accounts
@@ -914,7 +935,7 @@ async fn seeded_worlds_agree_with_the_oracle() {
                     .filter(|c| c.restored.is_some())
                     .count();
                 println!(
-                    "seed {seed}: {} purchases, {d1} refunds of ours (D1, M1, E1), {} disputes, {terminated} accounts terminated (CB4, V1), {} consumptions, {restores} T1 restores, {} Stripe refunds, {exact} of {} accounts followed exactly",
+                    "seed {seed}: {} purchases, {ours} refunds of ours (D1, M1, E1; {m1} of them M1), {} disputes, {terminated} accounts terminated (CB4, V1), {} consumptions, {restores} T1 restores, {} Stripe refunds, {exact} of {} accounts followed exactly",
                     m.purchases.len(),
                     m.disputes.len(),
                     m.consumptions.len(),
@@ -935,7 +956,7 @@ async fn seeded_worlds_agree_with_the_oracle() {
                     .iter()
                     .map(|p| format!("t={} {:?}", p.at, p.what))
                     .collect();
-                panic!(
+                return Err(format!(
                     "seed {seed}, step {}: {}\nlast steps:\n{}\nshortest failing world ({} of {} happenings):\n{}",
                     failure.step,
                     failure.what,
@@ -943,16 +964,17 @@ async fn seeded_worlds_agree_with_the_oracle() {
                     shortest.len(),
                     world.len(),
                     listing.join("\n")
-                );
+                ));
             }
         }
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "simulation: {} seeds, {steps} steps, {deliveries} deliveries ({:.0}/s), {checks} account checks, check-ledger every {CHECK_LEDGER_EVERY} steps: no violation",
-        seeds().len(),
+        "simulation: {} seeds, {steps} steps, {deliveries} deliveries in {secs:.0} s ({:.0}/s), {checks} account checks, check-ledger every {CHECK_LEDGER_EVERY} steps, Stripe's money per charge at the end: no violation",
+        seeds.len(),
         deliveries as f64 / secs
     );
+    Ok(())
 }
 
 fn status_name(status: oracle::AccountStatus) -> &'static str {

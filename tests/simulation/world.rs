@@ -10,7 +10,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::oracle::{DisputeKind, SupportAction};
+use super::oracle::{DisputeKind, SupportAction};
 
 pub const START: i64 = 1_795_000_000;
 
