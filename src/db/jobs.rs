@@ -81,7 +81,9 @@ pub fn claim_next(
                     .eq(status::RUNNING)
                     .and(jobs::locked_until.lt(now))),
         )
-        .order(jobs::run_after.asc())
+        // First due, first run; among jobs due at the same moment, the oldest first, on both
+        // backends alike (PostgreSQL gives ties in no particular order).
+        .order((jobs::run_after.asc(), jobs::id.asc()))
         .select(jobs::id);
     let id: Option<i64> = match conn {
         DbConnection::Pg(c) => due.for_update().skip_locked().first(c).optional()?,

@@ -902,16 +902,47 @@ fn happenings() -> usize {
 
 #[tokio::test]
 async fn seeded_worlds_agree_with_the_oracle() {
-    if let Err(failure) = simulate(&seeds(), happenings()).await {
-        panic!("{failure}");
+    let started = Instant::now();
+    match simulate(&seeds(), happenings()).await {
+        Ok(totals) => println!("{}", totals.summary(started.elapsed())),
+        Err(failure) => panic!("{failure}"),
     }
 }
 
-/// Runs the worlds of `seeds`, about `happenings` each, and prints what each held and the
-/// rate; the first failure comes back with its seed and the shortest world it shrank to.
-pub async fn simulate(seeds: &[u64], happenings: usize) -> Result<(), String> {
-    let started = Instant::now();
-    let (mut deliveries, mut steps, mut checks) = (0, 0, 0);
+/// What a run of worlds did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub seeds: usize,
+    pub steps: usize,
+    pub deliveries: usize,
+    pub checks: usize,
+}
+
+impl Totals {
+    pub fn add(&mut self, other: Totals) {
+        self.seeds += other.seeds;
+        self.steps += other.steps;
+        self.deliveries += other.deliveries;
+        self.checks += other.checks;
+    }
+
+    pub fn summary(&self, took: std::time::Duration) -> String {
+        let secs = took.as_secs_f64();
+        format!(
+            "simulation: {} seeds, {} steps, {} deliveries in {secs:.0} s ({:.0}/s), {} account checks, check-ledger every {CHECK_LEDGER_EVERY} steps, Stripe's money per charge at the end: no violation",
+            self.seeds,
+            self.steps,
+            self.deliveries,
+            self.deliveries as f64 / secs,
+            self.checks
+        )
+    }
+}
+
+/// Runs the worlds of `seeds`, about `happenings` each, and prints what each held; the first
+/// failure comes back with its seed and the shortest world it shrank to.
+pub async fn simulate(seeds: &[u64], happenings: usize) -> Result<Totals, String> {
+    let mut totals = Totals::default();
     for &seed in seeds {
         let world = world::Generator::new(seed).world(happenings);
         match run_world(seed, &world).await {
@@ -942,9 +973,12 @@ pub async fn simulate(seeds: &[u64], happenings: usize) -> Result<(), String> {
                     run.truth.lock().unwrap().refunds.len(),
                     m.accounts.len()
                 );
-                deliveries += run.deliveries;
-                steps += run.steps;
-                checks += run.checks;
+                totals.add(Totals {
+                    seeds: 1,
+                    steps: run.steps,
+                    deliveries: run.deliveries,
+                    checks: run.checks,
+                });
             }
             Err((failure, log)) => {
                 let full_log = std::env::temp_dir().join(format!("creditguard-sim-{seed}.log"));
@@ -968,13 +1002,7 @@ pub async fn simulate(seeds: &[u64], happenings: usize) -> Result<(), String> {
             }
         }
     }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "simulation: {} seeds, {steps} steps, {deliveries} deliveries in {secs:.0} s ({:.0}/s), {checks} account checks, check-ledger every {CHECK_LEDGER_EVERY} steps, Stripe's money per charge at the end: no violation",
-        seeds.len(),
-        deliveries as f64 / secs
-    );
-    Ok(())
+    Ok(totals)
 }
 
 fn status_name(status: oracle::AccountStatus) -> &'static str {
