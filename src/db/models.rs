@@ -323,7 +323,8 @@ impl Purchase {
         paid_before: NaiveDateTime,
         limit: i64,
     ) -> QueryResult<Vec<String>> {
-        use super::schema::refunds;
+        use super::schema::{disputes, refunds};
+        use crate::db::refunds::{status, WON_BACK};
         use crate::domain::PurchaseStatus;
         purchases::table
             .filter(purchases::undelivered_reason.is_not_null())
@@ -335,15 +336,25 @@ impl Purchase {
             .filter(purchases::paid_at.le(paid_before))
             // Nothing to give back (a free checkout): not M1's to refund.
             .filter(purchases::amount.gt(0))
-            // Not one already refunded by M1, nor one with a refund not settled yet: whether
-            // that money goes back decides what is left to refund.
+            // Not one with a refund not settled yet (whether that money goes back decides what
+            // is left to refund), nor one M1's refund is barred for (`Refund::misdelivery_barred`:
+            // one live, or one refused with no dispute won since).
             .filter(diesel::dsl::not(diesel::dsl::exists(
                 refunds::table
                     .filter(refunds::purchase_id.eq(purchases::id))
                     .filter(
-                        refunds::reason
+                        refunds::status.eq_any(status::IN_FLIGHT).or(refunds::reason
                             .eq(MISDELIVERY_REFUND_REASON)
-                            .or(refunds::status.eq_any(crate::db::refunds::status::IN_FLIGHT)),
+                            .and(
+                                refunds::status.eq_any(status::LIVE).or(diesel::dsl::not(
+                                    diesel::dsl::exists(
+                                        disputes::table
+                                            .filter(disputes::purchase_id.eq(purchases::id))
+                                            .filter(disputes::outcome.eq_any(WON_BACK))
+                                            .filter(disputes::updated_at.gt(refunds::updated_at)),
+                                    ),
+                                )),
+                            )),
                     ),
             )))
             .order((purchases::paid_at.asc(), purchases::id.asc()))

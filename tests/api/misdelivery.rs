@@ -516,6 +516,110 @@ async fn m1_refunds_what_the_charge_still_holds_even_after_a_dashboard_refund_no
     app.assert_ledger_ok();
 }
 
+/// Stripe's Refunds API for one charge that may be disputed: refused while it is, made once
+/// the dispute is over (as Stripe does).
+struct RefusedWhileDisputed(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl wiremock::Respond for RefusedWhileDisputed {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            return wiremock::ResponseTemplate::new(400).set_body_json(json!({ "error": {
+                "type": "invalid_request_error", "code": "charge_disputed",
+                "message": "The charge is disputed.",
+            } }));
+        }
+        let key = request.headers["idempotency-key"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        wiremock::ResponseTemplate::new(200).set_body_json(json!({
+            "id": format!("re_{key}"), "object": "refund", "status": "succeeded", "amount": 2000,
+        }))
+    }
+}
+
+/// Found by the seeded simulation (seeds 101 and 102, 2,000 happenings): a terminated account's
+/// payment, disputed before M1's refund reached Stripe, so Stripe refused it; the dispute was
+/// won, the money stayed, and M1 had had its one refund. Now M1 tries again once the purchase
+/// is undelivered again after the won dispute (at its deadline).
+#[tokio::test]
+async fn m1_refunds_again_after_a_dispute_that_blocked_its_refund_is_won() {
+    let disputed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(RefusedWhileDisputed(disputed.clone()))
+        .mount(&stripe)
+        .await;
+    let uri = stripe.uri();
+    let app = spawn_app_with(move |s| {
+        configure_stripe(s, &uri);
+        s.jobs.sweep_interval_millis = 20;
+    })
+    .await;
+    app.buy("user_banned").await;
+    app.terminate("user_banned").await;
+    let pi = new_id("pi");
+    assert_eq!(
+        app.deliver(&checkout_paid(&pi, Some("user_banned"), "pack_100", 2000))
+            .await,
+        "processed"
+    );
+    wait_for(&app, "M1's refund refused for the dispute", |r| {
+        r.iter()
+            .any(|r| r["reason"] == "misdelivery" && r["status"] == "failed")
+    })
+    .await;
+    let now = app.now().timestamp();
+    let dispute = new_id("dp");
+    let opened = dispute_event(
+        "created",
+        &dispute,
+        &pi,
+        None,
+        "needs_response",
+        "general",
+        2000,
+        now,
+    );
+    assert_eq!(app.deliver(&opened).await, "processed");
+    // Refused, and nothing changed: the sweep does not ask again.
+    app.advance(TimeDelta::hours(73));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        refund_requests(&stripe).await.len(),
+        1,
+        "asked again while disputed"
+    );
+
+    disputed.store(false, std::sync::atomic::Ordering::SeqCst);
+    let won = dispute_event("closed", &dispute, &pi, None, "won", "general", 2000, now);
+    assert_eq!(app.deliver(&won).await, "processed");
+    let refunds = wait_for(&app, "M1's refund after the dispute was won", |r| {
+        r.iter()
+            .any(|r| r["reason"] == "misdelivery" && r["status"] == "succeeded")
+    })
+    .await;
+    let m1: Vec<&Value> = refunds
+        .iter()
+        .filter(|r| r["reason"] == "misdelivery")
+        .collect();
+    assert_eq!(
+        m1.len(),
+        2,
+        "the refused one and the one made: {refunds:#?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        refund_requests(&stripe).await.len(),
+        2,
+        "asked once more, not again and again"
+    );
+    let purchase = app.purchase_of("user_banned", &pi).await;
+    assert_eq!(purchase["status"], "refunded", "{purchase:#}");
+    app.assert_ledger_ok();
+}
+
 #[tokio::test]
 async fn m1_a_terminated_accounts_payment_is_refunded_at_once() {
     let stripe = fake_stripe().await;

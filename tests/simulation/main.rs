@@ -981,7 +981,13 @@ pub async fn simulate(seeds: &[u64], happenings: usize) -> Result<Totals, String
                 });
             }
             Err((failure, log)) => {
-                let full_log = std::env::temp_dir().join(format!("creditguard-sim-{seed}.log"));
+                let backend = if TestDatabase::is_postgres() {
+                    "postgres"
+                } else {
+                    "sqlite"
+                };
+                let full_log =
+                    std::env::temp_dir().join(format!("creditguard-sim-{backend}-{seed}.log"));
                 let _ = std::fs::write(&full_log, log.join("\n"));
                 eprintln!("every step of seed {seed}: {}", full_log.display());
                 let shortest = shrink(seed, world.clone(), failure.at).await;

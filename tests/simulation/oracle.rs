@@ -100,7 +100,8 @@ pub struct Purchase {
     pub undelivered: bool,
     /// E1 acted on it (while undelivered: the account is suspended once known).
     pub warned: bool,
-    /// M1's refund in full was started (at most one).
+    /// M1's refund in full was started (at most one live; one Stripe refused is tried again
+    /// after a won dispute).
     pub m1_refunded: bool,
     /// Events naming the account that wait for a refund of ours to settle.
     waiting: Vec<Fact>,
@@ -673,7 +674,14 @@ impl Model {
         let (payment_intent, revoked) = (entry.payment_intent.clone(), entry.revoked);
         if won {
             self.return_credits(&payment_intent, revoked);
-            self.purchases.get_mut(&payment_intent).unwrap().disputed = false;
+            let purchase = self.purchases.get_mut(&payment_intent).unwrap();
+            purchase.disputed = false;
+            // M1: a refund in full Stripe refused for the dispute may be made now.
+            if purchase.m1_refunded
+                && matches!(purchase.our_refund, Some((_, _, OurRefund::Failed)))
+            {
+                purchase.m1_refunded = false;
+            }
         }
         let account = self.purchases[&payment_intent].account.clone();
         if account.is_empty() {
@@ -738,9 +746,6 @@ impl Model {
     fn refund_in_full(&mut self, pi: &str) {
         let purchase = self.purchases.get_mut(pi).unwrap();
         purchase.m1_refunded = true;
-        if matches!(purchase.our_refund, Some((_, _, OurRefund::Failed))) {
-            purchase.inexact = true; // a second refund of ours: the model keeps one
-        }
         purchase.our_refund = Some((purchase.amount - purchase.refunded(), 0, OurRefund::Pending));
     }
 

@@ -278,8 +278,9 @@ pub fn credit_linked_customer(
 
 /// M1's refund in full of a purchase that cannot be credited (nothing of it was granted, so
 /// nothing was used): all of its money that Stripe has not refunded already (a Dashboard refund
-/// may have taken part of it). At most one per purchase (a unique index); a purchase with a
-/// refund not settled yet is left until it settles (if it fails, its money is still there).
+/// may have taken part of it). At most one live per purchase (a unique index), and a refused
+/// one is tried again only after a dispute of the purchase was won; a purchase with a refund
+/// not settled yet is left until it settles (if it fails, its money is still there).
 pub fn refund_in_full(
     conn: &mut DbConnection,
     purchase: &Purchase,
@@ -287,7 +288,7 @@ pub fn refund_in_full(
     reference: &str,
     ctx: FlowContext<'_>,
 ) -> Result<Option<String>, IngestError> {
-    if Refund::exists_with_reason(conn, &purchase.id, MISDELIVERY_REFUND_REASON)?
+    if Refund::misdelivery_barred(conn, &purchase.id)?
         || Refund::in_flight_amount(conn, &purchase.id)? > 0
     {
         return Ok(None);
