@@ -20,6 +20,8 @@ pub struct StripeRefund {
     /// `metadata.creditguard_refund_id`: creditguard's own refunds name themselves.
     pub ours: Option<String>,
     pub created: i64,
+    /// It succeeded, then failed (the money came back to the merchant).
+    pub failed: bool,
 }
 
 /// What happened to one call of creditguard's, by its idempotency key.
@@ -58,9 +60,19 @@ impl Truth {
     pub fn refunded(&self, payment_intent: &str) -> i64 {
         self.refunds
             .iter()
-            .filter(|r| r.payment_intent == payment_intent)
+            .filter(|r| r.payment_intent == payment_intent && !r.failed)
             .map(|r| r.amount)
             .sum()
+    }
+
+    /// The latest refund of the charge that has not failed fails now; its index.
+    pub fn fail_latest(&mut self, payment_intent: &str) -> Option<usize> {
+        let index = self
+            .refunds
+            .iter()
+            .rposition(|r| r.payment_intent == payment_intent && !r.failed)?;
+        self.refunds[index].failed = true;
+        Some(index)
     }
 
     pub fn refundable(&self, payment_intent: &str) -> i64 {
@@ -83,6 +95,7 @@ impl Truth {
             amount,
             ours: None,
             created: self.now,
+            failed: false,
         });
         Some(index)
     }
@@ -142,7 +155,9 @@ pub fn refund_object(refund: &StripeRefund) -> Value {
     json!({
         "id": refund.id, "object": "refund", "amount": refund.amount, "currency": "usd",
         "payment_intent": refund.payment_intent, "charge": format!("ch_of_{}", refund.payment_intent),
-        "status": "succeeded", "reason": "duplicate", "created": refund.created,
+        "status": if refund.failed { "failed" } else { "succeeded" },
+        "failure_reason": if refund.failed { json!("lost_or_stolen_card") } else { Value::Null },
+        "reason": "duplicate", "created": refund.created,
         "metadata": metadata,
     })
 }
@@ -203,6 +218,7 @@ impl Respond for FakeStripe {
                     amount,
                     ours: fields.get("metadata[creditguard_refund_id]").cloned(),
                     created,
+                    failed: false,
                 });
                 truth.by_key.insert(key.clone(), index);
                 truth.unannounced.push(index);

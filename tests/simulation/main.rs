@@ -77,6 +77,8 @@ struct Run {
     touched: BTreeSet<String>,
     /// When each dispute opened (Stripe's `created`, which CB4 counts by).
     dispute_opened: BTreeMap<String, i64>,
+    /// creditguard's purchase ids → their PaymentIntents, as listed.
+    payment_intent_of: BTreeMap<String, String>,
     log: Vec<String>,
 }
 
@@ -145,6 +147,7 @@ impl Run {
             checks: 0,
             touched: BTreeSet::new(),
             dispute_opened: BTreeMap::new(),
+            payment_intent_of: BTreeMap::new(),
             log: Vec::new(),
         };
         run.app
@@ -368,6 +371,28 @@ impl Run {
                 };
                 if let Some(refund) = made {
                     self.announce_refund(&refund, false);
+                }
+            }
+            Happening::RefundFails { payment_intent } => {
+                let failed = {
+                    let mut truth = self.truth.lock().unwrap();
+                    truth
+                        .fail_latest(&payment_intent)
+                        .map(|i| truth.refunds[i].clone())
+                };
+                if let Some(refund) = failed {
+                    let mut event = fixture("refund.updated");
+                    event["type"] = json!("refund.failed");
+                    event["data"]["object"] = refund_object(&refund);
+                    self.send(
+                        event,
+                        Fact::RefundFailed {
+                            payment_intent,
+                            refund: refund.id.clone(),
+                            amount: refund.amount,
+                            ours: refund.ours.is_some(),
+                        },
+                    );
                 }
             }
             Happening::Support { account, action } => {
@@ -694,7 +719,6 @@ impl Run {
             }
             self.checks += 1;
             let view = self.app.account(&account).await;
-            let purchases = self.purchases_of(&account).await;
             let lots: i64 = view["lots"].as_array().map_or(0, |l| {
                 l.iter().map(|l| l["remaining"].as_i64().unwrap()).sum()
             });
@@ -720,19 +744,50 @@ impl Run {
                     view["balance"]
                 )));
             }
-            for purchase in purchases {
-                let pi = purchase["payment_intent"].as_str().unwrap_or_default();
-                let Some(expected) = self.model.purchases.get(pi) else {
+            // Each lot against the oracle's, by the account view alone (its lots name their
+            // purchase; a purchase's PaymentIntent is looked up once).
+            let mut seen = BTreeSet::new();
+            for lot in view["lots"].as_array().cloned().unwrap_or_default() {
+                let id = lot["purchase_id"].as_str().unwrap_or_default().to_owned();
+                if !self.payment_intent_of.contains_key(&id) {
+                    for purchase in self.purchases_of(&account).await {
+                        if let (Some(id), Some(pi)) =
+                            (purchase["id"].as_str(), purchase["payment_intent"].as_str())
+                        {
+                            self.payment_intent_of.insert(id.to_owned(), pi.to_owned());
+                        }
+                    }
+                }
+                let Some(pi) = self.payment_intent_of.get(&id).cloned() else {
                     return Err(self.fail(format!(
-                        "{account}: a purchase the oracle never made: {purchase}"
+                        "{account}: a lot of a purchase the account does not list: {lot}"
                     )));
                 };
-                if purchase["credits_remaining"].as_i64() != Some(expected.remaining) {
+                let expected = match self.model.purchases.get(&pi) {
+                    Some(p) if p.account == account => p.remaining,
+                    _ => {
+                        return Err(self.fail(format!(
+                            "{account}: a lot the oracle never made: {pi} {lot}"
+                        )))
+                    }
+                };
+                if lot["remaining"].as_i64() != Some(expected) {
                     return Err(self.fail(format!(
-                        "{pi}: oracle lot {}, service {}",
-                        expected.remaining, purchase["credits_remaining"]
+                        "{pi}: oracle lot {expected}, service {}",
+                        lot["remaining"]
                     )));
                 }
+                seen.insert(pi);
+            }
+            let missing = self.model.order.iter().find(|pi| {
+                let p = &self.model.purchases[*pi];
+                p.account == account && p.remaining > 0 && !seen.contains(*pi)
+            });
+            if let Some(pi) = missing {
+                return Err(self.fail(format!(
+                    "{pi}: oracle lot {}, the service has none",
+                    self.model.purchases[pi].remaining
+                )));
             }
         }
         Ok(())
@@ -749,7 +804,8 @@ impl Run {
 
     /// Everything delivered, every retry run (the clock moves on an hour at a time, past M1's
     /// deadline), then the money: what creditguard counts as refunded per charge is what Stripe
-    /// refunded, and a purchase never credited was refunded whole.
+    /// refunded, and a purchase never credited was refunded whole (or, if Stripe could not
+    /// send the money back, is among finance's discrepancies for a person).
     async fn finish(&mut self) -> Result<(), Failure> {
         while self.step().await? {}
         // At least past M1's 72 h, so that every undelivered purchase meets its deadline.
@@ -775,6 +831,13 @@ impl Run {
                     .or_default() += refund["amount"].as_i64().unwrap();
             }
         }
+        let for_a_person: BTreeSet<String> = self
+            .list("/v1/reconciliation/discrepancies")
+            .await
+            .iter()
+            .filter(|d| d["kind"] == "undelivered-purchase")
+            .filter_map(|d| d["subject"].as_str().map(str::to_owned))
+            .collect();
         let charges: Vec<(String, i64)> = {
             let truth = self.truth.lock().unwrap();
             truth
@@ -805,9 +868,16 @@ impl Run {
                     .as_ref()
                     .is_some_and(|d| m.disputes[d].state != oracle::DisputeState::Won);
                 if p.undelivered && !p.inexact && !kept && stripe != amount {
-                    return Err(self.fail(format!(
-                        "{pi}: undelivered to the end, yet Stripe refunded {stripe} of {amount}"
-                    )));
+                    if !p.needs_person {
+                        return Err(self.fail(format!(
+                            "{pi}: undelivered to the end, yet Stripe refunded {stripe} of {amount}"
+                        )));
+                    }
+                    if !for_a_person.contains(id) {
+                        return Err(self.fail(format!(
+                            "{pi}: M1's refund failed after it went through, yet {id} is not among finance's discrepancies"
+                        )));
+                    }
                 }
             }
         }
@@ -960,17 +1030,23 @@ pub async fn simulate(seeds: &[u64], happenings: usize) -> Result<Totals, String
                     .values()
                     .filter(|s| **s == oracle::AccountStatus::Terminated)
                     .count();
+                let refunds = {
+                    let truth = run.truth.lock().unwrap();
+                    let failed = truth.refunds.iter().filter(|r| r.failed).count();
+                    (truth.refunds.len(), failed)
+                };
                 let restores = m
                     .consumptions
                     .values()
                     .filter(|c| c.restored.is_some())
                     .count();
                 println!(
-                    "seed {seed}: {} purchases, {ours} refunds of ours (D1, M1, E1; {m1} of them M1), {} disputes, {terminated} accounts terminated (CB4, V1), {} consumptions, {restores} T1 restores, {} Stripe refunds, {exact} of {} accounts followed exactly",
+                    "seed {seed}: {} purchases, {ours} refunds of ours (D1, M1, E1; {m1} of them M1), {} disputes, {terminated} accounts terminated (CB4, V1), {} consumptions, {restores} T1 restores, {} Stripe refunds ({} failed later), {exact} of {} accounts followed exactly",
                     m.purchases.len(),
                     m.disputes.len(),
                     m.consumptions.len(),
-                    run.truth.lock().unwrap().refunds.len(),
+                    refunds.0,
+                    refunds.1,
                     m.accounts.len()
                 );
                 totals.add(Totals {

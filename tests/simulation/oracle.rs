@@ -105,6 +105,14 @@ pub struct Purchase {
     pub m1_refunded: bool,
     /// Events naming the account that wait for a refund of ours to settle.
     waiting: Vec<Fact>,
+    /// Stripe made our refund (it has Stripe's id), even if it failed later: it explains
+    /// `charge.refunded` totals sent before it failed.
+    pub our_made: bool,
+    /// Outside refunds that failed after they went through: named, never counted again.
+    pub outside_failed: BTreeMap<String, i64>,
+    /// M1's refund went through and then failed (the card is gone): Stripe cannot send the
+    /// money back, a person must (the purchase shows in finance's discrepancies).
+    pub needs_person: bool,
     pub package: String,
     pub amount: i64,
     pub granted: i64,
@@ -211,6 +219,13 @@ pub enum Fact {
     },
     /// `charge.refunded`: the charge's refunded total, refunds not listed.
     ChargeRefunded { payment_intent: String, total: i64 },
+    /// `refund.failed`: a refund that went through failed after all (ours when `ours`).
+    RefundFailed {
+        payment_intent: String,
+        refund: String,
+        amount: i64,
+        ours: bool,
+    },
     /// `radar.early_fraud_warning.created`.
     FraudWarning {
         payment_intent: String,
@@ -226,6 +241,7 @@ impl Fact {
             | Fact::DisputeClosed { payment_intent, .. }
             | Fact::RefundCreated { payment_intent, .. }
             | Fact::ChargeRefunded { payment_intent, .. }
+            | Fact::RefundFailed { payment_intent, .. }
             | Fact::FraudWarning { payment_intent, .. } => payment_intent,
         }
     }
@@ -325,6 +341,8 @@ impl Model {
                         self.our_refund_settled(&pi, OurRefund::Acknowledged);
                     }
                     Some((_, _, OurRefund::Acknowledged)) => {}
+                    // An old copy of a refund that has failed since: it stays failed.
+                    Some((_, _, OurRefund::Failed)) if purchase.our_made => {}
                     // Stripe made a refund creditguard had given up on: follow the invariants.
                     _ => purchase.inexact = true,
                 }
@@ -338,7 +356,10 @@ impl Model {
                 // O1, named: what `charge.refunded`'s total already counted is itemised, not
                 // counted twice.
                 let purchase = self.purchases.get_mut(&pi).unwrap();
-                if purchase.outside_named.contains_key(&refund) {
+                // Known, or an old copy of one that has failed since.
+                if purchase.outside_named.contains_key(&refund)
+                    || purchase.outside_failed.contains_key(&refund)
+                {
                     return;
                 }
                 let itemised = amount.min(purchase.outside_unnamed);
@@ -347,7 +368,50 @@ impl Model {
                 self.outside_refunded(&pi, amount - itemised);
             }
             Fact::ChargeRefunded { total, .. } => self.charge_total(&pi, total),
+            Fact::RefundFailed {
+                refund,
+                amount,
+                ours,
+                ..
+            } => self.refund_failed(&pi, refund, amount, ours),
             Fact::FraudWarning { actionable, .. } => self.fraud_warning(&pi, actionable),
+        }
+    }
+
+    /// A refund that went through fails (Stripe: `succeeded` → `failed`): its money is the
+    /// merchant's again. Ours gives its credits back by the return path, as if refused. An
+    /// outside one gives back what it revoked; which credits those were is the ledger's
+    /// bookkeeping, so its purchase is followed by the invariants from then on.
+    fn refund_failed(&mut self, pi: &str, refund: String, amount: i64, ours: bool) {
+        let purchase = self.purchases.get_mut(pi).unwrap();
+        if ours {
+            match purchase.our_refund {
+                Some((ours_amount, credits, OurRefund::Acknowledged)) if ours_amount == amount => {
+                    purchase.our_refund = Some((ours_amount, credits, OurRefund::Failed));
+                    purchase.needs_person |= purchase.m1_refunded;
+                    self.return_credits(pi, credits);
+                }
+                Some((ours_amount, _, OurRefund::Pending)) if ours_amount == amount => {
+                    purchase.our_made = true;
+                    purchase.needs_person |= purchase.m1_refunded;
+                    self.our_refund_settled(pi, OurRefund::Failed);
+                }
+                Some((_, _, OurRefund::Failed)) => {}
+                _ => purchase.inexact = true,
+            }
+            return;
+        }
+        if let Some(named) = purchase.outside_named.remove(&refund) {
+            purchase.outside_failed.insert(refund, named);
+            purchase.inexact = true;
+        } else if purchase.outside_unnamed > 0 {
+            // Counted in a `charge.refunded` total before Stripe named it.
+            purchase.outside_unnamed -= amount.min(purchase.outside_unnamed);
+            purchase.outside_failed.insert(refund, amount);
+            purchase.inexact = true;
+        } else {
+            // Never counted: an old copy of it must not count it now.
+            purchase.outside_failed.insert(refund, amount);
         }
     }
 
@@ -382,7 +446,15 @@ impl Model {
     /// outside refund; while a refund of ours waits for Stripe's answer, that much waits too.
     fn charge_total(&mut self, pi: &str, total: i64) {
         let purchase = self.purchases.get_mut(pi).unwrap();
-        let named = purchase.ours_acknowledged() + purchase.outside_named.values().sum::<i64>();
+        // What the refunds Stripe named explain, whatever became of them since.
+        let ours_named = match purchase.our_refund {
+            Some((amount, _, OurRefund::Acknowledged)) => amount,
+            Some((amount, _, OurRefund::Failed)) if purchase.our_made => amount,
+            _ => 0,
+        };
+        let named = ours_named
+            + purchase.outside_named.values().sum::<i64>()
+            + purchase.outside_failed.values().sum::<i64>();
         let remainder = (total.min(purchase.amount) - named).max(0);
         if remainder <= purchase.outside_unnamed {
             return;
@@ -457,6 +529,9 @@ impl Model {
                 warned: false,
                 m1_refunded: terminated,
                 waiting: Vec::new(),
+                our_made: false,
+                outside_failed: BTreeMap::new(),
+                needs_person: false,
                 package: package_id,
                 amount,
                 granted: credits,
@@ -541,6 +616,9 @@ impl Model {
             return;
         };
         purchase.our_refund = Some((amount, credits, outcome));
+        if outcome == OurRefund::Acknowledged {
+            purchase.our_made = true;
+        }
         let deferred = std::mem::take(&mut purchase.deferred_totals);
         let waiting = std::mem::take(&mut purchase.waiting);
         if outcome == OurRefund::Failed {
@@ -746,6 +824,11 @@ impl Model {
     fn refund_in_full(&mut self, pi: &str) {
         let purchase = self.purchases.get_mut(pi).unwrap();
         purchase.m1_refunded = true;
+        if purchase.our_made {
+            // The model keeps one refund of ours: the earlier one's part in totals is lost.
+            purchase.inexact = true;
+        }
+        purchase.our_made = false;
         purchase.our_refund = Some((purchase.amount - purchase.refunded(), 0, OurRefund::Pending));
     }
 

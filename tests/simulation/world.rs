@@ -1,5 +1,6 @@
 //! The generator: from a seed, what happens in a Stripe world (payments, duplicates inside and
-//! outside D1's window, spending, failed generations, Dashboard refunds, disputes won and lost,
+//! outside D1's window, spending, failed generations, Dashboard refunds (some failing later),
+//! disputes won and lost,
 //! fraudulent ones, inquiries, a second dispute of an account now and then: CB4, early fraud
 //! warnings, support suspending, reinstating and terminating accounts, payments through
 //! Checkout or bare PaymentIntents, some naming nobody: M1's undelivered purchases, which
@@ -44,6 +45,11 @@ pub enum Happening {
     DashboardRefund {
         payment_intent: String,
         amount: i64,
+    },
+    /// The latest refund of the payment that went through fails after all (Stripe documents
+    /// `succeeded` → `failed`: a closed card), ours or made in the Dashboard.
+    RefundFails {
+        payment_intent: String,
     },
     /// Support acts on an account (V1).
     Support {
@@ -183,6 +189,12 @@ impl Generator {
                         _ => SupportAction::Terminate,
                     },
                 },
+                80..=81 if !self.payments.is_empty() => {
+                    let i = self.recent(self.payments.len());
+                    Happening::RefundFails {
+                        payment_intent: self.payments[i].0.clone(),
+                    }
+                }
                 76..=79 if !self.payments.is_empty() => match self.dispute(&mut planned) {
                     Some(open) => open,
                     None => continue,
