@@ -32,6 +32,25 @@ async fn undelivered(app: &TestApp, package: &str, amount: i64) -> (String, Stri
     (purchase["id"].as_str().unwrap().to_owned(), pi)
 }
 
+/// The service with a fake Stripe answering refunds with `refunds`, and M1's sweep every 20 ms.
+async fn sweeping_app(
+    refunds: impl wiremock::Respond + 'static,
+) -> (wiremock::MockServer, TestApp) {
+    let stripe = fake_stripe().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(refunds)
+        .mount(&stripe)
+        .await;
+    let uri = stripe.uri();
+    let app = spawn_app_with(move |s| {
+        configure_stripe(s, &uri);
+        s.jobs.sweep_interval_millis = 20;
+    })
+    .await;
+    (stripe, app)
+}
+
 async fn create_account(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
     app.client
         .put(app.url(&format!("/v1/accounts/{id}")))
@@ -334,18 +353,7 @@ async fn m1_still_undelivered_after_72_hours_is_refunded_in_full_once_by_two_rep
 /// rest of the money was neither credited nor refunded, ever.
 #[tokio::test]
 async fn m1_a_partly_refunded_undelivered_purchase_has_the_rest_refunded_at_the_deadline() {
-    let stripe = fake_stripe().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/refunds"))
-        .respond_with(stripe_refund("succeeded"))
-        .mount(&stripe)
-        .await;
-    let uri = stripe.uri();
-    let app = spawn_app_with(move |s| {
-        configure_stripe(s, &uri);
-        s.jobs.sweep_interval_millis = 20;
-    })
-    .await;
+    let (stripe, app) = sweeping_app(stripe_refund("succeeded")).await;
     let (purchase, pi) = undelivered(&app, "pack_100", 2000).await;
     let dashboard = charge_refunded(&pi, &new_id("ch"), 638);
     assert_eq!(app.deliver(&dashboard).await, "processed");
@@ -379,18 +387,7 @@ async fn m1_a_partly_refunded_undelivered_purchase_has_the_rest_refunded_at_the_
 /// is still there and M1 refunds all of it, not what was left while it seemed to go back.
 #[tokio::test]
 async fn m1_waits_for_an_outside_refund_in_flight_and_refunds_everything_when_it_fails() {
-    let stripe = fake_stripe().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/refunds"))
-        .respond_with(stripe_refund("succeeded"))
-        .mount(&stripe)
-        .await;
-    let uri = stripe.uri();
-    let app = spawn_app_with(move |s| {
-        configure_stripe(s, &uri);
-        s.jobs.sweep_interval_millis = 20;
-    })
-    .await;
+    let (stripe, app) = sweeping_app(stripe_refund("succeeded")).await;
     let (purchase, pi) = undelivered(&app, "pack_100", 2000).await;
     let dashboard = |status: &str| {
         let mut event = fixture("refund.updated");
@@ -545,18 +542,7 @@ impl wiremock::Respond for RefusedWhileDisputed {
 #[tokio::test]
 async fn m1_refunds_again_after_a_dispute_that_blocked_its_refund_is_won() {
     let disputed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let stripe = fake_stripe().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/refunds"))
-        .respond_with(RefusedWhileDisputed(disputed.clone()))
-        .mount(&stripe)
-        .await;
-    let uri = stripe.uri();
-    let app = spawn_app_with(move |s| {
-        configure_stripe(s, &uri);
-        s.jobs.sweep_interval_millis = 20;
-    })
-    .await;
+    let (stripe, app) = sweeping_app(RefusedWhileDisputed(disputed.clone())).await;
     app.buy("user_banned").await;
     app.terminate("user_banned").await;
     let pi = new_id("pi");
