@@ -255,7 +255,46 @@ pub struct PurchaseFilter<'a> {
     pub payment_intent: Option<&'a str>,
 }
 
+/// Whether M1's refund in full of the purchase (`purchases::id`, correlated) is barred: one is
+/// live (pending, submitted, succeeded), or one failed or was canceled and no dispute of the
+/// purchase was won since (Stripe refuses to refund a disputed charge; once the dispute is won,
+/// the money is the merchant's again and goes back). Any other refusal is left to a person.
+#[diesel::dsl::auto_type]
+fn misdelivery_refund_barred() -> _ {
+    let reason: &'static str = MISDELIVERY_REFUND_REASON;
+    let live: [&'static str; 3] = crate::db::refunds::status::LIVE;
+    let won: [&'static str; 3] = crate::policy::dispute::WON;
+    diesel::dsl::exists(
+        super::schema::refunds::table
+            .filter(super::schema::refunds::purchase_id.eq(purchases::id))
+            .filter(super::schema::refunds::reason.eq(reason))
+            .filter(
+                super::schema::refunds::status
+                    .eq_any(live)
+                    .or(diesel::dsl::not(diesel::dsl::exists(
+                        super::schema::disputes::table
+                            .filter(super::schema::disputes::purchase_id.eq(purchases::id))
+                            .filter(super::schema::disputes::outcome.eq_any(won))
+                            .filter(
+                                super::schema::disputes::updated_at
+                                    .gt(super::schema::refunds::updated_at),
+                            ),
+                    ))),
+            ),
+    )
+}
+
 impl Purchase {
+    /// Whether M1's refund in full of this purchase is barred (`misdelivery_refund_barred`).
+    pub fn misdelivery_refund_barred(conn: &mut DbConnection, id: &str) -> QueryResult<bool> {
+        diesel::select(diesel::dsl::exists(
+            purchases::table
+                .filter(purchases::id.eq(id))
+                .filter(misdelivery_refund_barred()),
+        ))
+        .get_result(conn)
+    }
+
     /// Inserts unless a purchase of this PaymentIntent exists; true if inserted.
     pub fn insert_once(conn: &mut DbConnection, row: &NewPurchase<'_>) -> QueryResult<bool> {
         let inserted = per_backend!(conn, |c| diesel::insert_into(purchases::table)
@@ -316,15 +355,15 @@ impl Purchase {
     }
 
     /// M1's sweep: purchases never credited, paid before `paid_before`, with money left (none
-    /// refunded, or part of it refunded outside creditguard), no misdelivery refund and no
-    /// refund in flight, oldest first.
+    /// refunded, or part of it refunded outside creditguard), no refund in flight (whether that
+    /// money goes back decides what is left to refund) and M1's refund not barred
+    /// (`misdelivery_refund_barred`), oldest first.
     pub fn undelivered_due(
         conn: &mut DbConnection,
         paid_before: NaiveDateTime,
         limit: i64,
     ) -> QueryResult<Vec<String>> {
-        use super::schema::{disputes, refunds};
-        use crate::db::refunds::{status, WON_BACK};
+        use super::schema::refunds;
         use crate::domain::PurchaseStatus;
         purchases::table
             .filter(purchases::undelivered_reason.is_not_null())
@@ -336,27 +375,12 @@ impl Purchase {
             .filter(purchases::paid_at.le(paid_before))
             // Nothing to give back (a free checkout): not M1's to refund.
             .filter(purchases::amount.gt(0))
-            // Not one with a refund not settled yet (whether that money goes back decides what
-            // is left to refund), nor one M1's refund is barred for (`Refund::misdelivery_barred`:
-            // one live, or one refused with no dispute won since).
             .filter(diesel::dsl::not(diesel::dsl::exists(
                 refunds::table
                     .filter(refunds::purchase_id.eq(purchases::id))
-                    .filter(
-                        refunds::status.eq_any(status::IN_FLIGHT).or(refunds::reason
-                            .eq(MISDELIVERY_REFUND_REASON)
-                            .and(
-                                refunds::status.eq_any(status::LIVE).or(diesel::dsl::not(
-                                    diesel::dsl::exists(
-                                        disputes::table
-                                            .filter(disputes::purchase_id.eq(purchases::id))
-                                            .filter(disputes::outcome.eq_any(WON_BACK))
-                                            .filter(disputes::updated_at.gt(refunds::updated_at)),
-                                    ),
-                                )),
-                            )),
-                    ),
+                    .filter(refunds::status.eq_any(crate::db::refunds::status::IN_FLIGHT)),
             )))
+            .filter(diesel::dsl::not(misdelivery_refund_barred()))
             .order((purchases::paid_at.asc(), purchases::id.asc()))
             .select(purchases::id)
             .limit(limit)

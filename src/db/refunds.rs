@@ -6,10 +6,6 @@ use diesel::prelude::*;
 use super::schema::refunds;
 use super::DbConnection;
 
-/// How a dispute ends with the money staying with the merchant (CB2): won, or an inquiry
-/// closed without a chargeback.
-pub const WON_BACK: [&str; 2] = ["won", "warning_closed"];
-
 /// The states a refund moves through. `pending`: decided, Stripe not yet asked (or asked, no
 /// answer yet); `submitted`: Stripe accepted it and will confirm; then one of the final three.
 pub mod status {
@@ -167,31 +163,6 @@ impl Refund {
             .order((refunds::created_at.asc(), refunds::id.asc()))
             .select(Refund::as_select())
             .load(conn)
-    }
-
-    /// Whether M1's refund in full of the purchase is barred: one is live (pending, submitted,
-    /// succeeded), or one failed or was canceled and no dispute of the purchase was won since
-    /// (Stripe refuses to refund a disputed charge; once the dispute is won, the money is the
-    /// merchant's again and goes back). Any other refusal is left to a person. The same rule as
-    /// `Purchase::undelivered_due`'s.
-    pub fn misdelivery_barred(conn: &mut DbConnection, purchase_id: &str) -> QueryResult<bool> {
-        use super::schema::disputes;
-        diesel::select(diesel::dsl::exists(
-            refunds::table
-                .filter(refunds::purchase_id.eq(purchase_id))
-                .filter(refunds::reason.eq(crate::db::models::MISDELIVERY_REFUND_REASON))
-                .filter(
-                    refunds::status
-                        .eq_any(status::LIVE)
-                        .or(diesel::dsl::not(diesel::dsl::exists(
-                            disputes::table
-                                .filter(disputes::purchase_id.eq(purchase_id))
-                                .filter(disputes::outcome.eq_any(WON_BACK))
-                                .filter(disputes::updated_at.gt(refunds::updated_at)),
-                        ))),
-                ),
-        ))
-        .get_result(conn)
     }
 
     /// Money going back for this purchase, as far as anyone knows: refunds not failed or

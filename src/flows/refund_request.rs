@@ -674,7 +674,7 @@ fn deliver(
             }
             let purchase = Purchase::find(conn, purchase_id)?.ok_or(DieselError::NotFound)?;
             let reason = verdict.explanation;
-            match misdelivery::refund_in_full(conn, &purchase, &reason, &request.id, ctx)? {
+            match misdelivery::refund_in_full(conn, &purchase, |_| reason.clone(), &request.id, ctx)? {
                 Some(refund_id) => Ok((RequestStatus::Approved, Rule::M1, reason, Some(refund_id), 0)),
                 None => denied(format!(
                     "Purchase {purchase_id}'s credits cannot be delivered ({why}), and its money is already going back."

@@ -281,22 +281,25 @@ pub fn credit_linked_customer(
 /// may have taken part of it). At most one live per purchase (a unique index), and a refused
 /// one is tried again only after a dispute of the purchase was won; a purchase with a refund
 /// not settled yet is left until it settles (if it fails, its money is still there).
+/// `explain` is given what Stripe has refunded of the payment already.
 pub fn refund_in_full(
     conn: &mut DbConnection,
     purchase: &Purchase,
-    explanation: &str,
+    explain: impl FnOnce(i64) -> String,
     reference: &str,
     ctx: FlowContext<'_>,
 ) -> Result<Option<String>, IngestError> {
-    if Refund::misdelivery_barred(conn, &purchase.id)?
+    if Purchase::misdelivery_refund_barred(conn, &purchase.id)?
         || Refund::in_flight_amount(conn, &purchase.id)? > 0
     {
         return Ok(None);
     }
-    let left = purchase.amount - Refund::acknowledged_amount(conn, &purchase.id)?;
+    let refunded = Refund::acknowledged_amount(conn, &purchase.id)?;
+    let left = purchase.amount - refunded;
     if left <= 0 {
         return Ok(None);
     }
+    let explanation = explain(refunded);
     start_refund(
         conn,
         purchase,
@@ -306,7 +309,7 @@ pub fn refund_in_full(
             reason: MISDELIVERY_REFUND_REASON,
             rule: Rule::M1,
         },
-        explanation,
+        &explanation,
         reference,
         ctx,
     )
@@ -335,7 +338,7 @@ pub fn refund_if_terminated(
         "{why_undelivered} The payment names account {}, which is terminated: refunded in full at once (M1).",
         account.id
     );
-    refund_in_full(conn, &purchase, &explanation, reference, ctx)
+    refund_in_full(conn, &purchase, |_| explanation, reference, ctx)
 }
 
 /// What the sweep did with one purchase.
@@ -368,29 +371,30 @@ pub fn settle_overdue(
     if !misdelivery_refund_due(purchase.paid_at, ctx.now, after) {
         return Ok(Swept::Nothing);
     }
-    let refunded = Refund::acknowledged_amount(conn, &purchase.id)?;
-    let (already, refunding) = if refunded > 0 {
-        (
-            format!(" ({refunded} of it refunded already, outside creditguard)"),
-            format!(
-                "the {} {} left is refunded",
-                purchase.amount - refunded,
-                purchase.currency
-            ),
-        )
-    } else {
-        (String::new(), "refunded in full".to_owned())
-    };
-    let explanation = format!(
+    let explain = |refunded: i64| {
+        let (already, refunding) = if refunded > 0 {
+            (
+                format!(" ({refunded} of it refunded already, outside creditguard)"),
+                format!(
+                    "the {} {} left is refunded",
+                    purchase.amount - refunded,
+                    purchase.currency
+                ),
+            )
+        } else {
+            (String::new(), "refunded in full".to_owned())
+        };
+        format!(
         "Paid {} {} at {}{already} but still undelivered ({}) after {} h: {refunding}, as nothing of it could be used.",
         purchase.amount,
         purchase.currency,
         purchase.paid_at.format("%Y-%m-%d %H:%M:%S UTC"),
         purchase.undelivered_reason.as_deref().unwrap_or("undelivered"),
         after.num_hours(),
-    );
+    )
+    };
     Ok(
-        match refund_in_full(conn, &purchase, &explanation, "m1:deadline", ctx)? {
+        match refund_in_full(conn, &purchase, explain, "m1:deadline", ctx)? {
             Some(_) => Swept::Refunded,
             None => Swept::Nothing,
         },
