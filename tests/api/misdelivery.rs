@@ -51,6 +51,21 @@ async fn sweeping_app(
     (stripe, app)
 }
 
+/// Waits until an M1 refund (reason `misdelivery`) succeeded; every refund, and the M1 ones.
+async fn m1_refund_made(app: &TestApp, what: &str) -> (Vec<Value>, Vec<Value>) {
+    let refunds = wait_for(app, what, |r| {
+        r.iter()
+            .any(|r| r["reason"] == "misdelivery" && r["status"] == "succeeded")
+    })
+    .await;
+    let m1 = refunds
+        .iter()
+        .filter(|r| r["reason"] == "misdelivery")
+        .cloned()
+        .collect();
+    (refunds, m1)
+}
+
 async fn create_account(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
     app.client
         .put(app.url(&format!("/v1/accounts/{id}")))
@@ -359,15 +374,7 @@ async fn m1_a_partly_refunded_undelivered_purchase_has_the_rest_refunded_at_the_
     assert_eq!(app.deliver(&dashboard).await, "processed");
 
     app.advance(TimeDelta::hours(73));
-    let refunds = wait_for(&app, "M1's refund of the rest", |r| {
-        r.iter()
-            .any(|r| r["reason"] == "misdelivery" && r["status"] == "succeeded")
-    })
-    .await;
-    let ours: Vec<&Value> = refunds
-        .iter()
-        .filter(|r| r["reason"] == "misdelivery")
-        .collect();
+    let (refunds, ours) = m1_refund_made(&app, "M1's refund of the rest").await;
     assert_eq!(ours.len(), 1, "{refunds:#?}");
     assert_eq!(ours[0]["amount"], 1362, "what the Dashboard left");
     assert_eq!(ours[0]["purchase_id"], json!(purchase));
@@ -410,15 +417,7 @@ async fn m1_waits_for_an_outside_refund_in_flight_and_refunds_everything_when_it
     );
 
     assert_eq!(app.deliver(&dashboard("failed")).await, "processed");
-    let refunds = wait_for(&app, "M1's refund once the Dashboard's failed", |r| {
-        r.iter()
-            .any(|r| r["reason"] == "misdelivery" && r["status"] == "succeeded")
-    })
-    .await;
-    let ours: Vec<&Value> = refunds
-        .iter()
-        .filter(|r| r["reason"] == "misdelivery")
-        .collect();
+    let (refunds, ours) = m1_refund_made(&app, "M1's refund once the Dashboard's failed").await;
     assert_eq!(ours.len(), 1, "{refunds:#?}");
     assert_eq!(ours[0]["amount"], 2000, "all of it: {refunds:#?}");
     let view = app
@@ -458,32 +457,18 @@ impl wiremock::Respond for ChargeWithDashboardRefund {
 /// way to creditguard; Stripe refused, and the rest of the money was never refunded.
 #[tokio::test]
 async fn m1_refunds_what_the_charge_still_holds_even_after_a_dashboard_refund_not_heard_of() {
-    let stripe = fake_stripe().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/refunds"))
-        .respond_with(ChargeWithDashboardRefund {
-            charged: 2000,
-            refunded_before: 1413,
-        })
-        .mount(&stripe)
-        .await;
-    let uri = stripe.uri();
-    let app = spawn_app_with(move |s| configure_stripe(s, &uri)).await;
+    let (_stripe, app) = sweeping_app(ChargeWithDashboardRefund {
+        charged: 2000,
+        refunded_before: 1413,
+    })
+    .await;
     app.buy("user_banned").await;
     app.terminate("user_banned").await;
 
     let pi = new_id("pi");
     let event = checkout_paid(&pi, Some("user_banned"), "pack_100", 2000);
     assert_eq!(app.deliver(&event).await, "processed");
-    let refunds = wait_for(&app, "M1's refund of what is left", |r| {
-        r.iter()
-            .any(|r| r["reason"] == "misdelivery" && r["status"] == "succeeded")
-    })
-    .await;
-    let ours: Vec<&Value> = refunds
-        .iter()
-        .filter(|r| r["reason"] == "misdelivery")
-        .collect();
+    let (refunds, ours) = m1_refund_made(&app, "M1's refund of what is left").await;
     assert_eq!(ours.len(), 1, "{refunds:#?}");
     assert_eq!(ours[0]["amount"], 587, "what Stripe refunded: {refunds:#?}");
     assert_eq!(ours[0]["stripe_refund_id"], "re_rest");
@@ -581,15 +566,7 @@ async fn m1_refunds_again_after_a_dispute_that_blocked_its_refund_is_won() {
     disputed.store(false, std::sync::atomic::Ordering::SeqCst);
     let won = dispute_event("closed", &dispute, &pi, None, "won", "general", 2000, now);
     assert_eq!(app.deliver(&won).await, "processed");
-    let refunds = wait_for(&app, "M1's refund after the dispute was won", |r| {
-        r.iter()
-            .any(|r| r["reason"] == "misdelivery" && r["status"] == "succeeded")
-    })
-    .await;
-    let m1: Vec<&Value> = refunds
-        .iter()
-        .filter(|r| r["reason"] == "misdelivery")
-        .collect();
+    let (refunds, m1) = m1_refund_made(&app, "M1's refund after the dispute was won").await;
     assert_eq!(
         m1.len(),
         2,
@@ -608,14 +585,7 @@ async fn m1_refunds_again_after_a_dispute_that_blocked_its_refund_is_won() {
 
 #[tokio::test]
 async fn m1_a_terminated_accounts_payment_is_refunded_at_once() {
-    let stripe = fake_stripe().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/refunds"))
-        .respond_with(stripe_refund("succeeded"))
-        .mount(&stripe)
-        .await;
-    let uri = stripe.uri();
-    let app = spawn_app_with(move |s| configure_stripe(s, &uri)).await;
+    let (_stripe, app) = sweeping_app(stripe_refund("succeeded")).await;
     app.buy("user_banned").await;
     app.terminate("user_banned").await;
 
