@@ -160,9 +160,15 @@ pub fn discrepancies(
            SELECT 'undelivered-purchase' AS kind, id AS subject,
                   'paid ' || CAST(amount AS TEXT) || ' ' || currency || ' (payment intent '
                     || payment_intent_id || '), not credited: '
-                    || COALESCE(undelivered_reason, 'undelivered') AS detail,
+                    || COALESCE(undelivered_reason, 'undelivered')
+                    || CASE status WHEN 'partially_refunded'
+                         THEN '; refunded only in part' ELSE '' END AS detail,
                   paid_at AS since
-             FROM purchases WHERE status = 'undelivered'
+             FROM purchases
+            -- Never credited and its money not all back: M1's refund failed and someone
+            -- refunded part of it by hand, say. A person settles the rest.
+            WHERE status = 'undelivered'
+               OR (status = 'partially_refunded' AND undelivered_reason IS NOT NULL)
            UNION ALL
            SELECT 'refund-stuck', id,
                   'refund of ' || CAST(amount AS TEXT) || ' ' || currency || ' for purchase '

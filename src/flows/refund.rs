@@ -261,6 +261,26 @@ fn record_outside_refund(
     // Bounded by what Stripe confirmed (`succeeded`): one of ours only submitted may still fail.
     let room = purchase.amount - Refund::succeeded_amount(conn, &purchase.id)? + itemised;
     let amount = outside.amount.min(room.max(0));
+    if let (Some(stripe_id), true) = (outside.stripe_refund_id, amount < outside.amount) {
+        // Stripe never refunds beyond a charge, so a refund it names that does not fit means a
+        // refund counted here failed and its `refund.failed` has not arrived yet (they come in
+        // any order). Counted in part or dropped, its money would be lost when that failure
+        // lands: it waits, and the failure wakes it (`settle`).
+        tracing::warn!(
+            purchase_id = purchase.id,
+            stripe_refund_id = stripe_id,
+            reported = outside.amount,
+            room,
+            "a named outside refund beyond what is left of the charge; deferred"
+        );
+        return Ok(Applied::deferred(format!(
+            "outside refund {stripe_id} of {} {} for purchase {} is more than the {} left of its charge after the refunds counted: kept until Stripe reports one of those failed",
+            outside.amount,
+            purchase.currency,
+            purchase.id,
+            room.max(0)
+        )));
+    }
     if amount <= 0 {
         tracing::warn!(
             purchase_id = purchase.id,

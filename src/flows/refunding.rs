@@ -287,8 +287,10 @@ pub fn settle(
     if !Refund::transition(conn, &refund.id, to, detail, ctx.now)? {
         return Ok(false);
     }
-    if refund.status == refunds::status::PENDING {
-        // A `charge.refunded` that waited for Stripe's answer to this one looks again now.
+    let no_money_went_back = matches!(to, refunds::status::FAILED | refunds::status::CANCELED);
+    if refund.status == refunds::status::PENDING || no_money_went_back {
+        // A `charge.refunded` that waited for Stripe's answer to this one looks again now, and
+        // so does a named refund that did not fit beside this one before it failed.
         if let Some(purchase) = Purchase::find(conn, &refund.purchase_id)? {
             let mut ids = vec![purchase.payment_intent_id.as_str()];
             ids.extend(purchase.charge_id.as_deref());

@@ -390,6 +390,39 @@ async fn m1_a_partly_refunded_undelivered_purchase_has_the_rest_refunded_at_the_
     app.assert_ledger_ok();
 }
 
+/// Found by the simulation (seeds 111, 121, 137): M1's refund failed after it went through,
+/// then someone refunded part of the charge by hand. Never credited and not all of its money
+/// back, the purchase stays among finance's discrepancies for a person.
+#[tokio::test]
+async fn m1_an_undelivered_purchase_refunded_only_in_part_stays_among_the_discrepancies() {
+    let app = spawn_app().await;
+    let (purchase, pi) = undelivered(&app, "pack_100", 2000).await;
+    let dashboard = charge_refunded(&pi, &new_id("ch"), 91);
+    assert_eq!(app.deliver(&dashboard).await, "processed");
+    let view = app
+        .get_json(&format!("/v1/purchases/{purchase}"), &app.support_token)
+        .await;
+    assert_eq!(view["status"], "partially_refunded", "{view:#}");
+    let found = app
+        .get_json("/v1/reconciliation/discrepancies", &app.finance_token)
+        .await;
+    let listed: Vec<&Value> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"] == "undelivered-purchase" && d["subject"] == json!(purchase))
+        .collect();
+    assert_eq!(listed.len(), 1, "{found:#}");
+    assert!(
+        listed[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("refunded only in part"),
+        "{found:#}"
+    );
+    app.assert_ledger_ok();
+}
+
 /// A Dashboard refund Stripe has not settled (`pending`) holds M1 back: if it fails, the money
 /// is still there and M1 refunds all of it, not what was left while it seemed to go back.
 #[tokio::test]
