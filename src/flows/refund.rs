@@ -103,6 +103,20 @@ pub fn apply_refund_event(
                     facts.stripe_refund_id
                 )));
             }
+            if matches!(other, "failed" | "canceled") {
+                // Kept by its name, so that what Stripe sent before it failed (`refund.created`,
+                // a `charge.refunded` total) and delivers later counts no money as gone.
+                insert_outside(
+                    conn,
+                    &purchase,
+                    &OutsideRefund {
+                        amount: facts.amount,
+                        status: refunds::status::from_stripe(other),
+                        stripe_refund_id: Some(&facts.stripe_refund_id),
+                    },
+                    ctx,
+                )?;
+            }
             return Ok(Applied::processed(format!(
                 "outside refund {} is {other}: no money moved",
                 facts.stripe_refund_id

@@ -1281,6 +1281,38 @@ async fn outside_refunds_beyond_the_charge_are_not_counted() {
     app.assert_ledger_ok();
 }
 
+// Found by the simulation (seed 134): a Dashboard refund fails, and its `refund.failed` is
+// delivered before the `charge.refunded` total and the `refund.created` Stripe sent when it was
+// made. Neither counts money as gone.
+#[tokio::test]
+async fn an_outside_refund_heard_of_first_as_failed_counts_nothing_when_older_events_follow() {
+    let app = spawn_app().await;
+    let (pi, charge) = bought_with_charge(&app, "user_failfirst").await;
+    let mut failed = outside_refund_updated(&pi, &charge, "re_failfirst", 1072, "failed");
+    failed["type"] = json!("refund.failed");
+    assert_eq!(app.deliver(&failed).await, "processed");
+    let stale_total = charge_refunded(&pi, &charge, 1072);
+    assert_eq!(app.deliver(&stale_total).await, "processed");
+    let mut stale_created = outside_refund_updated(&pi, &charge, "re_failfirst", 1072, "succeeded");
+    stale_created["type"] = json!("refund.created");
+    assert_eq!(app.deliver(&stale_created).await, "processed");
+    assert_eq!(
+        app.balance("user_failfirst").await,
+        100,
+        "no money went back"
+    );
+    assert_eq!(
+        app.purchase_of("user_failfirst", &pi).await["status"],
+        "credited"
+    );
+    let list = refunds(&app).await;
+    assert!(
+        list.iter().all(|r| r["status"] == "failed"),
+        "nothing counted: {list:#?}"
+    );
+    app.assert_ledger_ok();
+}
+
 // Found by the simulation (seeds 131, 143): a refund counted here fails, and the Dashboard then
 // refunds the charge again, but Stripe's `refund.failed` arrives last. The second refund does
 // not fit beside the first until then: it waits, and the failure applies it, so its money
