@@ -38,7 +38,8 @@ struct Args {
     /// Length of each measured phase.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// One request in this many is a purchase event; the others spend one credit.
+    /// One request in this many is a purchase event (by a new customer); the others spend one
+    /// credit of a seeded account.
     #[arg(long, default_value_t = 4)]
     purchase_every: u64,
     /// Accounts the load is spread over.
@@ -56,6 +57,77 @@ struct Args {
     /// fall as history grows.
     #[arg(long, default_value_t = 0)]
     preload: u64,
+    /// On SQLite, also time this binary from its start to its first 200 from `/readyz`, when it
+    /// exists (build it with `cargo build --release`).
+    #[arg(long, default_value = "target/release/creditguard")]
+    service_binary: std::path::PathBuf,
+}
+
+// ---- start-up ----
+
+/// Milliseconds from starting the service binary to its first 200 from `/readyz`, polled every
+/// 2 ms: `runs` times on a new SQLite database (the migrations run), then `runs` times on that
+/// database once it exists.
+async fn ready_times(binary: &std::path::Path, runs: usize) -> anyhow::Result<[Phase; 2]> {
+    let folder = std::path::PathBuf::from(format!(
+        "target/bench/ready-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()?;
+    let mut phases = [
+        "start-up to ready, new database",
+        "start-up to ready, existing database",
+    ]
+    .map(|name| Phase {
+        name: name.to_owned(),
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+        errors: 0,
+    });
+    for (existing, phase) in phases.iter_mut().enumerate() {
+        for _ in 0..runs {
+            if existing == 0 {
+                let _ = std::fs::remove_dir_all(&folder);
+            }
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let started = Instant::now();
+            let mut child = std::process::Command::new(binary)
+                .env("CREDITGUARD_CONFIG", "/dev/null")
+                .env(
+                    "DATABASE_URL",
+                    format!("sqlite://{}/cg.db", folder.display()),
+                )
+                .env("CREDITGUARD_BIND", format!("127.0.0.1:{port}"))
+                .env("STRIPE_WEBHOOK_SECRET", "whsec_bench_ready")
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?;
+            let url = format!("http://127.0.0.1:{port}/readyz");
+            let ready = loop {
+                if matches!(client.get(&url).send().await, Ok(r) if r.status().is_success()) {
+                    break Some(started.elapsed());
+                }
+                if child.try_wait()?.is_some() || started.elapsed() > Duration::from_secs(10) {
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            };
+            let _ = child.kill();
+            let _ = child.wait();
+            match ready {
+                Some(took) => phase.latencies.push(took),
+                None => phase.errors += 1,
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&folder);
+    Ok(phases)
 }
 
 // ---- statements per purchase, counted as diesel sends them ----
@@ -321,6 +393,19 @@ impl Phase {
         sorted.sort();
         sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
     }
+    /// A phase of single timings (start-ups), not of a rate.
+    fn print_times(&self) {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "{:<44} median {:>5.0} ms   max {:>5.0} ms   ({} runs, {} not ready within 10 s)",
+            self.name,
+            ms(self.percentile(0.50)),
+            ms(self.percentile(1.0)),
+            self.latencies.len(),
+            self.errors
+        );
+    }
+
     fn print(&self, baseline: Option<f64>) {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         print!(
@@ -414,10 +499,33 @@ fn purchase_event_at(account: &str, created: i64) -> Vec<u8> {
     .expect("serialisable")
 }
 
-/// The n-th operation of a worker: which account, and purchase or consumption.
-fn op(worker: usize, n: u64, args: &Args) -> (String, bool) {
-    let account = format!("bench_{}", (worker + n as usize * 7) % args.accounts);
-    (account, n % args.purchase_every == 0)
+/// One request of the load.
+enum Op {
+    /// A purchase by a new customer, one account each as in the side-by-side script: purchases
+    /// of one account seconds apart would be D1 duplicates, each refunded.
+    Purchase(String),
+    /// One credit spent by one of the seeded accounts.
+    Consume(String),
+}
+
+/// The n-th operation of a worker.
+fn op(worker: usize, n: u64, args: &Args) -> Op {
+    if n % args.purchase_every == 0 {
+        Op::Purchase(format!("buyer_{}", uuid::Uuid::now_v7().simple()))
+    } else {
+        Op::Consume(format!(
+            "bench_{}",
+            (worker + n as usize * 7) % args.accounts
+        ))
+    }
+}
+
+/// Seeded accounts hold three packs, bought two hours apart (not duplicates), so consumptions
+/// never run dry.
+const SEED_PACKS: i64 = 3;
+
+fn seed_paid_at(pack: i64) -> i64 {
+    SystemClock.now().timestamp() - (pack + 1) * 7200
 }
 
 fn settings_for(url: &str, secret: &str, pool: u32) -> Settings {
@@ -439,8 +547,14 @@ fn seed_accounts_bare(
 ) -> anyhow::Result<()> {
     let mut conn = pool.get()?;
     for a in 0..args.accounts {
-        for _ in 0..3 {
-            bare_purchase(&mut conn, settings, secrets, &format!("bench_{a}"))?;
+        for pack in 0..SEED_PACKS {
+            bare_purchase_at(
+                &mut conn,
+                settings,
+                secrets,
+                &format!("bench_{a}"),
+                seed_paid_at(pack),
+            )?;
         }
     }
     Ok(())
@@ -521,13 +635,14 @@ fn run_bare(args: &Args, secret: &str) -> anyhow::Result<Phase> {
             let mut latencies = Vec::new();
             let mut n = 0u64;
             while Instant::now() < deadline {
-                let (account, is_purchase) = op(worker, n, &local);
+                let op = op(worker, n, &local);
                 let t = Instant::now();
                 let ok = database
-                    .write(|conn| {
-                        if is_purchase {
-                            bare_purchase(conn, &settings, &secrets, &account).is_ok()
-                        } else {
+                    .write(|conn| match &op {
+                        Op::Purchase(account) => {
+                            bare_purchase(conn, &settings, &secrets, account).is_ok()
+                        }
+                        Op::Consume(account) => {
                             let generation = GenerationId::parse(&format!(
                                 "g{worker}-{n}-{}",
                                 uuid::Uuid::now_v7().simple()
@@ -539,7 +654,7 @@ fn run_bare(args: &Args, secret: &str) -> anyhow::Result<Phase> {
                             };
                             credits::consume(
                                 conn,
-                                &AccountId::parse(&account).unwrap(),
+                                &AccountId::parse(account).unwrap(),
                                 &generation,
                                 Credits::parse(1).unwrap(),
                                 ctx,
@@ -586,22 +701,27 @@ async fn one_request(
     n: u64,
     args: &Args,
 ) -> bool {
-    let (account, is_purchase) = op(worker, n, args);
-    let request = if is_purchase {
-        let body = purchase_event(&account);
-        let header = sign(&target.secret, SystemClock.now().timestamp(), &body);
-        client
-            .post(format!("{}/webhooks/stripe", target.base))
-            .header("Stripe-Signature", header)
-            .header("Content-Type", "application/json")
-            .body(body)
-    } else {
-        client
+    let request = match op(worker, n, args) {
+        Op::Purchase(account) => purchase_request(client, target, &purchase_event(&account)),
+        Op::Consume(account) => client
             .post(format!("{}/v1/accounts/{account}/consumptions", target.base))
             .bearer_auth(&target.token)
-            .json(&json!({ "generation_id": format!("g{worker}-{n}-{}", uuid::Uuid::now_v7().simple()), "credits": 1 }))
+            .json(&json!({ "generation_id": format!("g{worker}-{n}-{}", uuid::Uuid::now_v7().simple()), "credits": 1 })),
     };
     matches!(request.send().await, Ok(r) if r.status().is_success())
+}
+
+fn purchase_request(
+    client: &reqwest::Client,
+    target: &Target,
+    body: &[u8],
+) -> reqwest::RequestBuilder {
+    let header = sign(&target.secret, SystemClock.now().timestamp(), body);
+    client
+        .post(format!("{}/webhooks/stripe", target.base))
+        .header("Stripe-Signature", header)
+        .header("Content-Type", "application/json")
+        .body(body.to_vec())
 }
 
 /// Closed loop at full concurrency (`pace` None), or each worker paced to a share of `pace`
@@ -738,22 +858,12 @@ async fn main() -> anyhow::Result<()> {
             })
         }
     };
-    // Seed: three packs per account, so consumptions never run dry.
     let client = reqwest::Client::new();
     for a in 0..args.accounts {
-        for _ in 0..3 {
-            one_request(
-                &client,
-                &target,
-                a,
-                0,
-                &Args {
-                    accounts: args.accounts,
-                    purchase_every: 1,
-                    ..Args::parse_from(["bench"])
-                },
-            )
-            .await;
+        for pack in 0..SEED_PACKS {
+            let body = purchase_event_at(&format!("bench_{a}"), seed_paid_at(pack));
+            let seeded = purchase_request(&client, &target, &body).send().await?;
+            anyhow::ensure!(seeded.status().is_success(), "seeding: {}", seeded.status());
         }
     }
 
@@ -792,6 +902,11 @@ async fn main() -> anyhow::Result<()> {
     paced.print(None);
     guarded.print(None);
     spending.print(Some(guarded.rate()));
+    if matches!(backend, DatabaseTarget::Sqlite { .. }) && args.service_binary.exists() {
+        for phase in ready_times(&args.service_binary, 7).await? {
+            phase.print_times();
+        }
+    }
     if let Some(handle) = _app_handle {
         handle.stop(true).await;
     }
