@@ -264,7 +264,6 @@ impl Application {
                         .limit(64 * 1024)
                         .error_handler(problem::json_error),
                 )
-                .app_data(web::QueryConfig::default().error_handler(problem::query_error))
                 .app_data(web::PathConfig::default().error_handler(problem::path_error))
                 .configure(routes::configure)
                 // Swagger UI's assets are compiled in (the `vendored` feature: no download at

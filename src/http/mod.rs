@@ -1,6 +1,7 @@
 //! The HTTP edge: thin handlers that parse input into domain types, call a flow, and answer.
 
 pub mod auth;
+pub mod extract;
 pub mod openapi;
 pub mod problem;
 pub mod request_metrics;

@@ -244,7 +244,7 @@ impl From<IngestError> for ApiError {
     }
 }
 
-/// Turns actix's body and query errors into problems, so no client ever sees a plain-text error.
+/// Turns actix's body errors into problems, so no client ever sees a plain-text error.
 pub fn json_error(
     err: actix_web::error::JsonPayloadError,
     _: &actix_web::HttpRequest,
@@ -266,14 +266,6 @@ pub fn json_error(
     }
 }
 
-pub fn query_error(
-    err: actix_web::error::QueryPayloadError,
-    _: &actix_web::HttpRequest,
-) -> actix_web::Error {
-    let text = err.to_string();
-    ApiError::invalid(&field_of(&text), text).into()
-}
-
 pub fn path_error(
     err: actix_web::error::PathError,
     _: &actix_web::HttpRequest,
@@ -282,7 +274,7 @@ pub fn path_error(
 }
 
 /// serde names the field in backticks: "missing field `credits`", "unknown field `x`".
-fn field_of(message: &str) -> String {
+pub(super) fn field_of(message: &str) -> String {
     message
         .split('`')
         .nth(1)

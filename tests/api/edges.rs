@@ -368,6 +368,16 @@ async fn u0000_in_v1_inputs_is_a_422_naming_the_field_on_both_backends() {
             "account_id",
         ),
     ];
+    each_is_a_422_naming(&app, cases).await;
+    assert_eq!(app.written_rows(), before, "nothing written");
+    app.assert_ledger_ok();
+}
+
+/// Sends each (method, path, token, body) and expects a 422 `invalid-request` naming `field`.
+async fn each_is_a_422_naming(
+    app: &TestApp,
+    cases: Vec<(&str, String, &str, Option<Value>, &str)>,
+) {
     for (method, path, token, body, field) in cases {
         let mut request = app
             .client
@@ -383,8 +393,97 @@ async fn u0000_in_v1_inputs_is_a_422_naming_the_field_on_both_backends() {
         let status = response.status();
         let problem: Value = response.json().await.unwrap();
         assert_eq!(status, 422, "{method} {path}: {problem}");
+        assert_eq!(
+            problem["type"], "invalid-request",
+            "{method} {path}: {problem}"
+        );
         assert_eq!(problem["field"], field, "{method} {path}: {problem}");
     }
+}
+
+// API.md: a 422 names the field, also when its value has the wrong type (serde's own message
+// names only missing and unknown fields).
+#[tokio::test]
+async fn a_value_of_the_wrong_type_is_a_422_naming_its_field() {
+    let app = spawn_app().await;
+    app.buy("user_types").await;
+    let before = app.written_rows();
+    let support = app.support_token.clone();
+    let service = app.service_token.clone();
+    let consumptions = "/v1/accounts/user_types/consumptions".to_owned();
+    let cases: Vec<(&str, String, &str, Option<Value>, &str)> = vec![
+        (
+            "POST",
+            consumptions.clone(),
+            &service,
+            Some(json!({ "generation_id": "g1", "credits": 1.5 })),
+            "credits",
+        ),
+        (
+            "POST",
+            consumptions.clone(),
+            &service,
+            Some(json!({ "generation_id": "g1", "credits": "5" })),
+            "credits",
+        ),
+        (
+            "POST",
+            consumptions.clone(),
+            &service,
+            Some(json!({ "generation_id": "g1", "credits": null })),
+            "credits",
+        ),
+        (
+            "POST",
+            consumptions,
+            &service,
+            Some(json!({ "generation_id": 42, "credits": 1 })),
+            "generation_id",
+        ),
+        (
+            "PUT",
+            "/v1/accounts/user_types".into(),
+            &service,
+            Some(json!({ "email": 42 })),
+            "email",
+        ),
+        (
+            "POST",
+            "/v1/accounts/user_types/suspend".into(),
+            &support,
+            Some(json!({ "reason": "other", "note": true })),
+            "note",
+        ),
+        (
+            "POST",
+            "/v1/accounts/user_types/suspend".into(),
+            &support,
+            Some(json!({ "reason": 5, "note": "x" })),
+            "reason",
+        ),
+        (
+            "POST",
+            "/v1/refund-requests".into(),
+            &support,
+            Some(json!({ "account_id": "user_types", "kind": "change_of_mind", "feedback": 42 })),
+            "feedback",
+        ),
+        (
+            "GET",
+            "/v1/purchases?limit=abc".into(),
+            &support,
+            None,
+            "limit",
+        ),
+        (
+            "GET",
+            "/v1/refund-requests?overdue=yes".into(),
+            &support,
+            None,
+            "overdue",
+        ),
+    ];
+    each_is_a_422_naming(&app, cases).await;
     assert_eq!(app.written_rows(), before, "nothing written");
     app.assert_ledger_ok();
 }

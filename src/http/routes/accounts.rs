@@ -8,6 +8,7 @@ use crate::flows::account::{support_action, AccountActionError};
 use crate::flows::credits;
 use crate::flows::purchase::misdelivery;
 use crate::http::auth::Caller;
+use crate::http::extract::{Json, Query};
 use crate::http::views::{
     AccountView, ConsumptionView, LedgerEntryView, LedgerPage, Problem, RestorationView,
 };
@@ -51,7 +52,7 @@ pub struct AccountBody {
     ))]
 pub async fn put_account(
     path: web::Path<String>,
-    body: web::Json<AccountBody>,
+    body: Json<AccountBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = account_id(&path)?;
@@ -151,7 +152,7 @@ pub struct LedgerQuery {
     ))]
 pub async fn get_ledger(
     path: web::Path<String>,
-    query: web::Query<LedgerQuery>,
+    query: Query<LedgerQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = account_id(&path)?;
@@ -198,7 +199,7 @@ pub struct ConsumptionBody {
     ))]
 pub async fn post_consumption(
     path: web::Path<String>,
-    body: web::Json<ConsumptionBody>,
+    body: Json<ConsumptionBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = account_id(&path)?;
@@ -242,7 +243,7 @@ pub struct FailureBody {
     ))]
 pub async fn post_failure(
     path: web::Path<String>,
-    body: web::Json<FailureBody>,
+    body: Json<FailureBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let generation_id =
@@ -309,7 +310,7 @@ impl ActionBody {
 async fn act(
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<ActionBody>,
+    body: Json<ActionBody>,
     state: web::Data<AppState>,
     action: impl FnOnce(&ActionBody) -> Result<SupportAction, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
@@ -352,7 +353,7 @@ async fn act(
 pub async fn suspend(
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<ActionBody>,
+    body: Json<ActionBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     act(caller, path, body, state, |b| {
@@ -379,7 +380,7 @@ pub async fn suspend(
 pub async fn reinstate(
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<ActionBody>,
+    body: Json<ActionBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     act(caller, path, body, state, |_| Ok(SupportAction::Reinstate)).await
@@ -403,7 +404,7 @@ pub async fn reinstate(
 pub async fn terminate(
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<ActionBody>,
+    body: Json<ActionBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     act(caller, path, body, state, |b| {

@@ -2,6 +2,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use crate::db::disputes::{Dispute, DisputeFilter};
+use crate::http::extract::Query;
 use crate::http::views::{DisputeView, Problem};
 use crate::http::{page_limit, ApiError, AppState};
 
@@ -38,7 +39,7 @@ pub struct ListQuery {
         (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(
-    query: web::Query<ListQuery>,
+    query: Query<ListQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();

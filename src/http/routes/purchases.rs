@@ -7,6 +7,7 @@ use crate::domain::{AccountId, PurchaseStatus};
 use crate::flows::purchase::misdelivery::{self, Claim, Repair};
 use crate::flows::IngestError;
 use crate::http::auth::Caller;
+use crate::http::extract::{Json, Query};
 use crate::http::views::{Problem, PurchaseView};
 use crate::http::{page_limit, plain_text, ApiError, AppState};
 use crate::ledger;
@@ -46,7 +47,7 @@ pub struct ListQuery {
         (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(
-    query: web::Query<ListQuery>,
+    query: Query<ListQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
@@ -132,7 +133,7 @@ pub struct AssignBody {
 pub async fn assign(
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<AssignBody>,
+    body: Json<AssignBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();

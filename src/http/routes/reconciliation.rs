@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use crate::db::reconciliation::{self, MovementRow, SummaryRows, Window};
 use crate::domain::LedgerKind;
+use crate::http::extract::Query;
 use crate::http::views::Problem;
 use crate::http::{rfc3339, ApiError, AppState};
 
@@ -227,7 +228,7 @@ impl SummaryView {
         (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn summary(
-    query: web::Query<WindowQuery>,
+    query: Query<WindowQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let window = window(&query, state.now())?;
@@ -288,7 +289,7 @@ fn stripe_check_error(e: anyhow::Error) -> ApiError {
         (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn discrepancies(
-    query: web::Query<DiscrepancyQuery>,
+    query: Query<DiscrepancyQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     if query.from.is_none() && query.to.is_some() {
@@ -423,7 +424,7 @@ fn csv_lines(rows: &[MovementRow], header: bool) -> Result<web::Bytes, ApiError>
         (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn export_csv(
-    query: web::Query<WindowQuery>,
+    query: Query<WindowQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let window = window(&query, state.now())?;

@@ -16,6 +16,7 @@ use crate::db::DbConnection;
 use crate::domain::{AccountId, QualityCategory, RequestStatus};
 use crate::flows::refund_request::{self as flow, Filing, OrderRef, RequestError};
 use crate::http::auth::Caller;
+use crate::http::extract::{Json, Query};
 use crate::http::views::{
     AccountHistoryView, CategoryTermsView, FeedbackKindView, FeedbackReportView, FeedbackWeekView,
     Problem, RefundRequestView, TermCountView,
@@ -264,7 +265,7 @@ fn validate(body: &FileBody) -> Result<(), ApiError> {
     ))]
 pub async fn file(
     caller: Caller,
-    body: web::Json<FileBody>,
+    body: Json<FileBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -329,7 +330,7 @@ pub struct QueueQuery {
         (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(
-    query: web::Query<QueueQuery>,
+    query: Query<QueueQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
@@ -454,7 +455,7 @@ macro_rules! person_route {
         pub async fn $name(
             caller: Caller,
             path: web::Path<String>,
-            body: web::Json<NoteBody>,
+            body: Json<NoteBody>,
             state: web::Data<AppState>,
         ) -> Result<HttpResponse, ApiError> {
             let note = text("note", &body.note, $required)?;
@@ -488,7 +489,7 @@ person_route!(request_info, "/v1/refund-requests/{request_id}/request-info", flo
 pub async fn reply(
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<ReplyBody>,
+    body: Json<ReplyBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let feedback = text("feedback", &body.feedback, true)?;
@@ -521,7 +522,7 @@ const TOP_TERMS: usize = 10;
         (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn feedback_report(
-    query: web::Query<ReportQuery>,
+    query: Query<ReportQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();

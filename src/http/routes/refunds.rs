@@ -2,6 +2,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use crate::db::refunds::{status, Refund, RefundFilter};
+use crate::http::extract::Query;
 use crate::http::views::{Problem, RefundView};
 use crate::http::{page_limit, plain_text, ApiError, AppState};
 
@@ -27,7 +28,7 @@ pub struct ListQuery {
         (status = 503, description = "`unavailable`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(
-    query: web::Query<ListQuery>,
+    query: Query<ListQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
