@@ -160,6 +160,9 @@ pub struct StripeSettings {
     pub api_base: String,
     /// Every call to Stripe gives up after this long (and is retried by its job).
     pub timeout_secs: u64,
+    /// `GET /v1/reconciliation/discrepancies` without a window checks Stripe's last this many
+    /// hours (0: none); a Stripe that is slow or down then leaves creditguard's own list.
+    pub discrepancies_check_hours: u32,
 }
 
 /// Thresholds of the policy table (docs/policy.md), by rule.
@@ -289,6 +292,7 @@ impl Default for StripeSettings {
             secret_key: None,
             api_base: "https://api.stripe.com".to_owned(),
             timeout_secs: 30,
+            discrepancies_check_hours: 24,
         }
     }
 }
@@ -422,6 +426,12 @@ impl Settings {
         }
         if self.stripe.timeout_secs == 0 {
             return Err(invalid("stripe.timeout_secs", "must be at least 1"));
+        }
+        if self.stripe.discrepancies_check_hours > 168 {
+            return Err(invalid(
+                "stripe.discrepancies_check_hours",
+                "may be at most 168 (7 days, as for an asked-for window)",
+            ));
         }
         if self.jobs.lease_secs <= self.stripe.timeout_secs as i64 {
             return Err(invalid(

@@ -500,6 +500,7 @@ mod tests {
             secret_key: Some("sk_test_unit".into()),
             api_base: base.to_owned(),
             timeout_secs: 1,
+            ..StripeSettings::default()
         })
         .unwrap()
     }
@@ -662,6 +663,7 @@ mod tests {
                 secret_key: Some(key.into()),
                 api_base: base.to_owned(),
                 timeout_secs: 1,
+                ..StripeSettings::default()
             })
         };
         assert!(with("sk_test_a\nb", "https://api.stripe.com").is_err());

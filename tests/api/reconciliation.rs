@@ -537,7 +537,7 @@ mod stripe_check {
         );
         assert!(mismatched.contains(&via_session.as_str()) && mismatched.contains(&bare.as_str()));
         assert!(!mismatched.contains(&known.as_str()));
-        // Without a window, only what creditguard holds is checked.
+        // Without a window, Stripe's last 24 hours are checked: these payments are older.
         let local = app
             .get_json("/v1/reconciliation/discrepancies", &app.finance_token)
             .await;
@@ -624,5 +624,90 @@ mod stripe_check {
         );
         assert_eq!(left[0]["subject"], "ch_known");
         app.assert_ledger_ok();
+    }
+
+    // Without a window, the last day's payments Stripe made and creditguard never recorded are
+    // among the discrepancies; a Stripe that does not answer leaves creditguard's own (200).
+    #[tokio::test]
+    async fn without_a_window_the_last_day_is_checked_and_a_stripe_down_leaves_the_local_list() {
+        let server = MockServer::start().await;
+        let stripe = StripeObjects::default();
+        for resource in [
+            "/v1/payment_intents",
+            "/v1/checkout/sessions",
+            "/v1/balance_transactions",
+        ] {
+            Mock::given(method("GET"))
+                .and(path(resource))
+                .respond_with(stripe.clone())
+                .mount(&server)
+                .await;
+        }
+        let uri = server.uri();
+        let app = spawn_app_with(move |s| {
+            s.stripe.api_base = uri;
+            s.stripe.secret_key = Some("sk_test_fake".into());
+            s.replay.enabled = false;
+        })
+        .await;
+        let now = start_time().timestamp();
+        let (recent, old) = (new_id("pi"), new_id("pi"));
+        for (pi, created) in [(&recent, now - 3600), (&old, now - 2 * 86_400)] {
+            stripe.payment_intents.lock().unwrap().push(payment_intent(
+                pi,
+                "succeeded",
+                created,
+                json!({ "package_id": "pack_100" }),
+            ));
+        }
+        let response = app
+            .get("/v1/reconciliation/discrepancies", &app.finance_token)
+            .await;
+        assert_eq!(response.status(), 200);
+        let checked = response.headers()["creditguard-stripe-check"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let found: Value = response.json().await.unwrap();
+        let mismatched: Vec<&str> = found
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["kind"] == "stripe-mismatch")
+            .map(|d| d["subject"].as_str().unwrap())
+            .collect();
+        assert_eq!(mismatched, [recent.as_str()], "{found:#}");
+        assert!(checked.ends_with('Z') && checked.contains('/'), "{checked}");
+
+        // Nothing listens where this one's Stripe is: the call still answers, with its own.
+        let down = spawn_app_with(|s| {
+            s.stripe.api_base = "http://127.0.0.1:9".into();
+            s.stripe.secret_key = Some("sk_test_fake".into());
+            s.replay.enabled = false;
+        })
+        .await;
+        let response = down
+            .get("/v1/reconciliation/discrepancies", &down.finance_token)
+            .await;
+        assert_eq!(response.status(), 200);
+        let checked = response.headers()["creditguard-stripe-check"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(checked.starts_with("failed"), "{checked}");
+        let found: Value = response.json().await.unwrap();
+        assert!(found
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["kind"] != "stripe-mismatch"));
+        // Asked for, the same check is a 502.
+        let asked = down
+            .get(
+                "/v1/reconciliation/discrepancies?from=2026-11-17T00:00:00Z",
+                &down.finance_token,
+            )
+            .await;
+        assert_eq!(asked.status(), 502);
     }
 }
