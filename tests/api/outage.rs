@@ -235,6 +235,16 @@ impl Service {
         )
     }
 
+    async fn metrics(&self) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("the service answers");
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
     async fn wait_until_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
@@ -321,9 +331,27 @@ async fn starting_while_postgres_is_down_serves_health_and_recovers_without_a_re
         "an event sent before the database is up",
         service.post(&event).await,
     );
+    // The scrape still answers: the process's own counts show the outage.
+    let (status, text) = service.metrics().await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("creditguard_database_up 0"), "{text}");
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("creditguard_webhook_events_received_total")
+                && l.contains("outcome=\"error\"")
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("creditguard_purchases{"),
+        "no database gauges: {text}"
+    );
 
     cluster.start();
     service.wait_until_ready().await;
+    let (status, text) = service.metrics().await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("creditguard_database_up 1"), "{text}");
     // Stripe redelivers the event that got a 503: now it is applied.
     let (status, outcome, _) = service.post(&event).await;
     assert_eq!((status, outcome.as_str()), (200, "processed"));

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 
 use crate::db::gauges::StoredFigures;
 use crate::db::has_pending_migrations;
-use crate::http::views::{Health, Problem};
+use crate::http::views::Health;
 use crate::http::{ApiError, AppState};
 use crate::metrics::Snapshot;
 
@@ -57,13 +57,15 @@ const READINESS_CHECKOUT_TIMEOUT: std::time::Duration = std::time::Duration::fro
 
 /// Prometheus text format: what this process counted since it started (requests, webhook
 /// deliveries, Stripe calls), then gauges read from the database now, so they are right across
-/// replicas (docs/operations.md lists every metric).
+/// replicas (docs/operations.md lists every metric). While the database is unavailable the
+/// scrape still answers, without the database's gauges and with `creditguard_database_up 0`:
+/// the process's own counts (the webhooks' 503s) are what shows the outage, and a failed
+/// scrape would read as the process being down.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses(
-    (status = 200, description = "Prometheus text format (see docs/operations.md)", body = String, content_type = "text/plain"),
-    (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+    (status = 200, description = "Prometheus text format (see docs/operations.md); while the database is unavailable, without the gauges read from it", body = String, content_type = "text/plain"),
 ))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let (figures, now) = state
+    let stored = state
         .db(|conn, ctx| {
             let kinds = [
                 crate::flows::refunding::JOB_STRIPE_REFUND,
@@ -71,8 +73,20 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
             ];
             Ok((crate::db::gauges::read(conn, ctx.now, &kinds)?, ctx.now))
         })
-        .await?;
-    let snapshot = stored_figures_snapshot(&figures, now);
+        .await;
+    let (snapshot, database_up) = match stored {
+        Ok((figures, now)) => (stored_figures_snapshot(&figures, now), true),
+        Err(ApiError::Unavailable(e)) => {
+            tracing::debug!(error = %e, "metrics: the database is unavailable; process figures only");
+            (Snapshot::new(), false)
+        }
+        Err(e) => return Err(e),
+    };
+    snapshot.gauge(
+        "creditguard_database_up",
+        "1 when this scrape could read the database, 0 when it was unavailable.",
+        if database_up { 1.0 } else { 0.0 },
+    );
     let pool = state.database.pool().state();
     snapshot.gauges(
         "creditguard_db_connections",
