@@ -309,10 +309,27 @@ impl Generator {
         }
     }
 
-    /// Opens a dispute now and plans its close 1–10 days later (won or lost).
+    /// Opens a dispute now and plans its close 1–10 days later (won or lost). Now and then the
+    /// Dashboard refunded the charge the same second (a cardholder disputes a refunded
+    /// payment): whichever of their events comes first, the dispute's end must give back no
+    /// credits for money already refunded.
     fn dispute(&mut self, planned: &mut Vec<Planned>) -> Option<Happening> {
         let i = self.recent(self.payments.len());
-        self.dispute_of(i, planned)
+        let refund_first = self.rng.random_bool(0.2).then(|| Planned {
+            at: self.now,
+            what: Happening::DashboardRefund {
+                payment_intent: self.payments[i].0.clone(),
+                amount: if self.rng.random_bool(0.5) {
+                    100_000
+                } else {
+                    self.rng.random_range(1..1_500)
+                },
+            },
+        });
+        let open = self.dispute_of(i, planned)?;
+        // Pushed before the opening, at the same second: the sort keeps them in this order.
+        planned.extend(refund_first);
+        Some(open)
     }
 
     fn dispute_last(&mut self, planned: &mut Vec<Planned>) -> Option<Happening> {
