@@ -326,20 +326,39 @@ impl Generator {
                 },
             },
         });
-        let open = self.dispute_of(i, planned)?;
+        let open = self.dispute_of(i, planned, false)?;
         // Pushed before the opening, at the same second: the sort keeps them in this order.
         planned.extend(refund_first);
+        // Now and then the account disputes another payment minutes later (CB4's second
+        // dispute), so that now and then the older one's events arrive after the newer one's.
+        let account = self.payments[i].1.clone();
+        let twin = self
+            .payments
+            .iter()
+            .rposition(|(pi, a, _)| *a == account && !self.disputed.contains(pi));
+        if let (Some(j), true) = (twin, self.rng.random_bool(0.1)) {
+            if let Some(other) = self.dispute_of(j, planned, true) {
+                let at = self.now + self.rng.random_range(1..600);
+                planned.push(Planned { at, what: other });
+            }
+        }
         Some(open)
     }
 
     fn dispute_last(&mut self, planned: &mut Vec<Planned>) -> Option<Happening> {
-        self.dispute_of(self.payments.len() - 1, planned)
+        self.dispute_of(self.payments.len() - 1, planned, false)
     }
 
-    fn dispute_of(&mut self, i: usize, planned: &mut Vec<Planned>) -> Option<Happening> {
+    /// `second`: open it even if the account has a dispute already (else that is rare).
+    fn dispute_of(
+        &mut self,
+        i: usize,
+        planned: &mut Vec<Planned>,
+        second: bool,
+    ) -> Option<Happening> {
         let (payment_intent, account, _) = self.payments[i].clone();
         if self.disputed.contains(&payment_intent)
-            || (self.disputed_accounts.contains(&account) && !self.rng.random_bool(0.05))
+            || (self.disputed_accounts.contains(&account) && !second && !self.rng.random_bool(0.05))
         {
             return None;
         }
