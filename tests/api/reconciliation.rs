@@ -396,8 +396,8 @@ mod stripe_check {
         .unwrap()
     }
 
-    #[tokio::test]
-    async fn stripe_payments_never_recorded_are_mismatches_and_fix_applies_them_once() {
+    /// A fake Stripe holding `StripeObjects`, and the service with a key pointed at it.
+    async fn app_with_stripe_objects() -> (MockServer, StripeObjects, TestApp) {
         let server = MockServer::start().await;
         let stripe = StripeObjects::default();
         for resource in [
@@ -418,6 +418,12 @@ mod stripe_check {
             s.replay.enabled = false;
         })
         .await;
+        (server, stripe, app)
+    }
+
+    #[tokio::test]
+    async fn stripe_payments_never_recorded_are_mismatches_and_fix_applies_them_once() {
+        let (server, stripe, app) = app_with_stripe_objects().await;
         let t = 1_794_000_000;
         // Recorded: its webhook came.
         let known = new_id("pi");
@@ -630,26 +636,7 @@ mod stripe_check {
     // among the discrepancies; a Stripe that does not answer leaves creditguard's own (200).
     #[tokio::test]
     async fn without_a_window_the_last_day_is_checked_and_a_stripe_down_leaves_the_local_list() {
-        let server = MockServer::start().await;
-        let stripe = StripeObjects::default();
-        for resource in [
-            "/v1/payment_intents",
-            "/v1/checkout/sessions",
-            "/v1/balance_transactions",
-        ] {
-            Mock::given(method("GET"))
-                .and(path(resource))
-                .respond_with(stripe.clone())
-                .mount(&server)
-                .await;
-        }
-        let uri = server.uri();
-        let app = spawn_app_with(move |s| {
-            s.stripe.api_base = uri;
-            s.stripe.secret_key = Some("sk_test_fake".into());
-            s.replay.enabled = false;
-        })
-        .await;
+        let (_server, stripe, app) = app_with_stripe_objects().await;
         let now = start_time().timestamp();
         let (recent, old) = (new_id("pi"), new_id("pi"));
         for (pi, created) in [(&recent, now - 3600), (&old, now - 2 * 86_400)] {
