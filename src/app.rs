@@ -259,11 +259,6 @@ impl Application {
                 ))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(app_state.clone())
-                .app_data(
-                    web::JsonConfig::default()
-                        .limit(64 * 1024)
-                        .error_handler(problem::json_error),
-                )
                 .app_data(web::PathConfig::default().error_handler(problem::path_error))
                 .configure(routes::configure)
                 // Swagger UI's assets are compiled in (the `vendored` feature: no download at

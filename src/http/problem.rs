@@ -244,28 +244,6 @@ impl From<IngestError> for ApiError {
     }
 }
 
-/// Turns actix's body errors into problems, so no client ever sees a plain-text error.
-pub fn json_error(
-    err: actix_web::error::JsonPayloadError,
-    _: &actix_web::HttpRequest,
-) -> actix_web::Error {
-    use actix_web::error::JsonPayloadError as E;
-    match err {
-        E::OverflowKnownLength { limit, .. } | E::Overflow { limit } => {
-            ApiError::PayloadTooLarge { limit }.into()
-        }
-        E::Deserialize(e) if e.is_data() => ApiError::invalid(&field_of(&e.to_string()), e).into(),
-        E::Deserialize(e) => {
-            ApiError::MalformedRequest(format!("the body is not valid JSON: {e}")).into()
-        }
-        E::ContentType => ApiError::MalformedRequest(
-            "the body must be JSON (Content-Type: application/json)".into(),
-        )
-        .into(),
-        other => ApiError::MalformedRequest(other.to_string()).into(),
-    }
-}
-
 pub fn path_error(
     err: actix_web::error::PathError,
     _: &actix_web::HttpRequest,

@@ -660,3 +660,26 @@ async fn payloads_with_personal_data_are_erased_after_the_retention() {
     assert_eq!(app.balance("user_gdpr").await, 100);
     app.assert_ledger_ok();
 }
+
+// A key given twice is refused, not read as its last copy: a proxy that reads the first one
+// would see another spend than the ledger makes.
+#[tokio::test]
+async fn a_key_given_twice_is_a_422_naming_it() {
+    let app = spawn_app().await;
+    app.buy("user_twice").await;
+    let before = app.written_rows();
+    let response = app
+        .client
+        .post(app.url("/v1/accounts/user_twice/consumptions"))
+        .bearer_auth(&app.service_token)
+        .header("content-type", "application/json")
+        .body(r#"{"generation_id": "g1", "credits": 1, "credits": 500}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["field"], "credits", "{problem}");
+    assert_eq!(app.written_rows(), before, "nothing written");
+    assert_eq!(app.balance("user_twice").await, 100);
+}

@@ -3,6 +3,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web::ResponseError as _;
 
 use crate::flows::webhook::{ingest, EventSource, Outcome};
+use crate::http::extract::read_body;
 use crate::http::views::{Problem, WebhookReceipt};
 use crate::http::{ApiError, AppState};
 use crate::stripe::{signature, EventEnvelope, MalformedEvent};
@@ -68,21 +69,10 @@ async fn verify_and_ingest(
     event_type: &mut Option<String>,
 ) -> Result<WebhookReceipt, ApiError> {
     let limit = state.settings.webhook.body_limit_bytes;
-    // An announced length over the limit is refused before a byte of it is read.
-    let announced = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
     let timeout = std::time::Duration::from_millis(state.settings.webhook.body_timeout_millis);
-    let body = tokio::time::timeout(timeout, payload.to_bytes_limited(limit))
+    let body = tokio::time::timeout(timeout, read_body(req, payload, limit))
         .await
-        .map_err(|_| ApiError::RequestTimeout(timeout))?
-        .map_err(|_| ApiError::PayloadTooLarge { limit })?
-        .map_err(|e| ApiError::MalformedRequest(format!("could not read the body: {e}")))?;
+        .map_err(|_| ApiError::RequestTimeout(timeout))??;
     let header = req
         .headers()
         .get("Stripe-Signature")
