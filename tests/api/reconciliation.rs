@@ -632,6 +632,19 @@ mod stripe_check {
         app.assert_ledger_ok();
     }
 
+    /// The plain discrepancies call (200): its `Creditguard-Stripe-Check` header and its list.
+    async fn discrepancies_checked(app: &TestApp) -> (String, Value) {
+        let response = app
+            .get("/v1/reconciliation/discrepancies", &app.finance_token)
+            .await;
+        assert_eq!(response.status(), 200);
+        let checked = response.headers()["creditguard-stripe-check"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        (checked, response.json().await.unwrap())
+    }
+
     // Without a window, the last day's payments Stripe made and creditguard never recorded are
     // among the discrepancies; a Stripe that does not answer leaves creditguard's own (200).
     #[tokio::test]
@@ -647,15 +660,7 @@ mod stripe_check {
                 json!({ "package_id": "pack_100" }),
             ));
         }
-        let response = app
-            .get("/v1/reconciliation/discrepancies", &app.finance_token)
-            .await;
-        assert_eq!(response.status(), 200);
-        let checked = response.headers()["creditguard-stripe-check"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let found: Value = response.json().await.unwrap();
+        let (checked, found) = discrepancies_checked(&app).await;
         let mismatched: Vec<&str> = found
             .as_array()
             .unwrap()
@@ -673,16 +678,8 @@ mod stripe_check {
             s.replay.enabled = false;
         })
         .await;
-        let response = down
-            .get("/v1/reconciliation/discrepancies", &down.finance_token)
-            .await;
-        assert_eq!(response.status(), 200);
-        let checked = response.headers()["creditguard-stripe-check"]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let (checked, found) = discrepancies_checked(&down).await;
         assert!(checked.starts_with("failed"), "{checked}");
-        let found: Value = response.json().await.unwrap();
         assert!(found
             .as_array()
             .unwrap()

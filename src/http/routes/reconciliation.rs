@@ -15,7 +15,7 @@ use crate::http::extract::Query;
 use crate::http::views::Problem;
 use crate::http::{rfc3339, ApiError, AppState};
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct WindowQuery {
     /// RFC 3339; the window starts here (inclusive). Default: the beginning.
@@ -262,8 +262,9 @@ const MAX_DISCREPANCIES: i64 = 1000;
 pub struct DiscrepancyQuery {
     /// RFC 3339. With `STRIPE_SECRET_KEY` set, Stripe's succeeded PaymentIntents and balance
     /// transactions created in the window are checked too (`stripe-mismatch`). Without `from`,
-    /// the last 24 hours are, and a Stripe that does not answer leaves only what creditguard
-    /// holds (the `Creditguard-Stripe-Check` header says which).
+    /// the last `stripe.discrepancies_check_hours` (24) are, and a Stripe that fails or takes
+    /// over 5 s leaves only what creditguard holds (the `Creditguard-Stripe-Check` header says
+    /// which).
     from: Option<String>,
     /// RFC 3339, exclusive (default now).
     to: Option<String>,
@@ -321,16 +322,13 @@ pub async fn discrepancies(
             (window, true)
         }
         None => {
-            let now = state.now();
-            let to = chrono::DurationRound::duration_trunc(now, TimeDelta::seconds(1))
-                .unwrap_or(now)
-                + TimeDelta::seconds(1);
+            let to = window(&WindowQuery::default(), state.now())?.to;
             let hours = state.settings.stripe.discrepancies_check_hours;
-            let window = Window {
+            let recent = Window {
                 from: to - TimeDelta::hours(i64::from(hours)),
                 to,
             };
-            (window, false)
+            (recent, false)
         }
     };
     let mut views = state
@@ -361,40 +359,54 @@ pub async fn discrepancies(
         })
         .await?;
     let (window, asked) = stripe_window;
-    let stripe = crate::stripe::client::StripeApi::new(&state.settings.stripe)
-        .map_err(ApiError::Unexpected)?
-        .with_metrics(state.metrics.clone());
-    let checked = if !stripe.is_configured() {
-        "not configured (no STRIPE_SECRET_KEY)".to_owned()
-    } else if window.from >= window.to {
-        "off (stripe.discrepancies_check_hours = 0)".to_owned()
-    } else if asked {
-        views.extend(stripe_mismatches(&stripe, &state, &window).await?);
-        format!("{}/{}", rfc3339(window.from), rfc3339(window.to))
-    } else {
-        match tokio::time::timeout(
-            RECENT_CHECK_DEADLINE,
-            stripe_mismatches(&stripe, &state, &window),
-        )
-        .await
-        {
-            Ok(Ok(mismatches)) => {
-                views.extend(mismatches);
-                format!("{}/{}", rfc3339(window.from), rfc3339(window.to))
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "discrepancies: the recent Stripe check failed; listing creditguard's own only");
-                format!("failed: {e}")
-            }
-            Err(_) => {
-                tracing::warn!("discrepancies: the recent Stripe check took over 5 s; listing creditguard's own only");
-                "failed: Stripe took over 5 s".to_owned()
-            }
-        }
-    };
+    let checked = stripe_check(&state, &window, asked, &mut views).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Creditguard-Stripe-Check", header_text(&checked)))
         .json(views))
+}
+
+/// Adds Stripe's mismatches of the window to `views`; returns what was checked, for the
+/// `Creditguard-Stripe-Check` header. Stripe failing an asked-for check is a 502; the default
+/// check of the last hours falls back to creditguard's own list when Stripe fails or is slow
+/// (any other error, the database's say, is the call's).
+async fn stripe_check(
+    state: &AppState,
+    window: &Window,
+    asked: bool,
+    views: &mut Vec<DiscrepancyView>,
+) -> Result<String, ApiError> {
+    let stripe = crate::stripe::client::StripeApi::new(&state.settings.stripe)
+        .map_err(ApiError::Unexpected)?
+        .with_metrics(state.metrics.clone());
+    if !stripe.is_configured() {
+        return Ok("not configured (no STRIPE_SECRET_KEY)".to_owned());
+    }
+    if window.from >= window.to {
+        return Ok("off (stripe.discrepancies_check_hours = 0)".to_owned());
+    }
+    let checking = stripe_mismatches(&stripe, state, window);
+    let found = if asked {
+        checking.await
+    } else {
+        match tokio::time::timeout(RECENT_CHECK_DEADLINE, checking).await {
+            Ok(found) => found,
+            Err(_) => Err(ApiError::StripeUnavailable(format!(
+                "no answer within {} s",
+                RECENT_CHECK_DEADLINE.as_secs()
+            ))),
+        }
+    };
+    match found {
+        Ok(mismatches) => {
+            views.extend(mismatches);
+            Ok(format!("{}/{}", rfc3339(window.from), rfc3339(window.to)))
+        }
+        Err(ApiError::StripeUnavailable(why)) if !asked => {
+            tracing::warn!(error = %why, "discrepancies: the recent Stripe check failed; listing creditguard's own only");
+            Ok(format!("failed: {why}"))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A header value keeps to visible ASCII.
