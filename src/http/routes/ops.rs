@@ -77,14 +77,19 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     let (snapshot, database_up) = match stored {
         Ok((figures, now)) => (stored_figures_snapshot(&figures, now), true),
         Err(ApiError::Unavailable(e)) => {
-            tracing::debug!(error = %e, "metrics: the database is unavailable; process figures only");
-            (Snapshot::new(), false)
+            tracing::debug!(error = %e, "metrics: the database could not be read; process figures only");
+            // A full pool is load, not an outage (CreditguardDatabasePoolExhausted covers it).
+            let pool_full = matches!(
+                e.downcast_ref::<crate::db::Unavailable>(),
+                Some(crate::db::Unavailable::Timeout { .. })
+            );
+            (Snapshot::new(), pool_full)
         }
         Err(e) => return Err(e),
     };
     snapshot.gauge(
         "creditguard_database_up",
-        "1 when this scrape could read the database, 0 when it was unavailable.",
+        "0 while the database is unavailable (an outage), else 1. The gauges read from it are absent when this scrape could not read it.",
         if database_up { 1.0 } else { 0.0 },
     );
     let pool = state.database.pool().state();
