@@ -478,6 +478,11 @@ fn purchase_event(account: &str) -> Vec<u8> {
 
 /// The same, paid at `created` (Unix seconds).
 fn purchase_event_at(account: &str, created: i64) -> Vec<u8> {
+    package_event_at(account, created, "pack_100", 2000)
+}
+
+/// A signed-to-be `checkout.session.completed` for `package`, paid `amount` at `created`.
+fn package_event_at(account: &str, created: i64, package: &str, amount: i64) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "id": format!("evt_bench_{}", uuid::Uuid::now_v7().simple()),
         "object": "event",
@@ -491,8 +496,8 @@ fn purchase_event_at(account: &str, created: i64) -> Vec<u8> {
             "payment_intent": format!("pi_bench_{}", uuid::Uuid::now_v7().simple()),
             "payment_status": "paid",
             "client_reference_id": account,
-            "metadata": { "package_id": "pack_100" },
-            "amount_total": 2000,
+            "metadata": { "package_id": package },
+            "amount_total": amount,
             "currency": "usd"
         }}
     }))
@@ -520,12 +525,14 @@ fn op(worker: usize, n: u64, args: &Args) -> Op {
     }
 }
 
-/// Seeded accounts hold three packs, bought two hours apart (not duplicates), so consumptions
-/// never run dry.
+/// Seeded accounts hold three 500-credit packs, bought two hours apart (not duplicates): 96,000
+/// credits over 64 accounts, more than the service phases spend at 1,000 requests a second.
 const SEED_PACKS: i64 = 3;
 
-fn seed_paid_at(pack: i64) -> i64 {
-    SystemClock.now().timestamp() - (pack + 1) * 7200
+/// The `pack`-th seed purchase of account `bench_{account}`.
+fn seed_event(account: usize, pack: i64) -> Vec<u8> {
+    let paid_at = SystemClock.now().timestamp() - (pack + 1) * 7200;
+    package_event_at(&format!("bench_{account}"), paid_at, "pack_500", 9000)
 }
 
 fn settings_for(url: &str, secret: &str, pool: u32) -> Settings {
@@ -548,13 +555,7 @@ fn seed_accounts_bare(
     let mut conn = pool.get()?;
     for a in 0..args.accounts {
         for pack in 0..SEED_PACKS {
-            bare_purchase_at(
-                &mut conn,
-                settings,
-                secrets,
-                &format!("bench_{a}"),
-                seed_paid_at(pack),
-            )?;
+            bare_ingest(&mut conn, settings, secrets, &seed_event(a, pack))?;
         }
     }
     Ok(())
@@ -582,12 +583,26 @@ fn bare_purchase_at(
     account: &str,
     created: i64,
 ) -> anyhow::Result<()> {
-    let body = purchase_event_at(account, created);
+    bare_ingest(
+        conn,
+        settings,
+        secrets,
+        &purchase_event_at(account, created),
+    )
+}
+
+/// One event through the webhook's code, straight on a connection: verify, parse, ingest.
+fn bare_ingest(
+    conn: &mut creditguard::db::DbConnection,
+    settings: &Settings,
+    secrets: &WebhookSecrets,
+    body: &[u8],
+) -> anyhow::Result<()> {
     let now = SystemClock.now();
-    let header = sign(secrets.primary(), now.timestamp(), &body);
-    let verified = signature::verify(Some(&header), &body, secrets, 300, now)?;
+    let header = sign(secrets.primary(), now.timestamp(), body);
+    let verified = signature::verify(Some(&header), body, secrets, 300, now)?;
     let event = verified.try_map(EventEnvelope::parse)?;
-    let payload = String::from_utf8_lossy(&body);
+    let payload = String::from_utf8_lossy(body);
     webhook::ingest(
         conn,
         &event,
@@ -861,8 +876,9 @@ async fn main() -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     for a in 0..args.accounts {
         for pack in 0..SEED_PACKS {
-            let body = purchase_event_at(&format!("bench_{a}"), seed_paid_at(pack));
-            let seeded = purchase_request(&client, &target, &body).send().await?;
+            let seeded = purchase_request(&client, &target, &seed_event(a, pack))
+                .send()
+                .await?;
             anyhow::ensure!(seeded.status().is_success(), "seeding: {}", seeded.status());
         }
     }
@@ -877,7 +893,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
 
-    // Spending alone (one purchase per worker to start), against the guarded update.
+    // Spending alone (each worker's first request is a purchase), against the guarded update.
     let spending = run_service(
         &Args {
             purchase_every: u64::MAX,
