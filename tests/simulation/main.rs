@@ -565,12 +565,20 @@ impl Run {
         let response = self.app.consume(account, generation, credits).await;
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or_default();
+        let exact = self.model.exact(account);
+        let new_spend = matches!(expected, Spend::Consumed { .. } | Spend::Insufficient);
+        if !exact && new_spend && (status == 201 || status == 402) {
+            // Its balance is the service's to know: the model follows the answer.
+            self.model
+                .follow_spend(account, generation, credits, status == 201);
+            return Ok(());
+        }
         let ok = match &expected {
             Spend::Consumed { balance } => {
-                status == 201 && (!self.model.exact(account) || body["balance"] == json!(balance))
+                status == 201 && (!exact || body["balance"] == json!(balance))
             }
             Spend::Replayed { balance } => {
-                status == 200 && (!self.model.exact(account) || body["balance"] == json!(balance))
+                status == 200 && (!exact || body["balance"] == json!(balance))
             }
             Spend::NotFound => status == 404,
             Spend::Suspended | Spend::Terminated => status == 403,

@@ -844,6 +844,20 @@ impl Model {
         purchase.granted = credits;
         purchase.remaining =
             credits - refunded_credits(purchase.refunded(), purchase.amount, credits);
+        if let Some((amount, 0, OurRefund::Acknowledged)) = purchase.our_refund {
+            // The lot gives up at once what our refund (made while undelivered) took: those
+            // are the credits its failure would give back. With outside refunds beside it,
+            // which refund took which credits is the ledger's bookkeeping.
+            if purchase.outside() == 0 {
+                purchase.our_refund = Some((
+                    amount,
+                    credits - purchase.remaining,
+                    OurRefund::Acknowledged,
+                ));
+            } else if purchase.remaining < credits {
+                purchase.inexact = true;
+            }
+        }
         self.order.retain(|p| p != pi);
         self.order.push(pi.to_owned());
         let (warned, dispute) = (purchase.warned, purchase.dispute.clone());
@@ -934,18 +948,7 @@ impl Model {
         if self.balance(account) < credits {
             return Spend::Insufficient;
         }
-        let mut left = credits;
-        let mut draws = Vec::new();
-        for pi in self.order.clone() {
-            let purchase = self.purchases.get_mut(&pi).unwrap();
-            if purchase.account != account || purchase.remaining == 0 || left == 0 {
-                continue;
-            }
-            let take = left.min(purchase.remaining);
-            purchase.remaining -= take;
-            left -= take;
-            draws.push((pi, take));
-        }
+        let draws = self.draw(account, credits);
         let balance = self.balance(account);
         self.consumptions.insert(
             generation.to_owned(),
@@ -958,6 +961,52 @@ impl Model {
             },
         );
         Spend::Consumed { balance }
+    }
+
+    /// FIFO: the oldest lot first, as far as the lots go; (purchase, credits) in the order drawn.
+    fn draw(&mut self, account: &str, credits: i64) -> Vec<(String, i64)> {
+        let mut left = credits;
+        let mut draws = Vec::new();
+        for pi in self.order.clone() {
+            let purchase = self.purchases.get_mut(&pi).unwrap();
+            if purchase.account != account || purchase.remaining == 0 || left == 0 {
+                continue;
+            }
+            let take = left.min(purchase.remaining);
+            purchase.remaining -= take;
+            left -= take;
+            draws.push((pi, take));
+        }
+        draws
+    }
+
+    /// An account not followed exactly can hold more or fewer credits than the model says, so
+    /// the service's answer to a new spend stands: the model takes back a spend the service
+    /// refused, or draws what its lots have for one the service made.
+    pub fn follow_spend(&mut self, account: &str, generation: &str, credits: i64, consumed: bool) {
+        match (self.consumptions.get(generation).is_some(), consumed) {
+            (true, false) => {
+                let undone = self.consumptions.remove(generation).unwrap();
+                for (pi, n) in undone.draws {
+                    self.purchases.get_mut(&pi).unwrap().remaining += n;
+                }
+            }
+            (false, true) => {
+                let draws = self.draw(account, credits);
+                let balance_after = self.balance(account);
+                self.consumptions.insert(
+                    generation.to_owned(),
+                    Consumption {
+                        account: account.to_owned(),
+                        credits,
+                        balance_after,
+                        draws,
+                        restored: None,
+                    },
+                );
+            }
+            _ => {}
+        }
     }
 
     /// V1: support suspends (whatever the account was suspended for), reinstates (lifting any
