@@ -948,23 +948,14 @@ impl Model {
         if self.balance(account) < credits {
             return Spend::Insufficient;
         }
-        let draws = self.draw(account, credits);
-        let balance = self.balance(account);
-        self.consumptions.insert(
-            generation.to_owned(),
-            Consumption {
-                account: account.to_owned(),
-                credits,
-                balance_after: balance,
-                draws,
-                restored: None,
-            },
-        );
-        Spend::Consumed { balance }
+        Spend::Consumed {
+            balance: self.spend(account, generation, credits),
+        }
     }
 
-    /// FIFO: the oldest lot first, as far as the lots go; (purchase, credits) in the order drawn.
-    fn draw(&mut self, account: &str, credits: i64) -> Vec<(String, i64)> {
+    /// Draws FIFO, the oldest lot first, as far as the lots go, and records the spend; the
+    /// balance after it.
+    fn spend(&mut self, account: &str, generation: &str, credits: i64) -> i64 {
         let mut left = credits;
         let mut draws = Vec::new();
         for pi in self.order.clone() {
@@ -977,7 +968,18 @@ impl Model {
             left -= take;
             draws.push((pi, take));
         }
-        draws
+        let balance_after = self.balance(account);
+        self.consumptions.insert(
+            generation.to_owned(),
+            Consumption {
+                account: account.to_owned(),
+                credits,
+                balance_after,
+                draws,
+                restored: None,
+            },
+        );
+        balance_after
     }
 
     /// An account not followed exactly can hold more or fewer credits than the model says, so
@@ -992,18 +994,7 @@ impl Model {
                 }
             }
             (false, true) => {
-                let draws = self.draw(account, credits);
-                let balance_after = self.balance(account);
-                self.consumptions.insert(
-                    generation.to_owned(),
-                    Consumption {
-                        account: account.to_owned(),
-                        credits,
-                        balance_after,
-                        draws,
-                        restored: None,
-                    },
-                );
+                self.spend(account, generation, credits);
             }
             _ => {}
         }
